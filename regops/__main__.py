@@ -1,0 +1,5 @@
+import sys
+
+from regops.cli import main
+
+sys.exit(main())

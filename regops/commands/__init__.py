@@ -1,0 +1,1 @@
+"""One module per ``regops`` verb; see :mod:`regops.cli`."""

@@ -1,0 +1,150 @@
+"""The error tree: every failure regops raises on purpose is a RegopsError.
+
+::
+
+    RegopsError
+    ├── ConfigError                  settings missing, contradictory or unreadable
+    ├── ValidationError              bad input, names the field (.field)
+    │   └── PolicyError              an invalid cleanup policy attribute
+    ├── KeyFileError                 a signing key / certificate that is missing or wrong
+    ├── TransportError               no HTTP answer (connection, timeout) after retries
+    ├── HTTPError                    an HTTP answer that is an error (.method .url .status)
+    │   ├── GitLabError              GitLab REST API (.message from GitLab's body)
+    │   │   ├── GitLabUnauthorized   401
+    │   │   ├── GitLabForbidden      403
+    │   │   ├── GitLabNotFound       404
+    │   │   └── GitLabRateLimited    429 still after waiting
+    │   └── RegistryError            registry HTTP API (.codes from errors[].code)
+    │       ├── RegistryUnauthorized 401 (token refused: bad key, issuer, audience, expiry)
+    │       ├── RegistryDenied       403 / insufficient_scope
+    │       ├── RegistryNotFound     404 (MANIFEST_UNKNOWN, BLOB_UNKNOWN, NAME_UNKNOWN)
+    │       └── RegistryUnsupported  405 (delete disabled, read-only mode)
+    ├── TokenError                   a registry token could not be minted or obtained
+    ├── ManifestError                a manifest that is malformed or of an unknown type
+    ├── UnsafeDeleteError            a delete that would take down something not asked for
+    └── DoesNotExist                 a model lookup found nothing (Project.DoesNotExist …)
+
+Messages never contain secrets: URLs are passed through
+:func:`regops.secrets.redact_url` and text through :func:`regops.secrets.redact`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from regops.secrets import redact, redact_url
+
+
+class RegopsError(Exception):
+    """Base of every error regops raises on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class ConfigError(RegopsError):
+    """Settings missing, contradictory or unreadable."""
+
+
+class ValidationError(RegopsError, ValueError):
+    """Bad input; ``field`` names what was wrong."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+class PolicyError(ValidationError):
+    """A cleanup policy attribute GitLab would reject."""
+
+
+class KeyFileError(RegopsError):
+    """A signing key or certificate that is missing, unreadable or does not fit."""
+
+
+class TransportError(RegopsError):
+    """No usable HTTP answer (connection refused, timeout) after the retries."""
+
+    def __init__(self, method: str, url: str, reason: str) -> None:
+        self.method = method
+        self.url = redact_url(url)
+        super().__init__(f"{method} {self.url}: {reason}")
+
+
+class HTTPError(RegopsError):
+    """An HTTP error answer, with the request that got it."""
+
+    def __init__(self, method: str, url: str, status: int, detail: str = "") -> None:
+        self.method = method
+        self.url = redact_url(url)
+        self.status = status
+        self.detail = redact(detail)
+        text = f"{method} {self.url} -> {status}"
+        super().__init__(f"{text}: {self.detail}" if self.detail else text)
+
+
+class GitLabError(HTTPError):
+    """GitLab REST API error; ``detail`` is GitLab's ``message`` or ``error``."""
+
+
+class GitLabUnauthorized(GitLabError):
+    """401: the token is missing, wrong, expired or revoked."""
+
+
+class GitLabForbidden(GitLabError):
+    """403: the user lacks the permission."""
+
+
+class GitLabNotFound(GitLabError):
+    """404: no such resource, or not visible to this user."""
+
+
+class GitLabRateLimited(GitLabError):
+    """429, still after waiting for Retry-After."""
+
+
+class RegistryError(HTTPError):
+    """Registry HTTP API error; ``codes`` holds the body's ``errors[].code``."""
+
+    def __init__(
+        self, method: str, url: str, status: int, detail: str = "", codes: Sequence[str] = ()
+    ) -> None:
+        self.codes = tuple(codes)
+        prefix = ",".join(self.codes)
+        super().__init__(method, url, status, f"{prefix} {detail}".strip() if prefix else detail)
+
+
+class RegistryUnauthorized(RegistryError):
+    """401: the registry refused the token (key, issuer, audience or expiry)."""
+
+
+class RegistryDenied(RegistryError):
+    """403, or a token without the scope needed."""
+
+
+class RegistryNotFound(RegistryError):
+    """404: unknown manifest, blob or repository."""
+
+
+class RegistryUnsupported(RegistryError):
+    """405: the operation is disabled (delete off, read-only maintenance mode)."""
+
+
+class TokenError(RegopsError):
+    """A registry token could not be minted or obtained."""
+
+
+class ManifestError(RegopsError):
+    """A manifest that is malformed or of a media type regops does not know."""
+
+
+class UnsafeDeleteError(RegopsError):
+    """A delete that would remove something that was not asked for."""
+
+
+class DoesNotExist(RegopsError, LookupError):
+    """A model lookup found nothing; each model has its own subclass."""

@@ -1,0 +1,147 @@
+"""HTTP transport: the only place that builds a ``requests.Session``.
+
+Owns timeouts, the connection pool, retries with backoff (idempotent requests
+only, honouring ``Retry-After``), TLS settings, the user agent, and the rule
+that no secret reaches an exception, a log line or a repr.
+
+>>> session = make_session(HTTPSettings(timeout=(3, 30)))
+>>> session.get("https://gitlab.example.com/api/v4/version")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from regops import __version__
+from regops.errors import TransportError
+from regops.secrets import redact, redact_url
+
+log = logging.getLogger("regops.http")
+
+USER_AGENT = f"regops/{__version__}"
+CONNECT_TIMEOUT = 5.0  # seconds to open a TCP/TLS connection
+READ_TIMEOUT = 60.0  # seconds between bytes; large blobs stream, so this is not a total
+POOL_SIZE = 32  # connections kept per host: enough for the default worker pools
+MAX_RETRIES = 4  # attempts after the first, for idempotent requests
+BACKOFF_BASE = 0.25  # seconds; doubled at every attempt, with jitter
+MAX_RETRY_AFTER = 120.0  # longest server-requested wait we accept before giving up
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@dataclass(frozen=True)
+class HTTPSettings:
+    """Transport settings shared by the GitLab and registry clients."""
+
+    timeout: tuple[float, float] = (CONNECT_TIMEOUT, READ_TIMEOUT)
+    verify: bool | str = True  # True, False, or a CA bundle path
+    pool_size: int = POOL_SIZE
+    max_retries: int = MAX_RETRIES
+    backoff_base: float = BACKOFF_BASE
+    max_retry_after: float = MAX_RETRY_AFTER
+    user_agent: str = USER_AGENT
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
+
+
+def retry_after_seconds(response: requests.Response) -> float | None:
+    """Seconds the server asked us to wait (Retry-After or RateLimit-Reset), if any."""
+    value = response.headers.get("Retry-After")
+    if value:
+        value = value.strip()
+        if value.isdigit():
+            return float(value)
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, when.timestamp() - time.time())
+    reset = response.headers.get("RateLimit-Reset")
+    if reset and reset.strip().isdigit():
+        number = float(reset)
+        # GitLab sends an epoch timestamp; the IETF draft sends seconds.
+        return max(0.0, number - time.time()) if number > 1e9 else number
+    return None
+
+
+class RetryingSession(requests.Session):
+    """A Session with default timeouts, retries for idempotent requests, and redaction.
+
+    ``request(..., idempotent=True)`` marks a request of another method (a
+    manifest PUT) as safe to repeat.
+    """
+
+    def __init__(self, settings: HTTPSettings) -> None:
+        super().__init__()
+        self.settings = settings
+        self.verify = settings.verify
+        self.headers["User-Agent"] = settings.user_agent
+        adapter = HTTPAdapter(pool_connections=settings.pool_size, pool_maxsize=settings.pool_size)
+        self.mount("http://", adapter)
+        self.mount("https://", adapter)
+        self.request_count = 0
+
+    def __repr__(self) -> str:
+        return f"<RetryingSession ua={self.settings.user_agent!r} timeout={self.settings.timeout}>"
+
+    def request(self, method, url, *args, idempotent: bool | None = None, **kwargs):  # noqa: D401
+        kwargs.setdefault("timeout", self.settings.timeout)
+        method = method.upper()
+        retryable = method in IDEMPOTENT_METHODS if idempotent is None else idempotent
+        attempts = 1 + (self.settings.max_retries if retryable else 0)
+        for attempt in range(attempts):
+            last = attempt == attempts - 1
+            self.request_count += 1
+            try:
+                response = super().request(method, url, *args, **kwargs)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                if last:
+                    raise TransportError(method, url, _reason(exc)) from None
+                self._wait(attempt, None, method, url, _reason(exc))
+                continue
+            except requests.RequestException as exc:
+                raise TransportError(method, url, _reason(exc)) from None
+            if response.status_code not in RETRY_STATUSES or last:
+                return response
+            wait = retry_after_seconds(response)
+            if wait is not None and wait > self.settings.max_retry_after:
+                return response
+            response.close()
+            self._wait(attempt, wait, method, url, f"HTTP {response.status_code}")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _wait(self, attempt: int, wait: float | None, method: str, url: str, why: str) -> None:
+        if wait is None:
+            wait = self.settings.backoff_base * (2**attempt) * (1 + random.random() / 2)
+        log.info("retrying %s %s in %.2fs after %s", method, redact_url(url), wait, why)
+        self.settings.sleep(wait)
+
+    def rebuild_auth(self, prepared_request, response):
+        """Drop Authorization on any redirect to another host (blob storage redirects)."""
+        super().rebuild_auth(prepared_request, response)
+        if "Authorization" in prepared_request.headers:
+            old = requests.utils.urlparse(response.request.url)
+            new = requests.utils.urlparse(prepared_request.url)
+            if (old.hostname, old.port) != (new.hostname, new.port):
+                del prepared_request.headers["Authorization"]
+
+
+def _reason(exc: Exception) -> str:
+    """A short, secret-free reason for a transport failure."""
+    text = str(exc)
+    for marker in ("Connection refused", "timed out", "Name or service not known", "reset by peer"):
+        if marker in text:
+            return f"{type(exc).__name__}: {marker}"
+    return f"{type(exc).__name__}: {redact(text)[:200]}"
+
+
+def make_session(settings: HTTPSettings | None = None) -> RetryingSession:
+    """A new session with regops' transport settings."""
+    return RetryingSession(settings or HTTPSettings())
