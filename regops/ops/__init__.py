@@ -1,0 +1,1 @@
+"""Admin operations built on the models: usage reports, cleanup plans, garbage collection."""

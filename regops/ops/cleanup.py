@@ -1,0 +1,627 @@
+"""Cleanup plans: which tags a GitLab cleanup policy run would delete, and why.
+
+:func:`plan_cleanup` reproduces GitLab's third-party-registry cleanup service
+(app/services/projects/container_repository/third_party/cleanup_tags_service.rb
+and cleanup_tags_base_service.rb) step for step, without deleting anything:
+
+1. ``latest`` is kept (unless ``keep_latest`` is false);
+2. a tag stays a candidate only if it matches ``name_regex_delete`` (older name
+   ``name_regex``) and does not match ``name_regex_keep``; both are RE2, anchored;
+3. optional cap (GitLab's ``container_registry_cleanup_tags_service_max_list_size``);
+4. ``keep_n``: candidates sorted newest first (unknown ``created_at`` sorts as
+   now), the first ``keep_n`` kept;
+5. ``older_than``: only candidates with a known ``created_at`` before
+   ``now - older_than`` stay; the rest are kept;
+6. what is left is the delete list, in GitLab's order.
+
+Deliberate differences, all visible:
+
+- Anchoring: GitLab builds ``\\A`` + pattern + ``\\z``, so a top-level ``|``
+  anchors only its outer alternatives (``C|D`` also matches ``Cx``). regops
+  anchors the whole pattern, ``\\A(?:pattern)\\z`` (what the policy author
+  means), and lists in :attr:`CleanupPlan.warnings` every tag GitLab's own run
+  would decide differently because of it.
+- The cap (step 3): GitLab takes a *random* sample of ``keep_n + max_list_size``
+  candidates. regops takes, deterministically, the newest ``keep_n`` (so step 4
+  keeps exactly the tags an uncapped run keeps) plus the oldest
+  ``max_list_size`` (the most deletable), and marks the plan unfinished. Without
+  ``max_list_size`` (the default) every tag is decided.
+- Garbage in a policy (a ``keep_n`` that is not a number, an unparseable
+  ``older_than``) raises :class:`PolicyError`; GitLab's ``to_i`` / ChronicDuration
+  would treat it as 0 or crash the run.
+
+A plan is a value: print it (a table), ``to_dicts()`` it, diff it. Nothing here
+deletes; applying a plan lives elsewhere.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from tabulate import tabulate
+
+from regops.durations import parse_duration
+from regops.errors import PolicyError, ValidationError
+from regops.policy_rules import compile_gitlab_literal_regex, compile_gitlab_regex
+
+LATEST_TAG = "latest"  # GitLab's Tag#latest?: the name, not the newest tag
+
+# Why a tag is kept (the values of CleanupPlan.kept).
+KEEP_LATEST = "latest"
+KEEP_NAME_REGEX_KEEP = "name_regex_keep"
+KEEP_NOT_MATCHED = "not matched by name_regex"
+KEEP_OVER_LIST_SIZE = "beyond max_list_size"
+KEEP_N = "keep_n"
+KEEP_NEWER = "newer than older_than"
+KEEP_UNKNOWN_DATE = "unknown created_at"
+# Why a tag is deleted: the last step that let it through.
+DELETE_OLDER_THAN = "older than {older_than}"
+DELETE_BEYOND_KEEP_N = "beyond the newest {keep_n}"
+DELETE_MATCHED = "matched by name_regex"
+
+# Rows shown by repr before "... N more" (the full list is in .decisions).
+MAX_REPR_ROWS = 50
+# Tag names listed in one anchoring warning.
+MAX_WARNING_NAMES = 10
+TABLE_HEADERS = ("repository", "tag", "created_at", "size", "decision", "reason")
+
+
+@dataclass(frozen=True)
+class CleanupRules:
+    """A policy reduced to what a cleanup run uses, validated and typed."""
+
+    name_regex_delete: str | None
+    name_regex_keep: str | None
+    keep_n: int | None
+    older_than: timedelta | None
+    older_than_text: str | None
+    keep_latest: bool = True
+    delete_field: str = "name_regex_delete"
+
+
+@dataclass(frozen=True)
+class TagDecision:
+    """One tag and what the plan does with it."""
+
+    tag: Any
+    delete: bool
+    reason: str
+
+    @property
+    def name(self) -> str:
+        return self.tag.name
+
+    @property
+    def decision(self) -> str:
+        return "delete" if self.delete else "keep"
+
+
+@dataclass(eq=False)
+class CleanupPlan:
+    """What one cleanup run would delete in one repository, and why every tag stays.
+
+    ``counts`` follows GitLab's service result (original_size, before_truncate_size,
+    after_truncate_size, before_delete_size, deleted_size).
+    """
+
+    decisions: list[TagDecision]
+    to_delete: list[Any]
+    rules: CleanupRules
+    now: datetime
+    repository: str | None = None
+    finished: bool = True
+    original_size: int = 0
+    before_truncate_size: int = 0
+    after_truncate_size: int = 0
+    before_delete_size: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def deleted_size(self) -> int:
+        return len(self.to_delete)
+
+    @property
+    def kept(self) -> dict[str, str]:
+        """Tag name -> reason, for every tag the run leaves in place."""
+        return {d.name: d.reason for d in self.decisions if not d.delete}
+
+    @property
+    def names_to_delete(self) -> list[str]:
+        return [tag.name for tag in self.to_delete]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {
+            "original_size": self.original_size,
+            "before_truncate_size": self.before_truncate_size,
+            "after_truncate_size": self.after_truncate_size,
+            "before_delete_size": self.before_delete_size,
+            "deleted_size": self.deleted_size,
+        }
+
+    @functools.cached_property
+    def freed_bytes(self) -> int | None:
+        """Bytes garbage collection could free after this plan: blobs (manifest,
+        config, layers) referenced only by deleted tags, each counted once.
+
+        None when a tag's manifest or a size is unknown, or a tag is an index
+        (its children's layers are not known here). Assumes GC removes untagged
+        manifests (``registry garbage-collect -m``, as GitLab's
+        ``registry-garbage-collect``). Blobs are counted for this repository only;
+        one still used by another repository is not freed, so this is an upper
+        bound. Reading ``tag.manifest`` may fetch it for tags not yet fetched.
+        """
+        deleted: dict[str, int] = {}
+        kept: set[str] = set()
+        for decision in self.decisions:
+            sizes = referenced_blobs(decision.tag)
+            if sizes is None:
+                return None
+            if decision.delete:
+                deleted.update(sizes)
+            else:
+                kept.update(sizes)
+        return sum(size for digest, size in deleted.items() if digest not in kept)
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        """One plain dict per tag, in the listing order (for CSV, JSON, diffs)."""
+        return [
+            {
+                "repository": self._repository_of(d.tag),
+                "tag": d.name,
+                "created_at": _iso(_created_at(d.tag)),
+                "size": _attr(d.tag, "total_size"),
+                "delete": d.delete,
+                "decision": d.decision,
+                "reason": d.reason,
+            }
+            for d in self.decisions
+        ]
+
+    def summary(self) -> str:
+        """One line: how many tags, how many deleted, whether the run finished."""
+        repositories = {self._repository_of(d.tag) for d in self.decisions}
+        name = repositories.pop() if len(repositories) == 1 else None
+        text = (
+            f"{name or 'repository'}: {self.original_size} tags, "
+            f"{self.deleted_size} to delete, {self.original_size - self.deleted_size} kept"
+        )
+        if "freed_bytes" in self.__dict__ and self.freed_bytes is not None:
+            text += f", frees up to {_human_size(self.freed_bytes)}"
+        return text if self.finished else text + " (unfinished: max_list_size reached)"
+
+    def _rows(self, limit: int | None) -> list[list[Any]]:
+        rows = []
+        for d in self.decisions[:limit]:
+            created = _created_at(d.tag)
+            size = _attr(d.tag, "total_size")
+            rows.append(
+                [
+                    self._repository_of(d.tag) or "",
+                    d.name,
+                    created.strftime("%Y-%m-%d %H:%M") if created else "unknown",
+                    _human_size(size) if isinstance(size, int) else "",
+                    d.decision,
+                    d.reason,
+                ]
+            )
+        return rows
+
+    def _repository_of(self, tag: Any) -> str | None:
+        return self.repository or _repository_from_path(tag)
+
+    def _table(self, limit: int | None, tablefmt: str = "simple") -> str:
+        """The decisions as a table; the repository column only when it is known."""
+        rows = self._rows(limit)
+        headers: Sequence[str] = TABLE_HEADERS
+        if not any(row[0] for row in rows):
+            rows, headers = [row[1:] for row in rows], TABLE_HEADERS[1:]
+        return tabulate(rows, headers=headers, tablefmt=tablefmt)
+
+    def __repr__(self) -> str:
+        lines = [self.summary()]
+        if self.decisions:
+            lines.append(self._table(MAX_REPR_ROWS))
+        if len(self.decisions) > MAX_REPR_ROWS:
+            lines.append(f"... {len(self.decisions) - MAX_REPR_ROWS} more (see .decisions)")
+        lines.extend(f"warning: {warning}" for warning in self.warnings)
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        parts = [f"<p>{html.escape(self.summary())}</p>"]
+        parts.append(self._table(None, tablefmt="html"))
+        parts.extend(f"<p>warning: {html.escape(w)}</p>" for w in self.warnings)
+        return "\n".join(parts)
+
+    def apply(self, connection: Any = None, **options: Any) -> Any:
+        """Delete exactly the planned tags, audited: :func:`regops.ops.apply.apply_plan`.
+
+        ``connection`` defaults to the default connection; ``options`` are
+        ``audit_path``, ``actor``, ``max_requests_per_second``, ``batch_size``.
+        """
+        from regops.connection import default_connection
+        from regops.ops.apply import apply_plan
+
+        return apply_plan(self, connection or default_connection(), **options)
+
+
+def plan_cleanup(
+    tags: Iterable[Any],
+    policy: Any,
+    now: datetime | None = None,
+    max_list_size: int | None = None,
+    repository: str | None = None,
+) -> CleanupPlan:
+    """Decide every tag as a GitLab cleanup run would; delete nothing.
+
+    ``tags``: objects with ``.name`` and ``.created_at`` (aware datetime or None).
+    ``policy``: an ExpirationPolicy-like object or a mapping with the API's
+    parameter names (see :func:`cleanup_rules`).
+
+    >>> plan = plan_cleanup(tags, {"name_regex_delete": ".*", "keep_n": 1})  # doctest: +SKIP
+    >>> plan.names_to_delete, plan.kept                                     # doctest: +SKIP
+    """
+    rules = cleanup_rules(policy)
+    now = _check_now(now)
+    listed = _check_tags(tags)
+    builder = _PlanBuilder(rules, now)
+    candidates = builder.keep_latest(listed)
+    candidates = builder.filter_by_name(candidates)
+    before_truncate_size = len(candidates)
+    candidates = builder.truncate(candidates, _check_max_list_size(max_list_size))
+    after_truncate_size = len(candidates)
+    candidates = builder.filter_keep_n(candidates)
+    candidates = builder.filter_older_than(candidates)
+    for tag in candidates:
+        builder.delete(tag)
+    return CleanupPlan(
+        decisions=[builder.decided[tag.name] for tag in listed],
+        to_delete=list(candidates),
+        rules=rules,
+        now=now,
+        repository=repository,
+        finished=after_truncate_size == before_truncate_size,
+        original_size=len(listed),
+        before_truncate_size=before_truncate_size,
+        after_truncate_size=after_truncate_size,
+        before_delete_size=len(candidates),
+        warnings=builder.anchoring_warnings(listed),
+    )
+
+
+class _PlanBuilder:
+    """The steps of GitLab's cleanup service, recording a decision per tag."""
+
+    def __init__(self, rules: CleanupRules, now: datetime) -> None:
+        self.rules = rules
+        self.now = now
+        self.decided: dict[str, TagDecision] = {}
+        self.delete_regex = compile_gitlab_regex(rules.name_regex_delete, rules.delete_field)
+        self.keep_regex = compile_gitlab_regex(rules.name_regex_keep, "name_regex_keep")
+
+    def keep(self, tag: Any, reason: str) -> None:
+        self.decided[tag.name] = TagDecision(tag, False, reason)
+
+    def delete(self, tag: Any) -> None:
+        if self.rules.older_than is not None:
+            reason = DELETE_OLDER_THAN.format(older_than=self.rules.older_than_text)
+        elif self.rules.keep_n is not None:
+            reason = DELETE_BEYOND_KEEP_N.format(keep_n=self.rules.keep_n)
+        else:
+            reason = DELETE_MATCHED
+        self.decided[tag.name] = TagDecision(tag, True, reason)
+
+    def keep_latest(self, tags: list[Any]) -> list[Any]:
+        if not self.rules.keep_latest:
+            return list(tags)
+        for tag in tags:
+            if tag.name == LATEST_TAG:
+                self.keep(tag, KEEP_LATEST)
+        return [tag for tag in tags if tag.name != LATEST_TAG]
+
+    def name_decision(self, name: str) -> str | None:
+        """None when the name filter lets the tag through, else the keep reason."""
+        if not self.delete_regex.search(name):
+            return KEEP_NOT_MATCHED
+        if self.keep_regex.search(name):
+            return KEEP_NAME_REGEX_KEEP
+        return None
+
+    def filter_by_name(self, tags: list[Any]) -> list[Any]:
+        result = []
+        for tag in tags:
+            reason = self.name_decision(tag.name)
+            if reason is None:
+                result.append(tag)
+            else:
+                self.keep(tag, reason)
+        return result
+
+    def truncate(self, tags: list[Any], max_list_size: int | None) -> list[Any]:
+        """GitLab's cap, deterministic: the newest keep_n plus the oldest max_list_size."""
+        keep_n = self.rules.keep_n or 0
+        if not max_list_size or len(tags) <= max_list_size + keep_n:
+            return tags
+        ordered = self.newest_first(tags)
+        chosen = {id(tag) for tag in ordered[:keep_n] + ordered[len(ordered) - max_list_size :]}
+        for tag in tags:
+            if id(tag) not in chosen:
+                self.keep(tag, KEEP_OVER_LIST_SIZE)
+        return [tag for tag in tags if id(tag) in chosen]
+
+    def newest_first(self, tags: list[Any]) -> list[Any]:
+        """GitLab's order_by_date_desc: stable sort ascending, then reversed.
+
+        Unknown dates sort as now; ties therefore come out in reverse listing
+        order (GitLab deletes ``Bb Ba`` in that order in its own spec).
+        """
+        ordered = sorted(tags, key=lambda tag: _created_at(tag) or self.now)
+        ordered.reverse()
+        return ordered
+
+    def filter_keep_n(self, tags: list[Any]) -> list[Any]:
+        if self.rules.keep_n is None:
+            return tags
+        ordered = self.newest_first(tags)
+        for tag in ordered[: self.rules.keep_n]:
+            self.keep(tag, KEEP_N)
+        return ordered[self.rules.keep_n :]
+
+    def filter_older_than(self, tags: list[Any]) -> list[Any]:
+        if self.rules.older_than is None:
+            return tags
+        cutoff = self.now - self.rules.older_than
+        result = []
+        for tag in tags:
+            created = _created_at(tag)
+            if created is None:
+                self.keep(tag, KEEP_UNKNOWN_DATE)
+            elif created < cutoff:
+                result.append(tag)
+            else:
+                self.keep(tag, KEEP_NEWER)
+        return result
+
+    def anchoring_warnings(self, tags: list[Any]) -> list[str]:
+        """Tags GitLab's literal ``\\A<p>\\z`` anchoring would filter differently."""
+        rules = self.rules
+        if not _has_alternation(rules.name_regex_delete) and not _has_alternation(
+            rules.name_regex_keep
+        ):
+            return []
+        literal_delete = compile_gitlab_literal_regex(rules.name_regex_delete, rules.delete_field)
+        literal_keep = compile_gitlab_literal_regex(rules.name_regex_keep, "name_regex_keep")
+        names = [
+            tag.name
+            for tag in tags
+            if not (rules.keep_latest and tag.name == LATEST_TAG)
+            and (self.name_decision(tag.name) is None)
+            != (bool(literal_delete.search(tag.name)) and not literal_keep.search(tag.name))
+        ]
+        if not names:
+            return []
+        shown = ", ".join(names[:MAX_WARNING_NAMES])
+        more = (
+            f" and {len(names) - MAX_WARNING_NAMES} more" if len(names) > MAX_WARNING_NAMES else ""
+        )
+        return [
+            "GitLab anchors the policy regexes as \\A<pattern>\\z without a group, so a "
+            f"top-level '|' anchors only part of the pattern; its own run would filter these "
+            f"tags differently from this plan (which anchors the whole pattern): {shown}{more}"
+        ]
+
+
+def cleanup_rules(policy: Any) -> CleanupRules:
+    """Read a policy object or a mapping of the API's parameters into CleanupRules.
+
+    Keys: ``name_regex_delete`` (or the older ``name_regex``; ``name_regex_delete``
+    wins when both are present, even if blank, as in GitLab), ``name_regex_keep``,
+    ``keep_n``, ``older_than`` (a ChronicDuration string), ``keep_latest``
+    (default true).
+    """
+    values = _policy_values(policy)
+    if values.get("name_regex_delete") is not None:
+        delete_field, delete_pattern = "name_regex_delete", values["name_regex_delete"]
+    else:
+        delete_field, delete_pattern = "name_regex", values.get("name_regex")
+    older_text = values.get("older_than")
+    older_than = None
+    if older_text is not None:
+        try:
+            older_than = parse_duration(older_text, field="older_than")
+        except ValidationError as exc:
+            raise PolicyError("older_than", _detail(exc)) from exc
+    rules = CleanupRules(
+        name_regex_delete=_pattern(delete_pattern, delete_field),
+        name_regex_keep=_pattern(values.get("name_regex_keep"), "name_regex_keep"),
+        keep_n=_keep_n(values.get("keep_n")),
+        older_than=older_than,
+        older_than_text=None if older_text is None else str(older_text),
+        keep_latest=_keep_latest(values.get("keep_latest", True)),
+        delete_field=delete_field,
+    )
+    compile_gitlab_regex(rules.name_regex_delete, delete_field)  # PolicyError now, not later
+    compile_gitlab_regex(rules.name_regex_keep, "name_regex_keep")
+    return rules
+
+
+POLICY_KEYS = (
+    "name_regex_delete",
+    "name_regex",
+    "name_regex_keep",
+    "keep_n",
+    "older_than",
+    "keep_latest",
+)
+
+
+def _policy_values(policy: Any) -> dict[str, Any]:
+    """The policy's parameters from a mapping, an object, or its ``attributes``."""
+    if isinstance(policy, Mapping):
+        return {key: policy[key] for key in POLICY_KEYS if key in policy}
+    if policy is None:
+        raise PolicyError("policy", "no cleanup policy given")
+    attributes = getattr(policy, "attributes", None)
+    attributes = attributes if isinstance(attributes, Mapping) else {}
+    values: dict[str, Any] = {}
+    for key in POLICY_KEYS:
+        value = getattr(policy, key, _MISSING)
+        if value is _MISSING:
+            value = attributes.get(key, _MISSING)
+        if value is not _MISSING:
+            values[key] = value
+    return values
+
+
+_MISSING = object()
+
+
+def _pattern(value: Any, field: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise PolicyError(field, f"expected a regular expression string, got {value!r}")
+
+
+def _keep_n(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().isdigit() and value.strip().isascii():
+        return int(value.strip())
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise PolicyError("keep_n", f"expected a whole number of tags to keep, got {value!r}")
+
+
+def _keep_latest(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise PolicyError("keep_latest", f"expected true or false, got {value!r}")
+
+
+def _check_now(now: datetime | None) -> datetime:
+    if now is None:
+        return datetime.now(timezone.utc)
+    if not isinstance(now, datetime) or now.tzinfo is None:
+        raise ValidationError("now", f"expected a timezone-aware datetime, got {now!r}")
+    return now
+
+
+def _check_max_list_size(value: int | None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValidationError("max_list_size", f"expected a whole number >= 0, got {value!r}")
+    return value  # 0 means no limit, as in GitLab
+
+
+def _check_tags(tags: Iterable[Any]) -> list[Any]:
+    """Every tag needs a str name, unique, and a usable created_at."""
+    listed = list(tags)
+    seen: set[str] = set()
+    for tag in listed:
+        name = getattr(tag, "name", None)
+        if not isinstance(name, str) or not name:
+            raise ValidationError("tags", f"a tag without a name: {tag!r}")
+        if name in seen:
+            raise ValidationError("tags", f"tag {name!r} listed twice")
+        seen.add(name)
+        _created_at(tag)
+    return listed
+
+
+def _created_at(tag: Any) -> datetime | None:
+    """The tag's created_at as an aware datetime (ISO strings accepted), or None."""
+    value = _attr(tag, "created_at")
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise ValidationError("created_at", f"tag {tag.name!r}: {value!r}") from exc
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise ValidationError(
+            "created_at", f"tag {tag.name!r}: expected a timezone-aware datetime, got {value!r}"
+        )
+    return value
+
+
+def _attr(obj: Any, name: str) -> Any:
+    """getattr that treats a missing or unfetchable attribute as unknown."""
+    try:
+        return getattr(obj, name, None)
+    except AttributeError:
+        return None
+
+
+def referenced_blobs(tag: Any) -> dict[str, int] | None:
+    """Digest -> size of every blob a tag keeps alive: its manifest, config, layers.
+
+    Needs ``tag.manifest`` with ``.config`` and ``.layers`` (descriptors with
+    ``digest`` and ``size``) and ``.digest`` + ``.raw`` for the manifest itself
+    (``tag.digest`` is used when the manifest has none). None when anything is
+    unknown or the manifest is an index (its children's blobs are not known).
+    """
+    manifest = _attr(tag, "manifest")
+    if manifest is None or _attr(manifest, "children"):
+        return None
+    sizes: dict[str, int] = {}
+    digest = _attr(manifest, "digest") or _attr(tag, "digest")
+    raw = _attr(manifest, "raw")
+    if digest is None or raw is None:
+        return None
+    sizes[str(digest)] = len(raw)
+    config = _attr(manifest, "config")
+    descriptors: Sequence[Any] = [*([config] if config is not None else [])]
+    descriptors = [*descriptors, *(_attr(manifest, "layers") or ())]
+    for descriptor in descriptors:
+        size = _attr(descriptor, "size")
+        blob = _attr(descriptor, "digest")
+        if blob is None or not isinstance(size, int):
+            return None
+        sizes[str(blob)] = size
+    return sizes
+
+
+def _repository_from_path(tag: Any) -> str | None:
+    """``group/app:tag`` -> ``group/app`` (GitLab's Tag#path)."""
+    path = _attr(tag, "path")
+    if isinstance(path, str) and ":" in path:
+        return path.rpartition(":")[0]
+    return None
+
+
+def _has_alternation(pattern: str | None) -> bool:
+    return bool(pattern) and "|" in pattern
+
+
+def _detail(error: ValidationError) -> str:
+    prefix = f"{error.field}: "
+    text = str(error)
+    return text[len(prefix) :] if text.startswith(prefix) else text
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+SIZE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
+BYTES_PER_UNIT = 1024
+
+
+def _human_size(size: int | None) -> str:
+    if size is None:
+        return ""
+    value = float(size)
+    for unit in SIZE_UNITS:
+        if value < BYTES_PER_UNIT or unit == SIZE_UNITS[-1]:
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= BYTES_PER_UNIT
+    return f"{size} B"

@@ -1,0 +1,293 @@
+"""GitLab's rules for container expiration (cleanup) policies.
+
+What ``ContainerExpirationPolicy`` accepts (app/models/container_expiration_policy.rb):
+the allowed values of ``cadence``, ``keep_n`` and ``older_than``, RE2-only
+regexes (``UntrustedRegexpValidator``: ``not valid RE2 syntax: <RE2 error>``),
+``name_regex`` required when the policy is enabled, with Rails' standard messages
+(``is not included in the list``, ``can't be blank``). Used by the models, the
+cleanup planner and the sandbox's GitLab stand-in, so all three agree.
+
+Deliberate differences from GitLab, each stricter:
+
+- unknown attribute names are refused (GitLab's API drops them silently), so a
+  typo on the command line (``keepn=5``) is an error, not a no-op;
+- ``name_regex_keep`` longer than 255 characters is a validation error here; in
+  GitLab it is a database text limit (migration ``add_text_limit``), so the API
+  answers with a server error instead of a 400.
+
+>>> validate_policy_attributes({"keep_n": "5", "enabled": "true", "name_regex": ".*"})
+{'keep_n': 5, 'enabled': True, 'name_regex': '.*'}
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import re2
+
+from regops.errors import PolicyError
+
+CADENCE_OPTIONS = ("1d", "7d", "14d", "1month", "3month")
+KEEP_N_OPTIONS = (1, 5, 10, 25, 50, 100)
+OLDER_THAN_OPTIONS = ("7d", "14d", "30d", "90d")
+# Allowed values per attribute; None means "unset" where GitLab allows nil.
+ALLOWED: dict[str, tuple[Any, ...]] = {
+    "enabled": (True, False),
+    "cadence": CADENCE_OPTIONS,
+    "keep_n": (*KEEP_N_OPTIONS, None),
+    "older_than": (*OLDER_THAN_OPTIONS, None),
+}
+# GitLab's database text limit on name_regex_keep.
+NAME_REGEX_KEEP_MAX_LENGTH = 255
+# What a new project's policy looks like in GitLab.
+POLICY_DEFAULTS: dict[str, Any] = {
+    "enabled": False,
+    "cadence": "1d",
+    "keep_n": 10,
+    "older_than": "90d",
+    "name_regex": ".*",
+    "name_regex_keep": None,
+}
+POLICY_ATTRIBUTES = tuple(POLICY_DEFAULTS)
+# The API's newer name for name_regex; it wins when both are given (as in GitLab).
+NAME_REGEX_ALIAS = "name_regex_delete"
+
+# Rails' default validation messages, as GitLab returns them.
+MSG_INCLUSION = "is not included in the list"
+MSG_BLANK = "can't be blank"
+MSG_TOO_LONG = "is too long (maximum is {count} characters)"
+MSG_RE2 = "not valid RE2 syntax: {error}"
+MSG_UNKNOWN = "is not a container expiration policy attribute"
+
+TRUE_WORDS = frozenset({"true", "t", "yes", "y", "1", "on"})
+FALSE_WORDS = frozenset({"false", "f", "no", "n", "0", "off"})
+# Words that mean "unset" in key=value input (keep_n=null, older_than=).
+NULL_WORDS = frozenset({"", "null", "none", "nil"})
+# Patterns compiled per process; policies reuse a handful of patterns.
+REGEX_CACHE_SIZE = 256
+# Never log RE2 parse errors to stderr: regops reports them as PolicyError.
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False
+_MATCH_NOTHING = r"\A\z"
+
+
+def re2_error(pattern: str) -> str | None:
+    """RE2's complaint about ``pattern`` (as GitLab reports it), or None when valid.
+
+    >>> re2_error(r"(a)\\1")
+    'invalid escape sequence: \\\\1'
+    """
+    try:
+        _compile(pattern)
+    except re2.error as exc:
+        detail = exc.args[0] if exc.args else str(exc)
+        return detail.decode("utf-8", "replace") if isinstance(detail, bytes) else str(detail)
+    return None
+
+
+def compile_gitlab_regex(pattern: str | None, field: str) -> Any:
+    """Compile a policy regex as RE2, fully anchored ``\\A(?:pattern)\\z``.
+
+    None or blank gives ``\\A\\z``, which matches no tag. Invalid RE2 raises
+    :class:`PolicyError` with GitLab's message. Use ``.search(name)`` on the result.
+
+    >>> bool(compile_gitlab_regex("v.+", "name_regex").search("v1.0"))
+    True
+    """
+    if pattern is None or pattern == "":
+        return _compile(_MATCH_NOTHING)
+    if not isinstance(pattern, str):
+        raise PolicyError(field, f"expected a regular expression string, got {pattern!r}")
+    error = re2_error(pattern)
+    if error is not None:
+        raise PolicyError(field, MSG_RE2.format(error=error))
+    return _compile(rf"\A(?:{pattern})\z")
+
+
+def compile_gitlab_literal_regex(pattern: str | None, field: str) -> Any:
+    """The regex exactly as GitLab builds it: ``\\A`` + pattern + ``\\z``, no group.
+
+    With a top-level ``|`` this anchors only the first and last alternatives
+    (``C|D`` becomes ``\\AC|D\\z`` and matches ``Cx``); regops uses
+    :func:`compile_gitlab_regex` and reports where the two disagree.
+    """
+    compile_gitlab_regex(pattern, field)  # same validation and errors
+    return _compile(rf"\A{pattern or ''}\z")
+
+
+@functools.lru_cache(maxsize=REGEX_CACHE_SIZE)
+def _compile(pattern: str) -> Any:
+    return re2.compile(pattern, options=_RE2_OPTIONS)
+
+
+def collect_policy_errors(
+    attrs: Mapping[str, Any], *, current: Mapping[str, Any] | None = None, partial: bool = True
+) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """Normalise and check ``attrs``; return ``(normalised, errors)``.
+
+    ``errors`` maps a field to GitLab's messages for it (empty when valid).
+    See :func:`validate_policy_attributes` for what ``normalised`` holds.
+    """
+    given, errors = _normalise(attrs)
+    if current is not None:
+        record = {**_normalise(current)[0], **given}
+    elif partial:
+        record = dict(given)
+    else:
+        record = {**POLICY_DEFAULTS, **given}
+    whole = current is not None or not partial
+    for field in record if whole else given:
+        for message in _field_errors(field, record):
+            errors.setdefault(field, []).append(message)
+    return (record if whole else given), errors
+
+
+def validate_policy_attributes(
+    attrs: Mapping[str, Any], *, current: Mapping[str, Any] | None = None, partial: bool = True
+) -> dict[str, Any]:
+    """Normalise policy attributes or raise :class:`PolicyError` like GitLab.
+
+    Accepts ``keep_n`` as int or digits, booleans as ``"true"``/``"false"``,
+    ``name_regex_delete`` as the API's alias of ``name_regex``, and ``null`` or
+    an empty value for "unset". Returns the normalised given attributes; with
+    ``current`` (the stored policy) the whole record after the update, validated
+    as GitLab validates on save; with ``partial=False`` the defaults filled in.
+    The raised error carries every problem in ``.errors`` (field -> messages).
+    """
+    result, errors = collect_policy_errors(attrs, current=current, partial=partial)
+    if errors:
+        field, messages = next(iter(errors.items()))
+        error = PolicyError(field, messages[0])
+        error.errors = errors  # type: ignore[attr-defined]
+        raise error
+    return result
+
+
+def policy_error_body(errors: Mapping[str, Iterable[str]] | PolicyError) -> dict[str, Any]:
+    """GitLab's 400 body for an invalid ``container_expiration_policy_attributes``.
+
+    The API answers with ``{"message": model.errors.messages}``
+    (lib/api/helpers.rb ``render_validation_error!``); errors of the nested
+    policy carry the association prefix (ActiveRecord autosave), hence
+    ``container_expiration_policy.<field>``.
+
+    >>> policy_error_body({"keep_n": ["is not included in the list"]})
+    {'message': {'container_expiration_policy.keep_n': ['is not included in the list']}}
+    """
+    if isinstance(errors, PolicyError):
+        errors = getattr(errors, "errors", None) or {errors.field: [_detail(errors)]}
+    return {
+        "message": {
+            f"container_expiration_policy.{field}": list(messages)
+            for field, messages in errors.items()
+        }
+    }
+
+
+def _detail(error: PolicyError) -> str:
+    """The message without the ``field: `` prefix ValidationError adds."""
+    prefix = f"{error.field}: "
+    text = str(error)
+    return text[len(prefix) :] if text.startswith(prefix) else text
+
+
+def _normalise(attrs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """Coerce CLI-style values; unknown keys and uncoercible values become errors."""
+    if not isinstance(attrs, Mapping):
+        raise PolicyError("container_expiration_policy", f"expected a mapping, got {attrs!r}")
+    result: dict[str, Any] = {}
+    errors: dict[str, list[str]] = {}
+    for key, value in attrs.items():
+        field = "name_regex" if key == NAME_REGEX_ALIAS else key
+        if field not in POLICY_DEFAULTS:
+            if key not in ("project_id", "next_run_at"):
+                errors.setdefault(str(key), []).append(MSG_UNKNOWN)
+            continue
+        if key == "name_regex" and NAME_REGEX_ALIAS in attrs:
+            continue  # name_regex_delete wins
+        coerced, ok = _coerce(field, value)
+        result[field] = coerced
+        if not ok:
+            errors.setdefault(field, []).append(MSG_INCLUSION)
+    return result, errors
+
+
+def _coerce(field: str, value: Any) -> tuple[Any, bool]:
+    """Return ``(value, ok)``; ok False when the value cannot be of the field's type."""
+    if field == "enabled":
+        return _coerce_bool(value)
+    if field == "keep_n":
+        return _coerce_int(value)
+    if isinstance(value, str) and field in ("cadence", "older_than"):
+        return (None, True) if value.strip().lower() in NULL_WORDS else (value.strip(), True)
+    if field == "name_regex_keep" and isinstance(value, str) and value.lower() in NULL_WORDS:
+        return None, True
+    return value, value is None or isinstance(value, str)
+
+
+def _coerce_bool(value: Any) -> tuple[Any, bool]:
+    if isinstance(value, bool):
+        return value, True
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in TRUE_WORDS:
+            return True, True
+        if word in FALSE_WORDS:
+            return False, True
+    return value, False
+
+
+def _coerce_int(value: Any) -> tuple[Any, bool]:
+    if value is None:
+        return None, True
+    if isinstance(value, bool):
+        return value, False
+    if isinstance(value, int):
+        return value, True
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower() in NULL_WORDS:
+            return None, True
+        if text.isascii() and text.isdigit():
+            return int(text), True
+    return value, False
+
+
+def _field_errors(field: str, record: Mapping[str, Any]) -> list[str]:
+    """GitLab's messages for one field of a (normalised) policy record."""
+    value = record.get(field)
+    # Unknown (a partial update without "enabled"): check RE2 syntax, not presence.
+    enabled = record.get("enabled", None)
+    if field in ALLOWED:
+        messages = [MSG_BLANK] if field == "cadence" and value in (None, "") else []
+        if not _allowed(field, value):
+            messages.append(MSG_INCLUSION)
+        return messages
+    if field == "name_regex":
+        if enabled is False:
+            return []  # GitLab validates the regexes only of an enabled policy
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return [MSG_BLANK] if enabled is True else []
+        return _regex_errors(value)
+    if field == "name_regex_keep":
+        messages = []
+        if isinstance(value, str) and len(value) > NAME_REGEX_KEEP_MAX_LENGTH:
+            messages.append(MSG_TOO_LONG.format(count=NAME_REGEX_KEEP_MAX_LENGTH))
+        if enabled is not False and isinstance(value, str) and value:
+            messages.extend(_regex_errors(value))
+        return messages
+    return []
+
+
+def _allowed(field: str, value: Any) -> bool:
+    """Inclusion check that does not let True pass as 1 or 1 as True."""
+    return any(type(value) is type(option) and value == option for option in ALLOWED[field])
+
+
+def _regex_errors(value: Any) -> list[str]:
+    if not isinstance(value, str):
+        return [MSG_INCLUSION]
+    error = re2_error(value)
+    return [] if error is None else [MSG_RE2.format(error=error)]
