@@ -1,0 +1,107 @@
+"""``regops keys``: make and check the registry token signing key pair.
+
+``regops keys generate --out DIR`` writes ``registry.key`` (mode 0600) and
+``registry.crt`` and prints the two gitlab.rb lines that install them. Those
+lines hold the private key in clear text (that is what
+``registry['internal_key']`` is): they go to stdout only, where the admin asked
+for them; redirect stdout to a protected file, or pass ``--no-gitlab-rb``.
+
+``regops keys check KEY CERT`` says whether the pair matches and prints the
+libtrust key id the registry will look tokens up by.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from regops.registry.keys import (
+    DEFAULT_COMMON_NAME,
+    DEFAULT_RSA_BITS,
+    KEY_TYPES,
+    MIN_RSA_BITS,
+    check_pair,
+    generate_key,
+    gitlab_rb_lines,
+    libtrust_kid,
+    load_private_key,
+    write_key_and_certificate,
+)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``keys generate`` and ``keys check``."""
+    parser = subparsers.add_parser("keys", help="registry token signing keys")
+    verbs = parser.add_subparsers(dest="keys_command", metavar="VERB")
+    parser.set_defaults(func=lambda args: _usage(parser))
+
+    generate = verbs.add_parser("generate", help="write a new key pair and print gitlab.rb lines")
+    generate.add_argument("--out", required=True, help="directory for registry.key/registry.crt")
+    generate.add_argument("--type", choices=KEY_TYPES, default="rsa", help="key type (rsa)")
+    generate.add_argument(
+        "--bits",
+        type=int,
+        default=DEFAULT_RSA_BITS,
+        help=f"RSA key size (default {DEFAULT_RSA_BITS}, minimum {MIN_RSA_BITS})",
+    )
+    generate.add_argument("--common-name", default=DEFAULT_COMMON_NAME, help="certificate CN")
+    generate.add_argument("--force", action="store_true", help="overwrite existing files")
+    generate.add_argument(
+        "--no-gitlab-rb",
+        action="store_true",
+        help="do not print the gitlab.rb lines (they contain the private key)",
+    )
+    generate.set_defaults(func=run_generate)
+
+    check = verbs.add_parser("check", help="check that a key and certificate belong together")
+    check.add_argument("key", help="private key (PEM)")
+    check.add_argument("cert", help="certificate (PEM)")
+    check.set_defaults(func=run_check)
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return EXIT_USAGE
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    """Write the pair; print where, the kid, and (unless told not to) gitlab.rb lines."""
+    if args.type == "rsa" and args.bits < MIN_RSA_BITS:
+        print(
+            f"regops keys: --bits {args.bits} is too weak (minimum {MIN_RSA_BITS})",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    key = generate_key(args.type, args.bits)
+    key_path, cert_path = write_key_and_certificate(
+        args.out, key, args.common_name, overwrite=args.force
+    )
+    print(f"key:         {key_path} (mode 0600)", file=sys.stderr)
+    print(f"certificate: {cert_path}", file=sys.stderr)
+    print(f"kid:         {libtrust_kid(key)}", file=sys.stderr)
+    if args.type == "ec":
+        print(
+            "note: GitLab signs registry tokens with RSA only; an EC key serves regops' "
+            "own tokens (KeyAuth), so no gitlab.rb lines are printed",
+            file=sys.stderr,
+        )
+    elif not args.no_gitlab_rb:
+        print("# gitlab.rb (contains the PRIVATE KEY: keep it secret)")
+        sys.stdout.write(gitlab_rb_lines(_read_key_pem(key_path), cert_path.read_text()))
+    return EXIT_OK
+
+
+def _read_key_pem(path) -> str:
+    load_private_key(path)  # the file we just wrote must load back
+    with open(path, encoding="ascii") as handle:
+        return handle.read()
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """Print ``match kid=…`` or raise KeyFileError (the CLI prints it, exit 1)."""
+    kid = check_pair(args.key, args.cert)
+    print(f"match: {args.key} and {args.cert} belong together")
+    print(f"kid: {kid}")
+    return EXIT_OK
