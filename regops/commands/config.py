@@ -1,0 +1,57 @@
+"""``regops config``: show the resolved settings, masked, and where each came from.
+
+Exit 0 when the settings are complete, 1 (with the reason) when they are not.
+``--check`` also connects and prints the GitLab version and user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tabulate import tabulate
+
+from regops.config import Settings, collect_settings
+from regops.errors import ConfigError
+
+EXIT_OK, EXIT_FAILED = 0, 1
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``config``."""
+    parser = subparsers.add_parser("config", help="show resolved settings and their sources")
+    parser.add_argument("--section", help="python-gitlab config section to use")
+    parser.add_argument("--config-file", help="python-gitlab config file to read")
+    parser.add_argument("--gitlab-yml", help="gitlab.yml to read (default: the Linux package's)")
+    parser.add_argument(
+        "--check", action="store_true", help="also connect: GitLab version, user, admin"
+    )
+    parser.set_defaults(func=run)
+
+
+def settings_table(settings: Settings) -> str:
+    """The settings as a table: field, value (secrets masked), source."""
+    return tabulate(settings.rows(), headers=("setting", "value", "source"), tablefmt="simple")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the table; exit 1 with the ConfigError when incomplete."""
+    settings = collect_settings(
+        config_section=args.section,
+        config_file=args.config_file,
+        gitlab_yml_path=args.gitlab_yml,
+    )
+    print(settings_table(settings))
+    try:
+        settings.check()
+    except ConfigError as exc:
+        print(f"regops config: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.check:
+        from regops.connection import Connection
+
+        with Connection(settings) as connection:
+            info = connection.describe()
+        print()
+        print(tabulate(sorted(info.items()), headers=("check", "value"), tablefmt="simple"))
+    return EXIT_OK

@@ -1,0 +1,172 @@
+"""Connection: one GitLab client and one registry client, and the default connection.
+
+>>> import regops
+>>> conn = regops.connect()              # doctest: +SKIP  (settings: see regops.config)
+>>> conn.describe()["gitlab_version"]    # doctest: +SKIP
+'17.5.1'
+
+Models use :func:`default_connection`, which is the last :func:`connect` or,
+when none was made, one resolved from the environment and config files.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from regops.config import Settings, resolve_settings
+from regops.errors import ConfigError, GitLabError
+from regops.gitlab.client import GitLabClient
+from regops.secrets import redact_url
+
+if TYPE_CHECKING:
+    from regops.registry.client import RegistryClient
+
+_default: Connection | None = None
+_lock = threading.Lock()
+
+
+class Connection:
+    """A GitLab client (``.gitlab``) and a registry client (``.registry``, or None).
+
+    Nothing is sent on creation; the registry client is built on first use
+    (realm auth without a user name asks GitLab who the token belongs to).
+    """
+
+    def __init__(self, settings: Settings, *, gitlab: GitLabClient | None = None) -> None:
+        self.settings = settings.check()
+        self.http = settings.http_settings()
+        self.gitlab = gitlab or GitLabClient(
+            settings.gitlab_url or "", settings.token, settings.token_kind, http=self.http
+        )
+        self._registry: RegistryClient | None = None
+        self._registry_built = False
+        self._user: dict | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        mode = self.settings.registry_auth if self.settings.registry_url else "none"
+        registry = redact_url(self.settings.registry_url) if self.settings.registry_url else "-"
+        return (
+            f"<Connection gitlab={redact_url(self.settings.gitlab_url or '')} "
+            f"registry={registry} ({mode})>"
+        )
+
+    @property
+    def registry_host(self) -> str | None:
+        """``host:port`` used in image locations (``registry.example.com:5050/g/p:tag``)."""
+        if self.settings.registry_host:
+            return self.settings.registry_host
+        if self.settings.registry_url:
+            return urlsplit(self.settings.registry_url).netloc
+        return None
+
+    @property
+    def registry(self) -> RegistryClient | None:
+        """The registry client, or None when no registry URL is configured."""
+        if not self._registry_built:
+            with self._lock:
+                if not self._registry_built:
+                    self._registry = self._build_registry()
+                    self._registry_built = True
+        return self._registry
+
+    def current_user(self) -> dict:
+        """``GET /user``, fetched once."""
+        if self._user is None:
+            self._user = self.gitlab.current_user()
+        return self._user
+
+    def _build_registry(self) -> RegistryClient | None:
+        s = self.settings
+        if not s.registry_url:
+            return None
+        from regops.registry.client import RegistryClient
+
+        return RegistryClient(s.registry_url, self._registry_auth(), http=self.http)
+
+    def _registry_auth(self) -> Any:
+        from regops.registry import tokens
+
+        s = self.settings
+        mode = s.registry_auth or "anonymous"
+        if mode == "key":
+            key = tokens.load_signing_key(s.registry_key_path or "")
+            minter = tokens.TokenMinter(
+                key, s.registry_issuer, s.registry_service, subject=s.registry_username
+            )
+            return tokens.KeyAuth(minter)
+        if mode == "realm":
+            username = s.registry_username or self._token_username()
+            secret = s.registry_password or s.token
+            hosts = [h for h in (s.gitlab_host, self.registry_host) if h]
+            return tokens.RealmAuth(username, secret, allowed_hosts=hosts)
+        if mode == "basic":
+            return tokens.BasicAuth(s.registry_username or "", s.registry_password or "")
+        return tokens.AnonymousAuth()
+
+    def _token_username(self) -> str:
+        try:
+            return str(self.current_user()["username"])
+        except (GitLabError, KeyError) as exc:
+            raise ConfigError(
+                "registry_auth 'realm' needs a user name: set REGOPS_REGISTRY_USER "
+                f"(asking GitLab GET /user for it failed: {exc})"
+            ) from None
+
+    def describe(self) -> dict[str, Any]:
+        """GitLab URL, version, user, is_admin and registry mode, for banners (2 requests)."""
+        s = self.settings
+        user = self.current_user()
+        return {
+            "gitlab_url": redact_url(s.gitlab_url or ""),
+            "gitlab_version": self.gitlab.version().get("version"),
+            "user": user.get("username"),
+            "is_admin": bool(user.get("is_admin", False)),
+            "registry_url": redact_url(s.registry_url) if s.registry_url else None,
+            "registry_host": self.registry_host,
+            "registry_auth": s.registry_auth if s.registry_url else None,
+        }
+
+    def close(self) -> None:
+        """Close the HTTP sessions."""
+        self.gitlab.session.close()
+        if self._registry is not None and hasattr(self._registry, "session"):
+            self._registry.session.close()
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def connect(settings: Settings | None = None, **explicit: Any) -> Connection:
+    """A new Connection from ``settings`` or resolved ones; it becomes the default."""
+    connection = Connection(settings if settings is not None else resolve_settings(**explicit))
+    set_default_connection(connection)
+    return connection
+
+
+def set_default_connection(connection: Connection | None) -> None:
+    """Make ``connection`` the one models use (None forgets it)."""
+    global _default
+    with _lock:
+        _default = connection
+
+
+def default_connection() -> Connection:
+    """The default connection, resolving one from the environment if none was made."""
+    global _default
+    with _lock:
+        if _default is not None:
+            return _default
+        try:
+            _default = Connection(resolve_settings())
+        except ConfigError as exc:
+            raise ConfigError(
+                f"no connection: call regops.connect(url=..., private_token=...) or "
+                f"configure the environment ({exc})"
+            ) from None
+        return _default
