@@ -91,7 +91,7 @@ class RetryingSession(requests.Session):
     def __repr__(self) -> str:
         return f"<RetryingSession ua={self.settings.user_agent!r} timeout={self.settings.timeout}>"
 
-    def request(self, method, url, *args, idempotent: bool | None = None, **kwargs):  # noqa: D401
+    def request(self, method, url, *args, idempotent: bool | None = None, **kwargs):
         kwargs.setdefault("timeout", self.settings.timeout)
         method = method.upper()
         retryable = method in IDEMPOTENT_METHODS if idempotent is None else idempotent
@@ -101,7 +101,12 @@ class RetryingSession(requests.Session):
             self.request_count += 1
             try:
                 response = super().request(method, url, *args, **kwargs)
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            # ChunkedEncodingError: the connection dropped mid-body; as retryable as a reset.
+            except (
+                requests.ConnectionError,
+                requests.Timeout,
+                requests.exceptions.ChunkedEncodingError,
+            ) as exc:
                 if last:
                     raise TransportError(method, url, _reason(exc)) from None
                 self._wait(attempt, None, method, url, _reason(exc))

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+from regops.registry.cache import CachingReader, ContentCache, default_cache_dir
+from regops.registry.client import RegistryClient, RegistryFeatures, TagDeleteResult
 from regops.registry.keys import (
     check_pair,
     generate_key,
     gitlab_rb_lines,
     libtrust_kid,
     write_key_and_certificate,
+)
+from regops.registry.manifest import (
+    DOCKER_LIST,
+    DOCKER_MANIFEST,
+    MANIFEST_ACCEPT,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Descriptor,
+    ImageConfig,
+    Manifest,
+    parse_manifest,
 )
 from regops.registry.reference import Digest, validate_repository_name, validate_tag
 from regops.registry.server import RegistryServer, RegistryStartError
@@ -25,28 +38,40 @@ from regops.registry.tokens import (
     parse_challenge,
 )
 
-# client and manifest exports (filled in by the lead)
-# --- end of client and manifest exports
-
 __all__ = [
+    "DOCKER_LIST",
+    "DOCKER_MANIFEST",
+    "MANIFEST_ACCEPT",
+    "OCI_INDEX",
+    "OCI_MANIFEST",
     "AnonymousAuth",
     "BasicAuth",
+    "CachingReader",
     "Challenge",
+    "ContentCache",
+    "Descriptor",
     "Digest",
+    "ImageConfig",
     "KeyAuth",
+    "Manifest",
     "RealmAuth",
     "RegistryAuth",
+    "RegistryClient",
+    "RegistryFeatures",
     "RegistryServer",
     "RegistryStartError",
     "RegistryStorage",
     "Scope",
+    "TagDeleteResult",
     "TokenMinter",
     "check_pair",
+    "default_cache_dir",
     "generate_key",
     "gitlab_rb_lines",
     "libtrust_kid",
     "load_signing_key",
     "parse_challenge",
+    "parse_manifest",
     "validate_repository_name",
     "validate_tag",
     "write_key_and_certificate",
