@@ -1,0 +1,29 @@
+"""The console object model: Project, ContainerRepository, Tag, ExpirationPolicy, User.
+
+>>> import regops
+>>> regops.connect()                                  # doctest: +SKIP
+>>> Project.last(3)                                   # a table  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from regops.models.base import Collection, Model, Query
+from regops.models.policy import ExpirationPolicy, PolicyNotApplied, PolicyPlan, PolicyQuery
+from regops.models.project import Project
+from regops.models.repository import ContainerRepository
+from regops.models.tag import Tag
+from regops.models.user import User
+
+__all__ = [
+    "Collection",
+    "ContainerRepository",
+    "ExpirationPolicy",
+    "Model",
+    "PolicyNotApplied",
+    "PolicyPlan",
+    "PolicyQuery",
+    "Project",
+    "Query",
+    "Tag",
+    "User",
+]

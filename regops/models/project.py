@@ -1,0 +1,193 @@
+"""Project: finders, server-side filters, and its registry relations.
+
+>>> Project.last(3)                                   # doctest: +SKIP
+>>> p = Project.find_by(full_path="group/app")        # doctest: +SKIP
+>>> p.container_repositories, p.creator, p.container_expiration_policy  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from regops.errors import GitLabNotFound, ValidationError
+from regops.gitlab.client import PER_PAGE, PROJECT_FILTERS
+from regops.models.base import (
+    Collection,
+    Model,
+    Query,
+    check_filters,
+    relation,
+    resolve_connection,
+)
+
+if TYPE_CHECKING:
+    from regops.connection import Connection
+    from regops.models.policy import ExpirationPolicy
+    from regops.models.user import User
+
+# GET /projects filters GitLab applies server-side; `simple` is left out because
+# its answers lack the fields the model relies on (policy, creator_id).
+SUPPORTED_FILTERS = frozenset(PROJECT_FILTERS - {"simple"})
+VISIBILITIES = ("private", "internal", "public")
+FIND_BY_KEYS = ("id", "full_path", "path_with_namespace")
+
+
+class Project(Model):
+    """A GitLab project, with its container repositories, creator and cleanup policy."""
+
+    fields = (
+        "id",
+        "name",
+        "path",
+        "path_with_namespace",
+        "creator_id",
+        "visibility",
+        "archived",
+        "created_at",
+        "last_activity_at",
+        "web_url",
+        "namespace",
+    )
+    table_columns = ("id", "full_path", "visibility", "archived", "last_activity_at")
+    repr_fields = ("id", "path_with_namespace")
+    time_fields = ("created_at", "last_activity_at", "updated_at")
+
+    # -- finders -------------------------------------------------------------------
+
+    @classmethod
+    def find(cls, project_id: int | str, *, connection: Connection | None = None) -> Project:
+        """The project with this id (or full path), or ``Project.DoesNotExist``."""
+        conn = resolve_connection(connection)
+        try:
+            return cls(conn.gitlab.project(project_id), connection=conn)
+        except GitLabNotFound:
+            raise cls.DoesNotExist(f"Project {project_id} not found (or not visible)") from None
+
+    @classmethod
+    def find_by(cls, *, connection: Connection | None = None, **attrs: Any) -> Project:
+        """``Project.find_by(full_path="group/app")`` (also ``id=``, ``path_with_namespace=``)."""
+        if len(attrs) != 1 or next(iter(attrs)) not in FIND_BY_KEYS:
+            raise ValidationError(
+                ",".join(attrs) or "find_by",
+                f"Project.find_by takes exactly one of {', '.join(FIND_BY_KEYS)} "
+                "(use Project.where(...) for other filters)",
+            )
+        return cls.find(next(iter(attrs.values())), connection=connection)
+
+    @classmethod
+    def query(cls, *, connection: Connection | None = None) -> Query:
+        return Query(cls, connection=connection)
+
+    @classmethod
+    def all(cls, *, connection: Connection | None = None) -> Query:
+        """Every project visible to the token (lazy: nothing sent until used)."""
+        return cls.query(connection=connection)
+
+    @classmethod
+    def where(cls, *, connection: Connection | None = None, **filters: Any) -> Query:
+        """Projects matching GitLab's server-side filters (``search``, ``archived`` ...)."""
+        return cls.query(connection=connection).where(**filters)
+
+    @classmethod
+    def first(cls, n: int | None = None, *, connection: Connection | None = None) -> Any:
+        return cls.query(connection=connection).first(n)
+
+    @classmethod
+    def last(cls, n: int | None = None, *, connection: Connection | None = None) -> Any:
+        return cls.query(connection=connection).last(n)
+
+    @classmethod
+    def count(cls, *, connection: Connection | None = None) -> int:
+        return cls.query(connection=connection).count()
+
+    @classmethod
+    def find_each(
+        cls, batch_size: int | None = None, *, connection: Connection | None = None
+    ) -> Iterator[Project]:
+        return cls.query(connection=connection).find_each(batch_size)  # type: ignore[return-value]
+
+    # -- query hooks ---------------------------------------------------------------
+
+    @classmethod
+    def _check_filters(cls, filters: Mapping[str, Any]) -> None:
+        check_filters(cls.__name__, filters, SUPPORTED_FILTERS)
+        visibility = filters.get("visibility")
+        if visibility is not None and visibility not in VISIBILITIES:
+            raise ValidationError("visibility", f"expected one of {', '.join(VISIBILITIES)}")
+
+    @classmethod
+    def _query_rows(
+        cls, conn: Connection, filters: Mapping[str, Any], batch_size: int | None = None
+    ) -> Iterator[dict]:
+        params = dict(filters)
+        if batch_size:
+            params["per_page"] = max(1, min(batch_size, PER_PAGE))
+        return conn.gitlab.projects(**params)
+
+    @classmethod
+    def _query_last(cls, conn: Connection, filters: Mapping[str, Any], n: int) -> Iterator[dict]:
+        return conn.gitlab.projects_desc(n, **filters)
+
+    @classmethod
+    def _query_count(cls, conn: Connection, filters: Mapping[str, Any]) -> int | None:
+        """GitLab's X-Total of an offset-paginated page of one; None when not offered.
+
+        GitLab leaves X-Total out above 10,000 projects; the caller then counts.
+        """
+        response = conn.gitlab.request("GET", "/projects", params={**filters, "per_page": 1})
+        total = response.headers.get("X-Total", "").strip()
+        return int(total) if total.isdigit() else None
+
+    @classmethod
+    def _from_row(cls, row: Mapping[str, Any], conn: Connection) -> Project:
+        return cls(row, connection=conn)
+
+    # -- data ----------------------------------------------------------------------
+
+    def _fetch(self) -> Mapping[str, Any]:
+        try:
+            return self.connection.gitlab.project(self.id)
+        except GitLabNotFound:
+            raise self.DoesNotExist(f"Project {self.id} not found (deleted?)") from None
+
+    @property
+    def full_path(self) -> str:
+        """The project's full path (``group/sub/app``), GitLab's ``path_with_namespace``."""
+        return self.path_with_namespace
+
+    # -- relations -----------------------------------------------------------------
+
+    @relation
+    def container_repositories(self) -> Collection:
+        """The project's container repositories (one paginated GitLab list)."""
+        from regops.models.repository import ContainerRepository
+
+        conn = self.connection
+        rows = conn.gitlab.project_repositories(self.id, tags_count=True)
+        repos = [ContainerRepository(row, connection=conn, project=self) for row in rows]
+        return Collection(repos, model=ContainerRepository)
+
+    @relation
+    def creator(self) -> User | None:
+        """The user who created the project (None when GitLab gives no creator)."""
+        from regops.models.user import User
+
+        creator_id = self.get("creator_id")
+        if creator_id is None:
+            return None
+        return User.find(creator_id, connection=self.connection)
+
+    @relation
+    def container_expiration_policy(self) -> ExpirationPolicy:
+        """The project's cleanup policy (from the project's own answer)."""
+        from regops.models.policy import ExpirationPolicy
+
+        if "container_expiration_policy" not in self._data:
+            self.reload()
+        data = self._data.get("container_expiration_policy")
+        if not data:
+            raise ExpirationPolicy.DoesNotExist(
+                f"ExpirationPolicy not found: project {self.id} has no container_expiration_policy"
+            )
+        return ExpirationPolicy.from_project(self, data)
