@@ -1,0 +1,120 @@
+"""``regops sandbox``: run a local GitLab API stand-in + the real registry until Ctrl-C.
+
+Prints where things are and how to point regops at them (``source <env
+file>``); the tokens go only into the env file (mode 0600), never to the
+terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from regops.sandbox import ENV_FILE_NAME, Sandbox
+from regops.sandbox.seed import BENCH_DEFAULTS
+
+SEED_CHOICES = ("demo", "bench", "none")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "sandbox",
+        help="run a local GitLab API stand-in and a real registry (for trying regops)",
+        description=__doc__.splitlines()[0],
+    )
+    parser.add_argument("--seed", choices=SEED_CHOICES, default="demo", help="what to create")
+    parser.add_argument("--data", metavar="DIR", help="keep state here (reused when it exists)")
+    parser.add_argument(
+        "--env-file",
+        metavar="PATH",
+        help=f"where to write the env file (default: the data directory's {ENV_FILE_NAME})",
+    )
+    parser.add_argument("--user", default="admin", help="whom the env file logs in as")
+    parser.add_argument("--gitlab-port", type=int, default=0, help="0: any free port")
+    parser.add_argument("--registry-port", type=int, default=0, help="0: any free port")
+    bench = parser.add_argument_group("bench profile")
+    bench.add_argument("--bench-projects", type=int, default=BENCH_DEFAULTS["projects"])
+    bench.add_argument("--bench-repositories", type=int, default=BENCH_DEFAULTS["repositories"])
+    bench.add_argument("--bench-tags", type=int, default=BENCH_DEFAULTS["tags"])
+    bench.add_argument(
+        "--bench-distinct-share", type=float, default=BENCH_DEFAULTS["distinct_share"]
+    )
+    parser.set_defaults(func=run)
+
+
+def seed_options(args: argparse.Namespace) -> dict[str, Any]:
+    if args.seed != "bench":
+        return {}
+    return {
+        "projects": args.bench_projects,
+        "repositories": args.bench_repositories,
+        "tags": args.bench_tags,
+        "distinct_share": args.bench_distinct_share,
+    }
+
+
+def run(args: argparse.Namespace, *, stop: threading.Event | None = None, out=None) -> int:
+    """Start, seed, write the env file, print the summary, wait for a signal, stop."""
+    out = out or sys.stdout
+    stop = stop or threading.Event()
+    sandbox = Sandbox(args.data, gitlab_port=args.gitlab_port, registry_port=args.registry_port)
+    with sandbox:
+        already = bool(args.data and sandbox.state.projects)
+        if args.seed != "none" and not already:
+            started = time.monotonic()
+            summary = sandbox.seed(args.seed, **seed_options(args))
+            print(
+                f"seeded {args.seed}: {len(summary['projects'])} projects, "
+                f"{summary['repositories']} repositories, {summary['tags']} tags "
+                f"in {time.monotonic() - started:.1f}s",
+                file=out,
+            )
+        env_path = Path(args.env_file) if args.env_file else default_env_path(sandbox)
+        sandbox.write_env_file(env_path, user=args.user)
+        print_banner(sandbox, env_path, out)
+        _wait(stop)
+        print("stopping the sandbox", file=out)
+    return 0
+
+
+def default_env_path(sandbox: Sandbox) -> Path:
+    """The env file inside the data directory (a temporary one goes away on stop)."""
+    return Path(sandbox.data_dir) / ENV_FILE_NAME
+
+
+def print_banner(sandbox: Sandbox, env_path: Path, out) -> None:
+    """Where things are and who can log in; never a token."""
+    users = ", ".join(
+        f"{u.username}{' (admin)' if u.is_admin else ''}"
+        for u in sorted(sandbox.state.users.values(), key=lambda u: u.id)
+    )
+    lines = [
+        f"GitLab API:  {sandbox.gitlab_url}/api/v4",
+        f"registry:    {sandbox.registry_url}  (images: {sandbox.registry_host}/<path>)",
+        f"users:       {users}  (tokens are in the env file)",
+        f"data:        {sandbox.data_dir}",
+        "",
+        f"source {env_path}",
+        "",
+        "Press Ctrl-C to stop.",
+    ]
+    print("\n".join(lines), file=out, flush=True)
+
+
+def _wait(stop: threading.Event) -> None:
+    """Block until SIGINT/SIGTERM (or ``stop`` is set by a caller)."""
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

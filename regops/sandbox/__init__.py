@@ -1,0 +1,362 @@
+"""A local GitLab for trying regops: a GitLab API stand-in in front of the real registry.
+
+:class:`Sandbox` starts the real Distribution registry (``docker-registry``)
+with GitLab-style token auth, and a werkzeug server speaking the slice of
+GitLab's REST API and ``/jwt/auth`` that regops uses. Seed it with real
+images (:mod:`regops.sandbox.seed`) and point regops (or skopeo) at it.
+
+>>> with Sandbox() as sandbox:           # doctest: +SKIP
+...     sandbox.seed("demo")
+...     conn = sandbox.connect()
+...     conn.gitlab.projects()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from werkzeug.serving import WSGIRequestHandler, make_server
+
+from regops.errors import ConfigError, ValidationError
+from regops.http import HTTPSettings
+from regops.registry.keys import check_pair, generate_key, write_key_and_certificate
+from regops.registry.server import RegistryServer
+from regops.registry.tokens import (
+    DEFAULT_ISSUER,
+    DEFAULT_SERVICE,
+    KeyAuth,
+    TokenMinter,
+    load_signing_key,
+)
+from regops.sandbox.state import SandboxState, User
+from regops.secrets import Secret
+
+__all__ = ["Sandbox", "run_seeded"]
+
+LOOPBACK = "127.0.0.1"
+SANDBOX_KEY_BITS = 2048  # enough for a throw-away local key; 4096 takes seconds to generate
+ADMIN_USERNAME = "root"  # GitLab's first administrator
+USER_USERNAME = "dev"  # the non-admin user every sandbox has
+ENV_FILE_MODE = 0o600  # the env file holds tokens
+ENV_FILE_NAME = "sandbox.env"
+SERVER_THREAD_NAME = "regops-sandbox-gitlab"
+SHUTDOWN_POLL = 0.05  # seconds; how fast stop() gets the server thread to notice
+
+
+class Sandbox:
+    """The GitLab stand-in + the real registry, on loopback (a context manager).
+
+    ``data_dir`` keeps state (users, tokens, policies, registry storage, key)
+    between runs; without it everything lives in a temporary directory removed
+    by :meth:`stop`. ``http_delay`` adds seconds of latency to every API answer
+    (for benchmarks that should feel a network).
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str] | None = None,
+        *,
+        gitlab_port: int = 0,
+        registry_port: int = 0,
+        quiet: bool = True,
+        http_delay: float = 0.0,
+        issuer: str = DEFAULT_ISSUER,
+        service: str = DEFAULT_SERVICE,
+    ) -> None:
+        self._keep = data_dir is not None
+        self._data_arg = Path(data_dir) if data_dir is not None else None
+        self.gitlab_port = gitlab_port
+        self.registry_port = registry_port
+        self.quiet = quiet
+        self.http_delay = http_delay
+        self.issuer = issuer
+        self.service = service
+        self.data_dir: Path | None = None
+        self.state: SandboxState | None = None
+        self.registry_server: RegistryServer | None = None
+        self.app: Any = None
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self._key: Any = None
+        self._admin_registry: Any = None
+        self.seed_seconds: dict[str, float] = {}
+
+    def __repr__(self) -> str:
+        if self._server is None:
+            return "<Sandbox stopped>"
+        return (
+            f"<Sandbox gitlab={self.gitlab_url} registry={self.registry_url} data={self.data_dir}>"
+        )
+
+    # ------------------------------------------------------------- lifecycle
+    def start(self) -> Sandbox:
+        """Start the stand-in, then the registry (its realm points at the stand-in)."""
+        if self._server is not None:
+            return self
+        self.data_dir = self._data_arg or Path(tempfile.mkdtemp(prefix="regops-sandbox-"))
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            os.chmod(self.data_dir, 0o700)
+            self._key = self._load_or_make_key()
+            self.state = SandboxState.load(self.data_dir) if self._keep else SandboxState()
+            self._ensure_users()
+            self._start_gitlab()
+            self._start_registry()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _load_or_make_key(self) -> Any:
+        keys = self.data_dir / "keys"
+        key_path, cert_path = keys / "registry.key", keys / "registry.crt"
+        if key_path.exists() and cert_path.exists():
+            check_pair(key_path, cert_path)
+        else:
+            write_key_and_certificate(keys, generate_key(bits=SANDBOX_KEY_BITS), overwrite=True)
+        return load_signing_key(key_path)
+
+    def _ensure_users(self) -> None:
+        if self.state.user_by_username(ADMIN_USERNAME) is None:
+            self.state.add_user(ADMIN_USERNAME, admin=True, name="Administrator")
+        if self.state.user_by_username(USER_USERNAME) is None:
+            self.state.add_user(USER_USERNAME, name="Dev Eloper")
+
+    def _start_gitlab(self) -> None:
+        from regops.sandbox.app import GitLabStandIn
+
+        self.app = GitLabStandIn(
+            self.state,
+            registry=None,
+            registry_host="",
+            signing_key=self._key,
+            issuer=self.issuer,
+            service=self.service,
+            delay=self.http_delay,
+        )
+        handler = _QuietHandler if self.quiet else WSGIRequestHandler
+        self._server = make_server(
+            LOOPBACK, self.gitlab_port, self.app, threaded=True, request_handler=handler
+        )
+        self._server.daemon_threads = True
+        self.gitlab_port = self._server.server_port
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": SHUTDOWN_POLL},
+            name=SERVER_THREAD_NAME,
+            daemon=True,
+        )
+        self._thread.start()
+        if not self.quiet:
+            print(f"GitLab API stand-in on {self.gitlab_url}")
+
+    def _start_registry(self) -> None:
+        from regops.registry.client import RegistryClient
+
+        self.registry_server = RegistryServer(
+            self.data_dir / "registry",
+            self.cert_path,
+            realm=f"{self.gitlab_url}/jwt/auth",
+            issuer=self.issuer,
+            service=self.service,
+            port=self.registry_port or None,
+        )
+        self.registry_server.start()
+        minter = TokenMinter(
+            self._key, issuer=self.issuer, service=self.service, subject=ADMIN_USERNAME
+        )
+        self._admin_registry = RegistryClient(
+            self.registry_server.url, KeyAuth(minter), http=HTTPSettings(timeout=(5.0, 30.0))
+        )
+        self.app.registry = self._admin_registry
+        self.app.registry_host = self.registry_host
+
+    def stop(self) -> None:
+        """Stop both servers; remove the temporary directory when no data dir was given."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        if self.registry_server is not None:
+            self.registry_server.stop()
+            self.registry_server = None
+        if self._admin_registry is not None:
+            self._admin_registry.session.close()
+            self._admin_registry = None
+        if not self._keep and self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            self.data_dir = None
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------ properties
+    def _running(self) -> None:
+        if self._server is None or self.registry_server is None:
+            raise ConfigError("the sandbox is not running; call start() first")
+
+    @property
+    def gitlab_url(self) -> str:
+        if self._server is None:
+            raise ConfigError("the sandbox is not running; call start() first")
+        return f"http://{LOOPBACK}:{self.gitlab_port}"
+
+    @property
+    def registry_url(self) -> str:
+        self._running()
+        return self.registry_server.url
+
+    @property
+    def registry_host(self) -> str:
+        self._running()
+        return self.registry_server.host
+
+    @property
+    def key_path(self) -> Path:
+        return self.data_dir / "keys" / "registry.key"
+
+    @property
+    def cert_path(self) -> Path:
+        return self.data_dir / "keys" / "registry.crt"
+
+    @property
+    def storage_path(self) -> Path:
+        """The registry's filesystem rootdirectory (for RegistryStorage and GC)."""
+        self._running()
+        return self.registry_server.storage_path
+
+    @property
+    def registry(self) -> Any:
+        """An admin RegistryClient (locally signed tokens, every scope)."""
+        self._running()
+        return self._admin_registry
+
+    def user(self, username: str) -> User:
+        """A sandbox user by name (ValidationError when unknown)."""
+        found = self.state.user_by_username(username) if self.state else None
+        if found is None:
+            raise ValidationError("user", f"no sandbox user {username!r}")
+        return found
+
+    @property
+    def admin_token(self) -> Secret:
+        return self.user(ADMIN_USERNAME).token
+
+    @property
+    def user_token(self) -> Secret:
+        return self.user(USER_USERNAME).token
+
+    # --------------------------------------------------------- configuration
+    def env(self, user: str = "admin", registry_auth: str | None = None) -> dict[str, str]:
+        """Environment variables that point regops at this sandbox as ``user``.
+
+        ``user`` is ``"admin"`` (root), ``"user"`` (dev) or a user name. The
+        admin gets key mode (signs its own registry tokens); others realm mode.
+        """
+        account = self._account(user)
+        mode = registry_auth or ("key" if account.is_admin else "realm")
+        env = {
+            "GITLAB_URL": self.gitlab_url,
+            "GITLAB_PRIVATE_TOKEN": account.token.reveal(),
+            "REGOPS_REGISTRY_URL": self.registry_url,
+            "REGOPS_REGISTRY_AUTH": mode,
+            "REGOPS_REGISTRY_ISSUER": self.issuer,
+            "REGOPS_REGISTRY_SERVICE": self.service,
+            "REGOPS_REGISTRY_USER": account.username,
+            "REGOPS_REGISTRY_STORAGE": str(self.storage_path),
+        }
+        if mode == "key":
+            env["REGOPS_REGISTRY_KEY"] = str(self.key_path)
+        return env
+
+    def _account(self, user: str) -> User:
+        name = {"admin": ADMIN_USERNAME, "user": USER_USERNAME}.get(user, user)
+        return self.user(name)
+
+    def write_env_file(self, path: str | os.PathLike[str], user: str = "admin") -> Path:
+        """Write ``export KEY='value'`` lines (mode 0600: it holds a token); returns the path."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        lines = [f"export {k}={_shell_quote(v)}\n" for k, v in self.env(user).items()]
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, ENV_FILE_MODE)
+        with os.fdopen(fd, "w") as handle:
+            os.fchmod(handle.fileno(), ENV_FILE_MODE)
+            handle.writelines(lines)
+        return target
+
+    def settings(self, user: str = "admin", registry_auth: str | None = None, **overrides: Any):
+        """regops Settings for ``user``, from explicit values only (no environment)."""
+        from regops.config import resolve_settings
+
+        env = self.env(user, registry_auth)
+        explicit: dict[str, Any] = {
+            "gitlab_url": env["GITLAB_URL"],
+            "token": Secret(env["GITLAB_PRIVATE_TOKEN"]),
+            "registry_url": env["REGOPS_REGISTRY_URL"],
+            "registry_auth": env["REGOPS_REGISTRY_AUTH"],
+            "registry_issuer": self.issuer,
+            "registry_service": self.service,
+            "registry_username": env["REGOPS_REGISTRY_USER"],
+            "registry_storage_path": env["REGOPS_REGISTRY_STORAGE"],
+            "registry_key_path": env.get("REGOPS_REGISTRY_KEY"),
+        }
+        explicit.update(overrides)
+        empty = Path(self.data_dir) / "no-home"
+        empty.mkdir(exist_ok=True)
+        return resolve_settings(environ={}, home=empty, system_root=empty, **explicit)
+
+    def connect(self, user: str = "admin", registry_auth: str | None = None, **overrides: Any):
+        """A :class:`regops.connection.Connection` to this sandbox as ``user``.
+
+        It does not become the default connection; ``regops.connect`` does that.
+        """
+        from regops.connection import Connection
+
+        return Connection(self.settings(user, registry_auth, **overrides))
+
+    # --------------------------------------------------------------- seeding
+    def seed(self, profile: str = "demo", **options: Any) -> dict[str, Any]:
+        """Create users, groups, projects and push real images; returns a summary."""
+        from regops.sandbox.seed import seed
+
+        self._running()
+        started = time.monotonic()
+        summary = seed(self, profile, **options)
+        self.seed_seconds[profile] = time.monotonic() - started
+        return summary
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """A request handler that does not print an access log line per request."""
+
+    def log_request(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+def _shell_quote(value: str) -> str:
+    return "'" + value.replace("'", "'\"'\"'") + "'"
+
+
+@contextlib.contextmanager
+def run_seeded(
+    profile: str = "demo", data_dir: str | os.PathLike[str] | None = None, **options: Any
+) -> Iterator[Sandbox]:
+    """A started sandbox seeded with ``profile`` ("none" seeds nothing), stopped on exit."""
+    with Sandbox(data_dir) as sandbox:
+        if profile != "none" and not (data_dir and sandbox.state.projects):
+            sandbox.seed(profile, **options)
+        yield sandbox

@@ -1,0 +1,863 @@
+"""The GitLab API stand-in: the slice of REST v4 and ``/jwt/auth`` regops uses.
+
+A werkzeug WSGI application over :class:`~regops.sandbox.state.SandboxState`
+and the real registry. Response shapes, status codes and error bodies follow
+GitLab's (``{"message": "404 Project Not Found"}``, ``{"error": ...}`` for
+bad parameters); container repositories are computed from the registry's
+catalog like GitLab's legacy registry integration, and tag details cost
+exactly one manifest read and one config read, like GitLab's.
+
+Deliberate simplifications (each visible in the code):
+
+- Every project is private; anonymous requests see nothing.
+- Permissions, as GitLab's ProjectPolicy grants them: read the registry =
+  Reporter+; push, delete a tag, bulk-delete tags, delete a repository =
+  Developer+ (``destroy_container_image`` / ``admin_container_image``);
+  change the cleanup policy = Maintainer+; application settings = admin.
+  Admins may do everything. In ``/jwt/auth``: ``pull`` Reporter+, ``push``,
+  ``delete`` and ``*`` Developer+, ``registry:catalog:*`` admins only.
+- The bulk tag delete (``DELETE .../tags``) runs at once with
+  :func:`regops.ops.cleanup.plan_cleanup` and the registry's safe tag delete,
+  then answers 202 (GitLab runs it in a background worker).
+- A repository delete runs at once (GitLab schedules it), then answers 202.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import unquote, urlencode
+
+from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request, Response
+
+from regops.errors import PolicyError, RegistryError, RegistryNotFound, ValidationError
+from regops.registry.tokens import Scope, TokenMinter
+from regops.sandbox import state as st
+from regops.sandbox.state import Project, SandboxState, User, iso, utcnow
+
+log = logging.getLogger("regops.sandbox")
+
+GITLAB_VERSION = "17.5.0"  # the GitLab version the stand-in claims to be
+GITLAB_REVISION = "sandbox"
+DEFAULT_PER_PAGE = 20  # GitLab's default page size
+MAX_PER_PAGE = 100  # GitLab caps per_page at 100
+REGISTRY_SERVICE = "container_registry"
+BULK_DELETE_INTERVAL = datetime.timedelta(hours=1)  # GitLab's lease on bulk tag deletes
+BULK_DELETE_REPEATED = (
+    "This request has already been made. You can run this at most once an hour "
+    "for a given container repository"
+)
+JWT_UNAUTHORIZED = (
+    "HTTP Basic: Access denied. If a password was provided for Git authentication, the "
+    "password was incorrect or you're required to use a token instead of a password. If a "
+    "token was provided, it was either incorrect, expired, or improperly scoped."
+)
+POLICY_FIELDS = ("cadence", "enabled", "keep_n", "older_than", "name_regex", "name_regex_keep")
+# Least access level for each action on a repository
+# (GitLab's Auth::ContainerRegistryAuthenticationService).
+ACTION_MIN_LEVEL = {
+    "pull": st.REPORTER,
+    "push": st.DEVELOPER,
+    "delete": st.DEVELOPER,
+    "*": st.DEVELOPER,
+}
+
+RegistryFactory = Callable[[], Any]
+
+
+class ApiError(Exception):
+    """An error answer in GitLab's shape."""
+
+    def __init__(self, status: int, body: Any, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
+        self.headers = dict(headers or {})
+
+
+def not_found(what: str = "") -> ApiError:
+    return ApiError(404, {"message": f"404 {what} Not Found" if what else "404 Not found"})
+
+
+UNAUTHORIZED = ApiError(401, {"message": "401 Unauthorized"})
+FORBIDDEN = ApiError(403, {"message": "403 Forbidden"})
+
+
+def bad_request(error: str) -> ApiError:
+    return ApiError(400, {"error": error})
+
+
+URLS = Map(
+    [
+        Rule("/api/v4/version", endpoint="version"),
+        Rule("/api/v4/user", endpoint="current_user"),
+        Rule("/api/v4/users/<int:user_id>", endpoint="user"),
+        Rule("/api/v4/projects", endpoint="projects"),
+        Rule("/api/v4/projects/<project>", endpoint="project", methods=["GET", "PUT"]),
+        Rule("/api/v4/groups/<group>/projects", endpoint="group_projects"),
+        Rule("/api/v4/projects/<project>/members/all/<int:user_id>", endpoint="member"),
+        Rule("/api/v4/projects/<project>/registry/repositories", endpoint="repositories"),
+        Rule(
+            "/api/v4/projects/<project>/registry/repositories/<int:rid>",
+            endpoint="delete_repository",
+            methods=["DELETE"],
+        ),
+        Rule(
+            "/api/v4/projects/<project>/registry/repositories/<int:rid>/tags",
+            endpoint="tags",
+            methods=["GET", "DELETE"],
+        ),
+        Rule(
+            "/api/v4/projects/<project>/registry/repositories/<int:rid>/tags/<tag>",
+            endpoint="tag",
+            methods=["GET", "DELETE"],
+        ),
+        Rule("/api/v4/registry/repositories/<int:rid>", endpoint="repository"),
+        Rule("/api/v4/application/settings", endpoint="settings", methods=["GET", "PUT"]),
+        Rule("/jwt/auth", endpoint="jwt_auth", methods=["GET", "POST"]),
+    ]
+)
+
+
+class GitLabStandIn:
+    """The WSGI app over ``state``; ``registry`` is an admin RegistryClient (set after start)."""
+
+    def __init__(
+        self,
+        state: SandboxState,
+        registry: Any,
+        registry_host: str,
+        signing_key: Any,
+        *,
+        issuer: str = "gitlab-issuer",
+        service: str = REGISTRY_SERVICE,
+        delay: float = 0.0,
+    ) -> None:
+        self.delay = delay
+        self.state = state
+        self.registry = registry
+        self.registry_host = registry_host
+        self.signing_key = signing_key
+        self.issuer = issuer
+        self.service = service
+
+    # ------------------------------------------------------------------ WSGI
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        # Keep %2F encoded in the path so /projects/group%2Fapp routes as one segment.
+        raw_uri = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+        if raw_uri:
+            environ["PATH_INFO"] = (
+                raw_uri.split("?", 1)[0].replace("%2F", "%252F").replace("%2f", "%252F")
+            )
+            environ["PATH_INFO"] = unquote(environ["PATH_INFO"])
+        request = Request(environ)
+        return self.dispatch(request)(environ, start_response)
+
+    def dispatch(self, request: Request) -> Response:
+        adapter = URLS.bind_to_environ(request.environ)
+        try:
+            endpoint, values = adapter.match()
+        except NotFound:
+            return _json({"error": "404 Not Found"}, 404)
+        except HTTPException as exc:
+            return _json({"error": exc.name}, exc.code or 400)
+        values = {k: unquote(v) if isinstance(v, str) else v for k, v in values.items()}
+        self.state.count_request(f"{request.method} {endpoint}")
+        if self.delay:
+            time.sleep(self.delay)
+        try:
+            if endpoint != "jwt_auth":
+                wait = self.state.take_throttle()
+                if wait is not None:
+                    raise ApiError(
+                        429, {"message": "429 Too Many Requests"}, {"Retry-After": str(wait)}
+                    )
+            handler = getattr(self, f"on_{endpoint}")
+            return handler(request, **values)
+        except ApiError as exc:
+            return _json(exc.body, exc.status, exc.headers)
+        except RegistryError as exc:
+            log.warning("registry error in %s: %s", endpoint, exc)
+            return _json({"message": "500 Internal Server Error"}, 500)
+
+    # --------------------------------------------------------------- helpers
+    def authenticate(self, request: Request, *, required: bool = True) -> User | None:
+        """The user from PRIVATE-TOKEN, private_token / access_token query, or Bearer."""
+        token = request.headers.get("PRIVATE-TOKEN") or request.args.get("private_token")
+        token = token or request.args.get("access_token") or request.headers.get("JOB-TOKEN")
+        auth = request.headers.get("Authorization", "")
+        if not token and auth.lower().startswith("bearer "):
+            token = auth[7:].strip()
+        if not token:
+            if required:
+                raise UNAUTHORIZED
+            return None
+        user = self.state.user_by_token(token)
+        if user is None or user.state != "active":
+            raise UNAUTHORIZED
+        return user
+
+    def find_project(self, user: User | None, ident: str, min_level: int = st.GUEST) -> Project:
+        """A project by id or full path that ``user`` may see (404), at ``min_level`` (403)."""
+        project = None
+        if ident.isdigit():
+            project = self.state.projects.get(int(ident))
+        else:
+            project = self.state.project_by_path(ident)
+        if project is None or user is None:
+            raise not_found("Project")
+        level = self.level(project, user)
+        if level < st.GUEST:
+            raise not_found("Project")
+        if level < min_level:
+            raise FORBIDDEN
+        return project
+
+    def level(self, project: Project, user: User) -> int:
+        return st.OWNER if user.is_admin else self.state.access_level(project, user)
+
+    def gitlab_url(self, request: Request) -> str:
+        return request.host_url.rstrip("/")
+
+    # ------------------------------------------------------------ serializers
+    def user_json(self, user: User, request: Request, *, with_admin: bool) -> dict[str, Any]:
+        data = {
+            "id": user.id,
+            "username": user.username,
+            "name": user.name,
+            "state": user.state,
+            "locked": False,
+            "avatar_url": None,
+            "web_url": f"{self.gitlab_url(request)}/{user.username}",
+            "created_at": iso(user.created_at),
+        }
+        if with_admin:
+            data["is_admin"] = user.is_admin
+        return data
+
+    def namespace_json(self, project: Project, request: Request) -> dict[str, Any]:
+        base = self.gitlab_url(request)
+        if project.namespace_kind == "group":
+            group = self.state.groups[project.namespace_id]
+            return {
+                "id": group.id,
+                "name": group.name,
+                "path": group.path,
+                "kind": "group",
+                "full_path": group.full_path,
+                "parent_id": group.parent_id,
+                "avatar_url": None,
+                "web_url": f"{base}/groups/{group.full_path}",
+            }
+        owner = self.state.users[project.namespace_id - 10_000]
+        return {
+            "id": project.namespace_id,
+            "name": owner.name,
+            "path": owner.username,
+            "kind": "user",
+            "full_path": owner.username,
+            "parent_id": None,
+            "avatar_url": None,
+            "web_url": f"{base}/{owner.username}",
+        }
+
+    def namespace_name(self, project: Project) -> str:
+        if project.namespace_kind == "group":
+            names = [g.name for g in reversed(self.state.group_ancestry(project.namespace_id))]
+        else:
+            names = [self.state.users[project.namespace_id - 10_000].name]
+        return " / ".join([*names, project.name])
+
+    def project_json(self, project: Project, request: Request) -> dict[str, Any]:
+        policy = {key: project.policy.get(key) for key in POLICY_FIELDS}
+        policy["next_run_at"] = iso(project.policy.get("next_run_at"))
+        full = project.full_path
+        return {
+            "id": project.id,
+            "description": None,
+            "name": project.name,
+            "name_with_namespace": self.namespace_name(project),
+            "path": project.path,
+            "path_with_namespace": full,
+            "created_at": iso(project.created_at),
+            "default_branch": "main",
+            "web_url": f"{self.gitlab_url(request)}/{full}",
+            "visibility": "private",
+            "namespace": self.namespace_json(project, request),
+            "creator_id": project.creator_id,
+            "last_activity_at": iso(project.last_activity_at),
+            "archived": False,
+            "container_registry_enabled": project.registry_access_level != "disabled",
+            "container_registry_access_level": project.registry_access_level,
+            "container_registry_image_prefix": f"{self.registry_host}/{full.lower()}",
+            "container_expiration_policy": policy,
+        }
+
+    # ------------------------------------------------------------ endpoints
+    def on_version(self, request: Request) -> Response:
+        self.authenticate(request)
+        return _json({"version": GITLAB_VERSION, "revision": GITLAB_REVISION, "enterprise": False})
+
+    def on_current_user(self, request: Request) -> Response:
+        user = self.authenticate(request)
+        return _json(self.user_json(user, request, with_admin=user.is_admin))
+
+    def on_user(self, request: Request, user_id: int) -> Response:
+        viewer = self.authenticate(request)
+        user = self.state.users.get(user_id)
+        if user is None:
+            raise not_found("User")
+        return _json(self.user_json(user, request, with_admin=viewer.is_admin))
+
+    def on_projects(self, request: Request) -> Response:
+        user = self.authenticate(request, required=False)
+        projects = self.state.visible_projects(user) if user else []
+        return self.project_list(request, projects)
+
+    def on_group_projects(self, request: Request, group: str) -> Response:
+        user = self.authenticate(request, required=False)
+        found = (
+            self.state.groups.get(int(group))
+            if group.isdigit()
+            else self.state.group_by_path(group)
+        )
+        if found is None or user is None:
+            raise not_found("Group")
+        subgroups = _bool(request.args.get("include_subgroups"), "include_subgroups")
+        visible = self.state.visible_projects(user)
+        if not visible and not user.is_admin:
+            raise not_found("Group")
+        ids = {found.id}
+        if subgroups:
+            ids |= {
+                g.id
+                for g in self.state.groups.values()
+                if g.full_path.startswith(found.full_path + "/")
+            }
+        projects = [p for p in visible if p.namespace_kind == "group" and p.namespace_id in ids]
+        return self.project_list(request, projects)
+
+    def project_list(self, request: Request, projects: list[Project]) -> Response:
+        order_by = request.args.get("order_by", "created_at")
+        sort = request.args.get("sort", "desc")
+        if sort not in ("asc", "desc"):
+            raise bad_request("sort does not have a valid value")
+        if order_by not in ("id", "name", "path", "created_at", "last_activity_at"):
+            raise bad_request("order_by does not have a valid value")
+        key = {
+            "id": lambda p: p.id,
+            "name": lambda p: (p.name.lower(), p.id),
+            "path": lambda p: (p.path, p.id),
+            "created_at": lambda p: (p.created_at, p.id),
+            "last_activity_at": lambda p: (p.last_activity_at, p.id),
+        }[order_by]
+        projects = sorted(projects, key=key, reverse=sort == "desc")
+        search = request.args.get("search")
+        if search:
+            projects = [p for p in projects if search.lower() in p.full_path.lower()]
+        rows = lambda items: [self.project_json(p, request) for p in items]  # noqa: E731
+        if request.args.get("pagination") == "keyset":
+            if order_by != "id":
+                raise ApiError(
+                    405,
+                    {
+                        "message": "405 Method Not Allowed - Keyset pagination is not yet "
+                        "available for this type of request"
+                    },
+                )
+            return keyset_page(request, projects, rows, sort)
+        return offset_page(request, projects, rows)
+
+    def on_project(self, request: Request, project: str) -> Response:
+        user = self.authenticate(request, required=False)
+        if request.method == "GET":
+            found = self.find_project(user, project)
+            return _json(self.project_json(found, request))
+        found = self.find_project(user, project, st.MAINTAINER)
+        attrs = policy_attributes(request)
+        if attrs:
+            from regops.policy_rules import policy_error_body
+
+            try:
+                self.state.set_policy(found, attrs)
+            except PolicyError as exc:
+                raise ApiError(400, policy_error_body(exc)) from None
+        return _json(self.project_json(found, request))
+
+    def on_member(self, request: Request, project: str, user_id: int) -> Response:
+        user = self.authenticate(request, required=False)
+        found = self.find_project(user, project)
+        member = self.state.users.get(user_id)
+        level = self.state.access_level(found, member) if member else 0
+        if member is None or level < st.GUEST:
+            raise not_found("Member")
+        data = self.user_json(member, request, with_admin=False)
+        data.update({"access_level": level, "expires_at": None, "membership_state": "active"})
+        return _json(data)
+
+    # -------------------------------------------------------- registry data
+    def project_repositories(self, project: Project) -> list[tuple[st.RepositoryRecord, str]]:
+        """(record, name) of every registry repository of the project, by id."""
+        full = project.full_path.lower()
+        found = []
+        for path in self.registry.catalog():
+            if path == full:
+                name = ""
+            elif path.startswith(full + "/"):
+                if self.state.project_for_repository(path) is not project:
+                    continue  # it belongs to a nested project
+                name = path[len(full) + 1 :]
+            else:
+                continue
+            if path in self.state.deleted_repositories and not self.safe_tags(path):
+                continue
+            self.state.deleted_repositories.discard(path)
+            found.append((self.state.repository_record(path), name))
+        return sorted(found, key=lambda item: item[0].id)
+
+    def safe_tags(self, path: str) -> list[str]:
+        try:
+            return self.registry.tags(path)
+        except RegistryNotFound:
+            return []
+
+    def repository_json(
+        self,
+        record: st.RepositoryRecord,
+        name: str,
+        project: Project,
+        request: Request,
+        *,
+        tags: bool = False,
+        tags_count: bool = False,
+        size: bool = False,
+    ) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "id": record.id,
+            "name": name,
+            "path": record.path,
+            "project_id": project.id,
+            "location": f"{self.registry_host}/{record.path}",
+            "created_at": iso(record.created_at),
+            "cleanup_policy_started_at": None,
+            "status": None,
+        }
+        if tags or tags_count:
+            names = self.safe_tags(record.path)
+            if tags_count:
+                data["tags_count"] = len(names)
+            if tags:
+                data["tags"] = [self.tag_row(record.path, t) for t in names]
+        if size:
+            data["size"] = None  # only GitLab's registry with its metadata database knows
+        return data
+
+    def tag_row(self, path: str, tag: str) -> dict[str, Any]:
+        return {
+            "name": tag,
+            "path": f"{path}:{tag}",
+            "location": f"{self.registry_host}/{path}:{tag}",
+        }
+
+    def find_repository(self, project: Project, rid: int) -> tuple[st.RepositoryRecord, str]:
+        for record, name in self.project_repositories(project):
+            if record.id == rid:
+                return record, name
+        raise not_found("Repository")
+
+    def on_repositories(self, request: Request, project: str) -> Response:
+        user = self.authenticate(request, required=False)
+        found = self.find_project(user, project, st.REPORTER)
+        tags = _bool(request.args.get("tags"), "tags")
+        count = _bool(request.args.get("tags_count"), "tags_count")
+        items = self.project_repositories(found)
+        rows = lambda page: [  # noqa: E731
+            self.repository_json(r, n, found, request, tags=tags, tags_count=count) for r, n in page
+        ]
+        return offset_page(request, items, rows)
+
+    def on_repository(self, request: Request, rid: int) -> Response:
+        user = self.authenticate(request, required=False)
+        record = self.state.repository_by_id(rid)
+        project = self.state.project_for_repository(record.path) if record else None
+        if record is None or project is None or user is None:
+            raise not_found("Repository")
+        if self.level(project, user) < st.REPORTER:
+            raise not_found("Repository")
+        record, name = self.find_repository(project, rid)
+        args = request.args
+        return _json(
+            self.repository_json(
+                record,
+                name,
+                project,
+                request,
+                tags=_bool(args.get("tags"), "tags"),
+                tags_count=_bool(args.get("tags_count"), "tags_count"),
+                size=_bool(args.get("size"), "size"),
+            )
+        )
+
+    def on_delete_repository(self, request: Request, project: str, rid: int) -> Response:
+        user = self.authenticate(request, required=False)
+        found = self.find_project(user, project, st.DEVELOPER)
+        record, _ = self.find_repository(found, rid)
+        names = self.safe_tags(record.path)
+        if names:
+            self.registry.delete_tags(record.path, names)
+        self.state.deleted_repositories.add(record.path)
+        self.state.forget_repository(record.path)
+        return Response(status=202)
+
+    def on_tags(self, request: Request, project: str, rid: int) -> Response:
+        user = self.authenticate(request, required=False)
+        if request.method == "DELETE":
+            return self.bulk_delete(request, user, project, rid)
+        found = self.find_project(user, project, st.REPORTER)
+        record, _ = self.find_repository(found, rid)
+        names = self.safe_tags(record.path)  # sorted by name, as GitLab sorts them
+        return offset_page(
+            request, names, lambda page: [self.tag_row(record.path, t) for t in page]
+        )
+
+    def bulk_delete(self, request: Request, user: User | None, project: str, rid: int) -> Response:
+        """GitLab's bulk tag delete: validated, leased for an hour, then run (202).
+
+        GitLab runs it in a worker; the stand-in runs it before answering, so
+        the result is visible at once (``state.bulk_delete_results[rid]``).
+        """
+        found = self.find_project(user, project, st.DEVELOPER)
+        record, _ = self.find_repository(found, rid)
+        params = bulk_delete_params(request_params(request))
+        from regops.ops.cleanup import cleanup_rules
+
+        try:
+            cleanup_rules(params)
+        except PolicyError as exc:
+            raise bad_request(f"{exc.field} should be a valid regular expression") from None
+        now = utcnow()
+        with self.state.lock:
+            last = self.state.bulk_delete_requests.get(record.id)
+            if last is not None and now - last < BULK_DELETE_INTERVAL:
+                raise ApiError(400, {"message": BULK_DELETE_REPEATED})
+            self.state.bulk_delete_requests[record.id] = now
+            self.state.save()
+        self.state.bulk_delete_results[record.id] = self.run_cleanup(record.path, params)
+        return Response(status=202)
+
+    def run_cleanup(self, path: str, params: Mapping[str, Any]) -> list[str]:
+        """Delete what GitLab's CleanupTagsService would; returns the deleted tag names."""
+        from regops.ops.cleanup import plan_cleanup
+
+        tags = [_TagTime(name, self.created_at(path, name)) for name in self.safe_tags(path)]
+        max_list = int(self.state.settings["container_registry_cleanup_tags_service_max_list_size"])
+        plan = plan_cleanup(tags, params, max_list_size=max_list, repository=path)
+        names = plan.names_to_delete
+        if names:
+            result = self.registry.delete_tags(path, names)
+            return list(result.deleted)
+        return []
+
+    def created_at(self, path: str, tag: str) -> datetime.datetime | None:
+        """A tag's config ``created`` (one manifest + one config read), None for an index."""
+        try:
+            manifest = self.registry.get_manifest(path, tag)
+        except RegistryNotFound:
+            return None
+        if manifest.config is None:
+            return None
+        return self.registry.get_config(path, manifest.config.digest).created
+
+    def on_tag(self, request: Request, project: str, rid: int, tag: str) -> Response:
+        user = self.authenticate(request, required=False)
+        need = st.DEVELOPER if request.method == "DELETE" else st.REPORTER
+        found = self.find_project(user, project, need)
+        record, _ = self.find_repository(found, rid)
+        if tag not in self.safe_tags(record.path):
+            raise not_found("Tag")
+        if request.method == "DELETE":
+            result = self.registry.delete_tags(record.path, [tag])
+            if tag not in result.deleted:
+                raise ApiError(400, {"message": f"could not delete tag {tag}"})
+            return Response(status=200)
+        return _json(self.tag_details(record.path, tag))
+
+    def tag_details(self, path: str, tag: str) -> dict[str, Any]:
+        """GitLab's tag entity: one manifest read, one config read (none for an index)."""
+        self.state.count_registry_read("manifest")
+        manifest = self.registry.get_manifest(path, tag)
+        data = self.tag_row(path, tag)
+        data.update(
+            revision=None,
+            short_revision=None,
+            digest=str(manifest.digest),
+            created_at=None,
+            total_size=manifest.total_size,
+        )
+        if manifest.config is not None:
+            self.state.count_registry_read("config")
+            config = self.registry.get_config(path, manifest.config.digest)
+            revision = manifest.config.digest.split(":", 1)[1]
+            data.update(
+                revision=revision,
+                short_revision=revision[:9],
+                created_at=iso(config.created) if config.created else None,
+            )
+        return data
+
+    # ------------------------------------------------------------ settings
+    def on_settings(self, request: Request) -> Response:
+        user = self.authenticate(request)
+        if not user.is_admin:
+            raise FORBIDDEN
+        if request.method == "PUT":
+            updates = {}
+            for key, value in request_params(request).items():
+                if key not in self.state.settings:
+                    continue
+                default = st.REGISTRY_SETTINGS_DEFAULTS[key]
+                updates[key] = _coerce(value, default, key)
+            with self.state.lock:
+                self.state.settings.update(updates)
+                self.state.save()
+        return _json(dict(self.state.settings))
+
+    # ----------------------------------------------------------------- JWT
+    def on_jwt_auth(self, request: Request) -> Response:
+        params = request_params(request) if request.method == "POST" else {}
+        args = {**request.args.to_dict(), **{k: v for k, v in params.items() if isinstance(v, str)}}
+        if args.get("service") != self.service:
+            return Response(status=404)
+        user = self.basic_user(request, params)
+        raw_scopes = request.args.getlist("scope") + (
+            [params["scope"]] if "scope" in params else []
+        )
+        scopes = [s for text in raw_scopes for s in text.split(" ") if s]
+        if not scopes and user is None:
+            return _json({"errors": [{"code": "DENIED", "message": "access forbidden"}]}, 403)
+        granted = [g for g in (self.grant(user, text) for text in scopes) if g is not None]
+        lifetime = int(self.state.settings["container_registry_token_expire_delay"]) * 60
+        minter = TokenMinter(
+            self.signing_key,
+            issuer=self.issuer,
+            service=self.service,
+            subject=user.username if user else None,
+            lifetime=lifetime,
+        )
+        token = minter.mint(granted).reveal()
+        return _json({"token": token})
+
+    def basic_user(self, request: Request, params: Mapping[str, Any]) -> User | None:
+        """The user from HTTP basic (or a password-grant form); 401 when wrong."""
+        auth = request.authorization
+        username = password = None
+        if auth is not None and auth.type == "basic":
+            username, password = auth.username, auth.password
+        elif params.get("username") and params.get("password"):
+            username, password = params["username"], params["password"]
+        if username is None:
+            return None
+        user = self.state.user_by_token(password or "")
+        if user is None or user.username != username or user.state != "active":
+            raise ApiError(401, {"errors": [{"code": "UNAUTHORIZED", "message": JWT_UNAUTHORIZED}]})
+        return user
+
+    def grant(self, user: User | None, text: str) -> Scope | None:
+        """The part of one requested scope GitLab would grant ``user`` (None: nothing)."""
+        try:
+            scope = Scope.parse(text)
+        except ValidationError:
+            return None
+        if scope.type == "registry":
+            if user and user.is_admin and scope.name == "catalog" and scope.actions == ("*",):
+                return scope
+            return None
+        if scope.type != "repository" or user is None:
+            return None
+        project = self.state.project_for_repository(scope.name)
+        if project is None:
+            return None
+        level = self.level(project, user)
+        actions = tuple(a for a in scope.actions if level >= ACTION_MIN_LEVEL.get(a, math.inf))
+        return Scope(scope.type, scope.name, actions) if actions else None
+
+
+# --------------------------------------------------------------------- helpers
+def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    response = Response(json.dumps(body), status=status, mimetype="application/json")
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def _bool(value: str | None, name: str) -> bool:
+    if value is None or value == "":
+        return False
+    lowered = value.lower()
+    if lowered in ("true", "1", "yes", "t"):
+        return True
+    if lowered in ("false", "0", "no", "f"):
+        return False
+    raise bad_request(f"{name} is invalid")
+
+
+def _coerce(value: Any, default: Any, name: str) -> Any:
+    """A settings value converted to the type of its default (400 when it does not fit)."""
+    if isinstance(default, bool):
+        return value if isinstance(value, bool) else _bool(str(value), name)
+    if isinstance(default, int):
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise bad_request(f"{name} is invalid") from None
+    return value
+
+
+def request_params(request: Request) -> dict[str, Any]:
+    """Parameters from a JSON body, a form body, or the query string (GitLab takes all three)."""
+    params: dict[str, Any] = dict(request.args.to_dict())
+    if request.mimetype == "application/json":
+        body = request.get_json(silent=True)
+        if body is None and request.get_data():
+            raise bad_request("400 Bad request - the request body is not valid JSON")
+        if isinstance(body, dict):
+            params.update(body)
+    else:
+        params.update(request.form.to_dict())
+    return params
+
+
+class _TagTime:
+    """What plan_cleanup needs of a tag: its name and created_at."""
+
+    def __init__(self, name: str, created_at: datetime.datetime | None) -> None:
+        self.name = name
+        self.created_at = created_at
+
+
+BULK_DELETE_KEYS = ("name_regex_delete", "name_regex", "name_regex_keep", "keep_n", "older_than")
+
+
+def bulk_delete_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The bulk delete API's parameters, type-checked as Grape does (400 otherwise)."""
+    chosen = {k: params[k] for k in BULK_DELETE_KEYS if params.get(k) not in (None, "")}
+    if not (chosen.get("name_regex_delete") or chosen.get("name_regex")):
+        raise bad_request(
+            "name_regex_delete, name_regex are missing, at least one parameter must be provided"
+        )
+    if "keep_n" in chosen:
+        try:
+            chosen["keep_n"] = int(chosen["keep_n"])
+        except (TypeError, ValueError):
+            raise bad_request("keep_n is invalid") from None
+    for key in ("name_regex_delete", "name_regex", "name_regex_keep", "older_than"):
+        if key in chosen and not isinstance(chosen[key], str):
+            raise bad_request(f"{key} is invalid")
+    return chosen
+
+
+def policy_attributes(request: Request) -> dict[str, Any]:
+    """``container_expiration_policy_attributes`` from JSON or ``attrs[key]=`` form fields."""
+    params = request_params(request)
+    prefix = "container_expiration_policy_attributes"
+    attrs = params.get(prefix)
+    if attrs is None:
+        attrs = {
+            key[len(prefix) + 1 : -1]: value
+            for key, value in params.items()
+            if key.startswith(prefix + "[") and key.endswith("]")
+        }
+    if not isinstance(attrs, dict):
+        raise bad_request(f"{prefix} is invalid")
+    attrs = {k: v for k, v in attrs.items() if k in POLICY_FIELDS}  # Grape drops unknown keys
+    if "enabled" in attrs and not isinstance(attrs["enabled"], bool):
+        attrs["enabled"] = _bool(str(attrs["enabled"]), f"{prefix}[enabled]")
+    if "keep_n" in attrs and attrs["keep_n"] not in (None, ""):
+        try:
+            attrs["keep_n"] = int(attrs["keep_n"])
+        except (TypeError, ValueError):
+            raise bad_request(f"{prefix}[keep_n] is invalid") from None
+    for key in ("cadence", "older_than", "name_regex", "name_regex_keep"):
+        if key in attrs and attrs[key] is not None and not isinstance(attrs[key], str):
+            raise bad_request(f"{prefix}[{key}] is invalid")
+    return attrs
+
+
+def _page_args(request: Request) -> tuple[int, int]:
+    try:
+        page = int(request.args.get("page", 1))
+        per_page = int(request.args.get("per_page", DEFAULT_PER_PAGE))
+    except ValueError:
+        raise bad_request("page is invalid") from None
+    page = max(page, 1)
+    per_page = min(max(per_page, 1), MAX_PER_PAGE)
+    return page, per_page
+
+
+def _link(request: Request, **changes: Any) -> str:
+    args = request.args.to_dict()
+    args.pop("private_token", None)  # never echo credentials in a Link
+    args.update({k: str(v) for k, v in changes.items()})
+    return f"{request.base_url}?{urlencode(sorted(args.items()))}"
+
+
+def offset_page(
+    request: Request, items: list[Any], rows: Callable[[list[Any]], list[Any]]
+) -> Response:
+    """One page with GitLab's offset pagination headers."""
+    page, per_page = _page_args(request)
+    total = len(items)
+    pages = max(1, math.ceil(total / per_page))
+    chunk = items[(page - 1) * per_page : page * per_page]
+    response = _json(rows(chunk))
+    headers = response.headers
+    headers["X-Page"] = str(page)
+    headers["X-Per-Page"] = str(per_page)
+    headers["X-Total"] = str(total)
+    headers["X-Total-Pages"] = str(pages)
+    headers["X-Next-Page"] = str(page + 1) if page < pages else ""
+    headers["X-Prev-Page"] = str(page - 1) if page > 1 else ""
+    links = []
+    if page > 1:
+        links.append(f'<{_link(request, page=page - 1, per_page=per_page)}>; rel="prev"')
+    if page < pages:
+        links.append(f'<{_link(request, page=page + 1, per_page=per_page)}>; rel="next"')
+    links.append(f'<{_link(request, page=1, per_page=per_page)}>; rel="first"')
+    links.append(f'<{_link(request, page=pages, per_page=per_page)}>; rel="last"')
+    headers["Link"] = ", ".join(links)
+    return response
+
+
+def keyset_page(
+    request: Request, projects: list[Project], rows: Callable[[list[Any]], list[Any]], sort: str
+) -> Response:
+    """One page of keyset pagination (``id_after`` / ``id_before``): only a Link header."""
+    _, per_page = _page_args(request)
+    try:
+        after = int(request.args["id_after"]) if "id_after" in request.args else None
+        before = int(request.args["id_before"]) if "id_before" in request.args else None
+    except ValueError:
+        raise bad_request("id_after is invalid") from None
+    if sort == "asc" and after is not None:
+        projects = [p for p in projects if p.id > after]
+    if sort == "desc" and before is not None:
+        projects = [p for p in projects if p.id < before]
+    chunk = projects[:per_page]
+    response = _json(rows(chunk))
+    if len(projects) > per_page:
+        last = chunk[-1].id
+        args = {"id_after": last} if sort == "asc" else {"id_before": last}
+        drop = {"id_before", "id_after", "page"}
+        query = {k: v for k, v in request.args.to_dict().items() if k not in drop}
+        query.pop("private_token", None)
+        query.update({k: str(v) for k, v in args.items()}, per_page=str(per_page))
+        url = f"{request.base_url}?{urlencode(sorted(query.items()))}"
+        response.headers["Link"] = f'<{url}>; rel="next"'
+    return response

@@ -1,0 +1,502 @@
+"""The sandbox's GitLab data: users, groups, projects, members, policies, repository ids.
+
+Everything the GitLab API stand-in knows that the registry does not: who
+exists, which project owns which path, who may do what, the cleanup policy
+of each project, and the stable ids GitLab gives container repositories.
+With a data directory the state is saved as JSON after every change.
+
+Test hooks live here too: :meth:`SandboxState.throttle` (answer 429 to the
+next requests), :attr:`SandboxState.request_counts` (API requests per
+endpoint kind) and :attr:`SandboxState.registry_reads` (registry reads the
+stand-in made, by kind: ``manifest``, ``config``).
+
+>>> state = SandboxState()
+>>> root = state.add_user("root", admin=True)
+>>> group = state.add_group("apps")
+>>> project = state.add_project(group, "web", creator=root)
+>>> project.full_path
+'apps/web'
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import json
+import os
+import secrets
+import threading
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from regops.errors import ValidationError
+from regops.secrets import Secret
+
+# GitLab's access levels (Gitlab::Access).
+GUEST, REPORTER, DEVELOPER, MAINTAINER, OWNER = 10, 20, 30, 40, 50
+ACCESS_LEVEL_NAMES = {
+    GUEST: "guest",
+    REPORTER: "reporter",
+    DEVELOPER: "developer",
+    MAINTAINER: "maintainer",
+    OWNER: "owner",
+}
+# GitLab's application settings for the container registry, with their defaults.
+REGISTRY_SETTINGS_DEFAULTS: dict[str, Any] = {
+    "container_registry_token_expire_delay": 5,
+    "container_registry_cleanup_tags_service_max_list_size": 200,
+    "container_registry_delete_tags_service_timeout": 250,
+    "container_registry_expiration_policies_worker_capacity": 4,
+    "container_registry_expiration_policies_caching": True,
+    "container_expiration_policies_enable_historic_entries": False,
+}
+# Personal access tokens look like GitLab's (glpat- prefix, 20 url-safe characters).
+TOKEN_PREFIX = "glpat-"
+TOKEN_BYTES = 15
+STATE_FILE = "state.json"
+STATE_VERSION = 1
+
+
+def utcnow() -> datetime.datetime:
+    """Now, timezone-aware UTC, to the millisecond like GitLab's JSON."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def iso(value: datetime.datetime | None) -> str | None:
+    """GitLab's timestamp format: ``2024-05-01T12:00:00.000Z``."""
+    if value is None:
+        return None
+    value = value.astimezone(datetime.timezone.utc)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def parse_iso(text: str | None) -> datetime.datetime | None:
+    """The inverse of :func:`iso` (accepts any RFC 3339 text)."""
+    if not text:
+        return None
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def new_token() -> Secret:
+    """A random personal access token."""
+    return Secret(TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES))
+
+
+@dataclass
+class User:
+    """A GitLab user with one personal access token."""
+
+    id: int
+    username: str
+    name: str
+    is_admin: bool
+    token: Secret = field(repr=False)
+    state: str = "active"
+    created_at: datetime.datetime = field(default_factory=utcnow)
+
+
+@dataclass
+class Group:
+    """A group (namespace of kind ``group``), possibly nested."""
+
+    id: int
+    name: str
+    path: str
+    full_path: str
+    parent_id: int | None = None
+    created_at: datetime.datetime = field(default_factory=utcnow)
+
+    @property
+    def kind(self) -> str:
+        return "group"
+
+
+@dataclass
+class Project:
+    """A project: where it lives, who made it, and its cleanup policy."""
+
+    id: int
+    name: str
+    path: str
+    namespace_id: int
+    namespace_kind: str  # "group" or "user"
+    namespace_full_path: str
+    creator_id: int
+    policy: dict[str, Any]
+    created_at: datetime.datetime = field(default_factory=utcnow)
+    last_activity_at: datetime.datetime = field(default_factory=utcnow)
+    registry_access_level: str = "enabled"
+
+    @property
+    def full_path(self) -> str:
+        return f"{self.namespace_full_path}/{self.path}"
+
+
+@dataclass
+class RepositoryRecord:
+    """What GitLab stores about a container repository (the rest is in the registry)."""
+
+    id: int
+    path: str
+    created_at: datetime.datetime = field(default_factory=utcnow)
+
+
+def default_policy(now: datetime.datetime | None = None) -> dict[str, Any]:
+    """GitLab's default policy for a new project (disabled), with next_run_at."""
+    from regops.policy_rules import POLICY_DEFAULTS
+
+    policy = dict(POLICY_DEFAULTS)
+    policy["next_run_at"] = next_run_at(policy.get("cadence") or "1d", now)
+    return policy
+
+
+def next_run_at(cadence: str, now: datetime.datetime | None = None) -> datetime.datetime:
+    """When a policy with this cadence runs next: now + cadence (set on every save)."""
+    from regops.durations import parse_duration
+
+    return (now or utcnow()) + parse_duration(cadence, field="cadence")
+
+
+class SandboxState:
+    """The stand-in's data, thread-safe, optionally persisted under ``data_dir``."""
+
+    def __init__(self, data_dir: str | os.PathLike[str] | None = None) -> None:
+        self.lock = threading.RLock()
+        self.data_dir = Path(data_dir) if data_dir else None
+        self.users: dict[int, User] = {}
+        self.groups: dict[int, Group] = {}
+        self.projects: dict[int, Project] = {}
+        # (project_id or group key, user_id) -> access level; groups keyed "g<id>".
+        self.project_members: dict[tuple[int, int], int] = {}
+        self.group_members: dict[tuple[int, int], int] = {}
+        self.repositories: dict[str, RepositoryRecord] = {}
+        self.settings: dict[str, Any] = dict(REGISTRY_SETTINGS_DEFAULTS)
+        self.bulk_delete_requests: dict[int, datetime.datetime] = {}
+        self.bulk_delete_results: dict[int, list[str]] = {}  # repository id -> deleted tags
+        # Repository paths deleted through the API: hidden until something is pushed again.
+        self.deleted_repositories: set[str] = set()
+        self.request_counts: collections.Counter[str] = collections.Counter()
+        self.registry_reads: collections.Counter[str] = collections.Counter()
+        self._throttle_left = 0
+        self._throttle_retry_after = 0
+        self._next_id = collections.Counter()
+
+    # ------------------------------------------------------------------ ids
+    def _new_id(self, kind: str, start: int = 1) -> int:
+        with self.lock:
+            if self._next_id[kind] < start:
+                self._next_id[kind] = start
+            value = self._next_id[kind]
+            self._next_id[kind] += 1
+            return value
+
+    # ------------------------------------------------------------ creation
+    def add_user(self, username: str, *, admin: bool = False, name: str | None = None) -> User:
+        """A new user with a fresh random token."""
+        with self.lock:
+            if self.user_by_username(username):
+                raise ValidationError("username", f"{username!r} is taken")
+            user = User(
+                id=self._new_id("user"),
+                username=username,
+                name=name or username.title(),
+                is_admin=admin,
+                token=new_token(),
+            )
+            self.users[user.id] = user
+            self.save()
+            return user
+
+    def add_group(
+        self, path: str, *, parent: Group | None = None, name: str | None = None
+    ) -> Group:
+        """A new group (``parent`` makes it a subgroup)."""
+        with self.lock:
+            full_path = f"{parent.full_path}/{path}" if parent else path
+            group = Group(
+                id=self._new_id("namespace", start=100),
+                name=name or path.replace("-", " ").title(),
+                path=path,
+                full_path=full_path,
+                parent_id=parent.id if parent else None,
+            )
+            self.groups[group.id] = group
+            self.save()
+            return group
+
+    def add_project(
+        self,
+        namespace: Group | User,
+        path: str,
+        *,
+        creator: User,
+        name: str | None = None,
+        created_at: datetime.datetime | None = None,
+    ) -> Project:
+        """A new project in a group or a user's namespace, with GitLab's default policy."""
+        with self.lock:
+            if isinstance(namespace, Group):
+                ns_id, kind, ns_path = namespace.id, "group", namespace.full_path
+            else:
+                ns_id, kind, ns_path = namespace.id + 10_000, "user", namespace.username
+            if self.project_by_path(f"{ns_path}/{path}"):
+                raise ValidationError("path", f"{ns_path}/{path} has already been taken")
+            now = created_at or utcnow()
+            project = Project(
+                id=self._new_id("project"),
+                name=name or path,
+                path=path,
+                namespace_id=ns_id,
+                namespace_kind=kind,
+                namespace_full_path=ns_path,
+                creator_id=creator.id,
+                policy=default_policy(now),
+                created_at=now,
+                last_activity_at=now,
+            )
+            self.projects[project.id] = project
+            self.save()
+            return project
+
+    def add_member(self, target: Project | Group, user: User, access_level: int) -> None:
+        """Make ``user`` a member of a project or group at ``access_level``."""
+        with self.lock:
+            if isinstance(target, Project):
+                self.project_members[(target.id, user.id)] = access_level
+            else:
+                self.group_members[(target.id, user.id)] = access_level
+            self.save()
+
+    def set_policy(self, project: Project, attrs: Mapping[str, Any], *, validate=True) -> None:
+        """Update a project's policy; next_run_at is reset to now + cadence (GitLab's rule).
+
+        ``validate=False`` stores what it is given (for seeding a broken policy).
+        """
+        with self.lock:
+            current = {k: v for k, v in project.policy.items() if k != "next_run_at"}
+            if validate:
+                from regops.policy_rules import validate_policy_attributes
+
+                policy = validate_policy_attributes(attrs, current=current)
+            else:
+                policy = {**current, **attrs}
+            policy = {k: v for k, v in policy.items() if k != "next_run_at"}
+            try:
+                policy["next_run_at"] = next_run_at(policy.get("cadence") or "1d")
+            except ValidationError:
+                policy["next_run_at"] = project.policy.get("next_run_at")
+            project.policy = policy
+            project.last_activity_at = utcnow()
+            self.save()
+
+    # ------------------------------------------------------------- lookups
+    def user_by_username(self, username: str) -> User | None:
+        with self.lock:
+            return next((u for u in self.users.values() if u.username == username), None)
+
+    def user_by_token(self, token: str) -> User | None:
+        """The user whose personal access token this is (constant-time compare)."""
+        if not token:
+            return None
+        with self.lock:
+            users = list(self.users.values())
+        for user in users:
+            if secrets.compare_digest(user.token.reveal(), token):
+                return user
+        return None
+
+    def project_by_path(self, full_path: str) -> Project | None:
+        lowered = full_path.lower()
+        with self.lock:
+            projects = list(self.projects.values())
+        return next((p for p in projects if p.full_path.lower() == lowered), None)
+
+    def group_by_path(self, full_path: str) -> Group | None:
+        lowered = full_path.lower()
+        with self.lock:
+            groups = list(self.groups.values())
+        return next((g for g in groups if g.full_path.lower() == lowered), None)
+
+    def group_ancestry(self, group_id: int) -> list[Group]:
+        """The group and its parents, innermost first."""
+        chain = []
+        group = self.groups.get(group_id)
+        while group is not None:
+            chain.append(group)
+            group = self.groups.get(group.parent_id) if group.parent_id else None
+        return chain
+
+    def access_level(self, project: Project, user: User) -> int:
+        """The user's effective access level on a project (direct or inherited; 0 = none)."""
+        with self.lock:
+            levels = [self.project_members.get((project.id, user.id), 0)]
+            if project.namespace_kind == "group":
+                for group in self.group_ancestry(project.namespace_id):
+                    levels.append(self.group_members.get((group.id, user.id), 0))
+            elif project.namespace_id - 10_000 == user.id:
+                levels.append(OWNER)
+            return max(levels)
+
+    def visible_projects(self, user: User) -> list[Project]:
+        """Projects the user may see: all for an admin, member projects otherwise."""
+        with self.lock:
+            projects = sorted(self.projects.values(), key=lambda p: p.id)
+            if user.is_admin:
+                return projects
+            return [p for p in projects if self.access_level(p, user) >= GUEST]
+
+    def project_for_repository(self, path: str) -> Project | None:
+        """The project owning a repository path: the longest project path that prefixes it."""
+        lowered = path.lower()
+        best: Project | None = None
+        with self.lock:
+            projects = list(self.projects.values())
+        for project in projects:
+            full = project.full_path.lower()
+            inside = lowered == full or lowered.startswith(full + "/")
+            if inside and (best is None or len(full) > len(best.full_path)):
+                best = project
+        return best
+
+    def repository_record(self, path: str) -> RepositoryRecord:
+        """The stable id of a repository path, assigned the first time it is seen."""
+        with self.lock:
+            record = self.repositories.get(path)
+            if record is None:
+                record = RepositoryRecord(id=self._new_id("repository"), path=path)
+                self.repositories[path] = record
+                self.save()
+            return record
+
+    def repository_by_id(self, repository_id: int) -> RepositoryRecord | None:
+        with self.lock:
+            return next((r for r in self.repositories.values() if r.id == repository_id), None)
+
+    def forget_repository(self, path: str) -> None:
+        """Drop a repository's record (after the repository was deleted)."""
+        with self.lock:
+            self.repositories.pop(path, None)
+            self.save()
+
+    # ----------------------------------------------------------- test hooks
+    def throttle(self, n_requests: int, retry_after: int = 1) -> None:
+        """Answer the next ``n_requests`` API requests with 429 and Retry-After."""
+        with self.lock:
+            self._throttle_left = n_requests
+            self._throttle_retry_after = retry_after
+
+    def take_throttle(self) -> int | None:
+        """Retry-After seconds when this request must be throttled, else None."""
+        with self.lock:
+            if self._throttle_left <= 0:
+                return None
+            self._throttle_left -= 1
+            return self._throttle_retry_after
+
+    def count_request(self, kind: str) -> None:
+        with self.lock:
+            self.request_counts[kind] += 1
+
+    def count_registry_read(self, kind: str) -> None:
+        with self.lock:
+            self.registry_reads[kind] += 1
+
+    def reset_counters(self) -> None:
+        """Zero request_counts and registry_reads (between measured steps)."""
+        with self.lock:
+            self.request_counts.clear()
+            self.registry_reads.clear()
+
+    # ---------------------------------------------------------- persistence
+    def to_json(self) -> dict[str, Any]:
+        """Everything persistent, tokens included (the file is written 0600)."""
+        with self.lock:
+            return {
+                "version": STATE_VERSION,
+                "next_id": dict(self._next_id),
+                "users": [
+                    {**_plain(asdict(u)), "token": u.token.reveal()} for u in self.users.values()
+                ],
+                "groups": [_plain(asdict(g)) for g in self.groups.values()],
+                "projects": [_plain(asdict(p)) for p in self.projects.values()],
+                "project_members": [[p, u, lvl] for (p, u), lvl in self.project_members.items()],
+                "group_members": [[g, u, lvl] for (g, u), lvl in self.group_members.items()],
+                "repositories": [_plain(asdict(r)) for r in self.repositories.values()],
+                "settings": self.settings,
+                "deleted_repositories": sorted(self.deleted_repositories),
+                "bulk_delete_requests": {
+                    str(k): iso(v) for k, v in self.bulk_delete_requests.items()
+                },
+            }
+
+    def save(self) -> None:
+        """Write the state file (0600: it holds tokens) when a data dir is kept."""
+        if self.data_dir is None:
+            return
+        with self.lock:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            path = self.data_dir / STATE_FILE
+            tmp = path.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                json.dump(self.to_json(), handle, indent=1)
+            os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, data_dir: str | os.PathLike[str]) -> SandboxState:
+        """The state saved under ``data_dir``, or an empty one when none was saved."""
+        state = cls(data_dir)
+        path = Path(data_dir) / STATE_FILE
+        if not path.exists():
+            return state
+        data = json.loads(path.read_text())
+        state._next_id.update(data.get("next_id", {}))
+        for raw in data["users"]:
+            raw = _dates(raw, "created_at")
+            raw["token"] = Secret(raw["token"])
+            state.users[raw["id"]] = User(**raw)
+        for raw in data["groups"]:
+            state.groups[raw["id"]] = Group(**_dates(raw, "created_at"))
+        for raw in data["projects"]:
+            raw = _dates(raw, "created_at", "last_activity_at")
+            raw["policy"] = _dates(raw["policy"], "next_run_at")
+            state.projects[raw["id"]] = Project(**raw)
+        state.project_members = {(p, u): lvl for p, u, lvl in data["project_members"]}
+        state.group_members = {(g, u): lvl for g, u, lvl in data["group_members"]}
+        for raw in data["repositories"]:
+            record = RepositoryRecord(**_dates(raw, "created_at"))
+            state.repositories[record.path] = record
+        state.settings.update(data.get("settings", {}))
+        state.deleted_repositories = set(data.get("deleted_repositories", []))
+        state.bulk_delete_requests = {
+            int(k): parse_iso(v) for k, v in data.get("bulk_delete_requests", {}).items()
+        }
+        return state
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.users
+
+
+def _plain(data: dict[str, Any]) -> dict[str, Any]:
+    """Dates to ISO text, recursively, for JSON."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, datetime.datetime):
+            out[key] = iso(value)
+        elif isinstance(value, dict):
+            out[key] = _plain(value)
+        else:
+            out[key] = value
+    return out
+
+
+def _dates(raw: dict[str, Any], *keys: str) -> dict[str, Any]:
+    raw = dict(raw)
+    for key in keys:
+        if isinstance(raw.get(key), str):
+            raw[key] = parse_iso(raw[key])
+    return raw
