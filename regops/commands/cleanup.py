@@ -1,0 +1,260 @@
+"""``regops cleanup``: plan, run, enable and audit cleanup policies.
+
+The same bodies back the recipes (``recipes/run_cleanup_policy.py``,
+``recipes/enable_cleanup_policies.py``, ``recipes/audit_cleanup_policies.py``):
+
+    regops cleanup plan --project 42 [--policy-override keep_n=5]
+    regops cleanup run --project 42 [--user 7] [--execute]
+    regops cleanup enable [--set older_than=30d] [--execute]
+    regops cleanup audit
+
+Reports go to stdout, one summary line to stderr; exit 0 success, 1 something
+failed, 2 bad usage. Nothing is deleted or changed without ``--execute``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from regops import scripting
+from regops.errors import PolicyError, RegopsError
+from regops.scripting import EXIT_FAILED, EXIT_OK, Outcome, UsageError
+
+RUN_LOCK = "run_cleanup_policy"
+ENABLE_LOCK = "enable_cleanup_policies"
+AUDIT_LOCK = "audit_cleanup_policies"
+LATEST_TAG = "latest"  # never deleted by a policy run; "all but latest" is what audit flags
+
+
+# ---------------------------------------------------------------------- run / plan
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, *, execute: bool = True) -> None:
+    """Options of ``run_cleanup_policy``."""
+    parser.add_argument("--project", required=True, help="project id or full path")
+    parser.add_argument(
+        "--user",
+        type=scripting.positive_int,
+        help="act for this user id: refused unless Developer (30) or above in the project",
+    )
+    parser.add_argument(
+        "--policy-override",
+        action="append",
+        type=scripting.key_value,
+        default=[],
+        metavar="KEY=VALUE",
+        help="one-off policy change for this run (validated as GitLab would), repeatable",
+    )
+    if execute:
+        parser.add_argument(
+            "--execute", action="store_true", help="delete the planned tags (default: plan only)"
+        )
+        parser.add_argument("--audit-log", help="audit log path (default: under the state dir)")
+        parser.add_argument(
+            "--max-requests-per-second",
+            type=scripting.positive_float,
+            help="pace registry requests (default: unpaced)",
+        )
+        parser.add_argument(
+            "--batch-size",
+            type=scripting.positive_int,
+            default=None,
+            help="tags per registry delete batch",
+        )
+
+
+def validate_run(args: argparse.Namespace) -> None:
+    """Check the overrides before anything is locked or sent (UsageError: exit 2)."""
+    args.overrides = scripting.policy_attributes(args.policy_override, "--policy-override")
+
+
+def run_body(args: argparse.Namespace, connection: Any) -> Outcome:
+    """Plan the project's policy; with ``--execute`` apply it. Plan and results on stdout."""
+    from regops.models import Project, User
+    from regops.ops.apply import (
+        DEFAULT_BATCH_SIZE,
+        apply_plan,
+        check_cleanup_permission,
+        default_actor,
+        plan_project_cleanup,
+    )
+
+    project = Project.find(_project_ref(args.project), connection=connection)
+    actor = default_actor()
+    if args.user:
+        user = User.find(args.user, connection=connection)
+        check_cleanup_permission(user, project)
+        actor = f"{actor} for user {user.id} ({user.get('username')})"
+    try:
+        plan = plan_project_cleanup(project, overrides=args.overrides)
+    except PolicyError as exc:  # the stored policy is invalid: GitLab's run fails too
+        return Outcome(EXIT_FAILED, f"project {project.id}: invalid policy: {exc}")
+    print(plan)
+    if not getattr(args, "execute", False):
+        return Outcome(EXIT_OK, f"dry run, nothing deleted: {plan.summary()}")
+    result = apply_plan(
+        plan,
+        connection,
+        audit_path=args.audit_log,
+        actor=actor,
+        max_requests_per_second=args.max_requests_per_second,
+        batch_size=args.batch_size or DEFAULT_BATCH_SIZE,
+    )
+    print(result)
+    summary = f"project {project.id}: {result.summary()}; audit log {result.audit_path}"
+    return Outcome(EXIT_OK if result.ok else EXIT_FAILED, summary)
+
+
+def _project_ref(text: str) -> int | str:
+    return int(text) if text.strip().isdigit() else text.strip()
+
+
+# ---------------------------------------------------------------------- enable
+
+
+def add_enable_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set",
+        action="append",
+        type=scripting.key_value,
+        default=[],
+        metavar="KEY=VALUE",
+        help="policy attributes to set along with enabled=true (validated), repeatable",
+    )
+    parser.add_argument(
+        "--execute", action="store_true", help="enable the policies (default: list only)"
+    )
+
+
+def validate_enable(args: argparse.Namespace) -> None:
+    changes = scripting.policy_attributes(args.set, "--set")
+    if changes.get("enabled") is False:
+        raise UsageError("--set: enabled=false contradicts enabling policies")
+    args.changes = {**changes, "enabled": True}
+
+
+def enable_body(args: argparse.Namespace, connection: Any) -> Outcome:
+    """Print ``id,full name`` of projects with repositories and a disabled policy; enable them."""
+    from regops.models import ExpirationPolicy
+
+    found, enabled, failed = 0, 0, []
+    query = ExpirationPolicy.where(enabled=False, connection=connection).with_repositories()
+    for policy in query:
+        project = policy.project
+        found += 1
+        print(f"{project.id},{_full_name(project)}", flush=True)
+        if not args.execute:
+            continue
+        try:
+            policy.update(**args.changes)  # re-reads the project and checks every value took
+        except RegopsError as exc:
+            failed.append(project.id)
+            print(f"enable_cleanup_policies: project {project.id}: {exc}", file=_stderr())
+            continue
+        enabled += 1
+    if not args.execute:
+        return Outcome(EXIT_OK, f"{found} projects to enable (dry run; use --execute)")
+    summary = f"{found} projects found, {enabled} enabled, {len(failed)} failed"
+    return Outcome(EXIT_FAILED if failed else EXIT_OK, summary)
+
+
+def _full_name(project: Any) -> str:
+    """GitLab's Project#full_name (``Group / Project``), else the full path."""
+    return project.get("name_with_namespace") or project.full_path
+
+
+def _stderr() -> Any:
+    import sys
+
+    return sys.stderr
+
+
+# ---------------------------------------------------------------------- audit
+
+
+def add_audit_arguments(parser: argparse.ArgumentParser) -> None:
+    """``audit_cleanup_policies`` has only the common options."""
+
+
+def audit_body(args: argparse.Namespace, connection: Any) -> Outcome:
+    """CSV lines ``project_id,project path,repository,problem`` for risky policies."""
+    from regops.models import ExpirationPolicy
+    from regops.policy_rules import compile_gitlab_regex
+
+    checked, findings, failed = 0, 0, 0
+    for policy in ExpirationPolicy.all(connection=connection):
+        checked += 1
+        project = policy.project
+        problems = []
+        for field in ("name_regex", "name_regex_keep"):
+            try:
+                compile_gitlab_regex(policy.get(field), field)
+            except PolicyError as exc:
+                problems.append(("", f"invalid {exc}"))  # "<field>: <RE2 error>"
+        if not problems and policy.get("enabled"):
+            try:
+                problems.extend(_deletes_all_but_latest(policy, project))
+            except RegopsError as exc:
+                failed += 1
+                print(f"audit_cleanup_policies: project {project.id}: {exc}", file=_stderr())
+        for repository, problem in problems:
+            findings += 1
+            print(f"{project.id},{project.full_path},{repository},{_csv(problem)}", flush=True)
+    summary = f"{checked} policies checked, {findings} findings, {failed} projects unreadable"
+    return Outcome(EXIT_FAILED if failed else EXIT_OK, summary)
+
+
+def _deletes_all_but_latest(policy: Any, project: Any) -> list[tuple[str, str]]:
+    """Repositories where a run of ``policy`` would leave nothing but ``latest``."""
+    problems = []
+    for plan in policy.plan(project):
+        kept = set(plan.kept)
+        if plan.deleted_size and kept <= {LATEST_TAG}:
+            problems.append(
+                (
+                    plan.repository or "",
+                    f"enabled policy would delete all {plan.deleted_size} tags except latest",
+                )
+            )
+    return problems
+
+
+def _csv(text: str) -> str:
+    """A CSV field: quoted when it holds a comma or a quote."""
+    if any(c in text for c in ',"\n'):
+        return '"' + text.replace('"', '""').replace("\n", " ") + '"'
+    return text
+
+
+# ---------------------------------------------------------------------- command
+
+
+def register(subparsers: Any) -> None:
+    """``regops cleanup plan|run|enable|audit``."""
+    parser = subparsers.add_parser("cleanup", help="plan, run, enable and audit cleanup policies")
+    verbs = parser.add_subparsers(dest="cleanup_command", metavar="VERB")
+    plan = verbs.add_parser("plan", help="what the project's policy would delete (nothing is)")
+    add_run_arguments(plan, execute=False)
+    plan.set_defaults(func=_command(RUN_LOCK, run_body, validate_run, lock=False))
+    run = verbs.add_parser("run", help="plan and, with --execute, delete (audited)")
+    add_run_arguments(run)
+    run.set_defaults(func=_command(RUN_LOCK, run_body, validate_run))
+    enable = verbs.add_parser("enable", help="enable disabled policies of projects with images")
+    add_enable_arguments(enable)
+    enable.set_defaults(func=_command(ENABLE_LOCK, enable_body, validate_enable))
+    audit = verbs.add_parser("audit", help="invalid regexes and all-but-latest policies")
+    add_audit_arguments(audit)
+    audit.set_defaults(func=_command(AUDIT_LOCK, audit_body, None))
+    for verb in (plan, run, enable, audit):
+        scripting.add_common_options(verb)
+    parser.set_defaults(func=lambda args: parser.print_help() or scripting.EXIT_USAGE)
+
+
+def _command(name: str, body: Any, validate: Any, *, lock: bool = True) -> Any:
+    """A ``func`` for regops.cli running ``body`` like a recipe (args already parsed)."""
+
+    def func(args: argparse.Namespace) -> int:
+        return scripting.run_parsed(name, args, body, lock=lock, validate=validate)
+
+    return func

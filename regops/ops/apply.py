@@ -1,0 +1,497 @@
+"""Applying a cleanup plan: the only path in regops that deletes tags.
+
+For each repository, in batches: re-read every planned tag (one GET) and skip
+it when it now points at another digest (re-pushed since planning); write an
+"intent" record carrying the raw manifest to the audit log and fsync it; then
+delete the batch through :meth:`RegistryClient.delete_tags` (which never takes
+down a tag outside the batch, even one sharing a digest); then write a
+"result" record per tag. A run killed at any point leaves intents without
+results; running the same plan again finishes the work and counts tags that
+are gone as "already_gone".
+
+>>> result = apply_plan(plan, connection, max_requests_per_second=5)  # doctest: +SKIP
+>>> result.summary()
+'deleted 12, already gone 0, skipped 1, failed 0 (run 20240102T030405Z-1a2b3c4d)'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from regops.errors import RegistryNotFound, RegopsError, ValidationError
+from regops.ops.audit import (
+    EVENT_INTENT,
+    RESULT_ALREADY_GONE,
+    RESULT_DELETED,
+    RESULT_FAILED,
+    RESULT_SKIPPED_CHANGED,
+    AuditRecord,
+    AuditWriter,
+    encode_manifest,
+    new_run_id,
+)
+from regops.secrets import redact
+
+log = logging.getLogger("regops.apply")
+
+DEFAULT_BATCH_SIZE = 50  # tags per delete_tags call: bounds the work lost to an interruption
+
+
+class TokenBucket:
+    """A token bucket: on average at most ``rate`` requests per second, bursts of ``burst``.
+
+    ``take(n)`` waits until ``n`` tokens are there; ``charge(n)`` books requests
+    already made (the bucket may go negative, which delays the next ``take``).
+
+    >>> bucket = TokenBucket(5)
+    >>> bucket.take()        # returns at once, then paces callers at 5/s
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        burst: float | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not rate or rate <= 0:
+            raise ValidationError("max_requests_per_second", f"must be > 0, got {rate!r}")
+        self.rate = float(rate)
+        self.burst = float(burst) if burst else max(1.0, self.rate)
+        self._clock, self._sleep = clock, sleep
+        self._tokens = self.burst
+        self._stamp = clock()
+        self._lock = threading.Lock()
+        self.waited = 0.0
+
+    def __repr__(self) -> str:
+        return f"TokenBucket(rate={self.rate:g}/s, burst={self.burst:g})"
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+
+    def take(self, count: float = 1.0) -> None:
+        """Wait until ``count`` tokens are available, then spend them."""
+        with self._lock:
+            self._refill()
+            missing = count - self._tokens
+            if missing > 0:
+                delay = missing / self.rate
+                self._sleep(delay)
+                self.waited += delay
+                self._refill()
+            self._tokens -= count
+
+    def charge(self, count: float) -> None:
+        """Book ``count`` requests made without asking (e.g. inside a batch call)."""
+        if count > 0:
+            with self._lock:
+                self._refill()
+                self._tokens -= count
+
+
+@dataclass(frozen=True)
+class DeleteTarget:
+    """One planned tag delete, as apply needs it (plain values, no models)."""
+
+    repository: str
+    tag: str
+    digest: str
+    project_id: int | None = None
+    project_path: str | None = None
+
+
+@dataclass(frozen=True)
+class TagOutcome:
+    """What happened to one planned tag."""
+
+    repository: str
+    tag: str
+    digest: str
+    result: str
+    error: str | None = None
+    current_digest: str | None = None
+
+
+@dataclass
+class ApplyResult:
+    """The outcome of :func:`apply_plan`: one :class:`TagOutcome` per planned tag."""
+
+    run_id: str
+    audit_path: Path | None
+    outcomes: list[TagOutcome] = field(default_factory=list)
+    requests: int = 0
+    seconds: float = 0.0
+
+    def _with(self, result: str) -> list[TagOutcome]:
+        return [o for o in self.outcomes if o.result == result]
+
+    @property
+    def deleted(self) -> list[TagOutcome]:
+        return self._with(RESULT_DELETED)
+
+    @property
+    def already_gone(self) -> list[TagOutcome]:
+        return self._with(RESULT_ALREADY_GONE)
+
+    @property
+    def skipped(self) -> list[TagOutcome]:
+        return self._with(RESULT_SKIPPED_CHANGED)
+
+    @property
+    def failed(self) -> list[TagOutcome]:
+        return self._with(RESULT_FAILED)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing failed (skipped re-pushed tags are not failures)."""
+        return not self.failed
+
+    def summary(self) -> str:
+        """One line: counts, requests, run id."""
+        return (
+            f"deleted {len(self.deleted)}, already gone {len(self.already_gone)}, "
+            f"skipped {len(self.skipped)}, failed {len(self.failed)} "
+            f"({self.requests} registry requests, run {self.run_id})"
+        )
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "repository": o.repository,
+                "tag": o.tag,
+                "digest": o.digest[:19],
+                "result": o.result,
+                "detail": o.error or (o.current_digest and f"now {o.current_digest[:19]}") or "",
+            }
+            for o in self.outcomes
+        ]
+
+    def __repr__(self) -> str:
+        table = tabulate(self.rows(), headers="keys") if self.outcomes else "(nothing to delete)"
+        return f"{table}\n{self.summary()}"
+
+    def _repr_html_(self) -> str:
+        table = tabulate(self.rows(), headers="keys", tablefmt="html")
+        return f"{table}<p>{self.summary()}</p>"
+
+
+# ---------------------------------------------------------------------- plan adapter
+
+
+def targets_from_plan(plan: Any) -> list[DeleteTarget]:
+    """The tags a plan deletes, as :class:`DeleteTarget` values (duplicates dropped)."""
+    items = plan.to_delete if hasattr(plan, "to_delete") else plan
+    seen: dict[tuple[str, str], DeleteTarget] = {}
+    for item in items:
+        target = item if isinstance(item, DeleteTarget) else _target_from(item)
+        previous = seen.get((target.repository, target.tag))
+        if previous and previous.digest != target.digest:
+            raise ValidationError(
+                "plan", f"{target.repository}:{target.tag} planned with two digests"
+            )
+        seen[(target.repository, target.tag)] = target
+    return list(seen.values())
+
+
+def _target_from(item: Any) -> DeleteTarget:
+    """Read a plan entry (a Tag model or a mapping) into a DeleteTarget."""
+    if isinstance(item, Mapping):
+        repo_path, name = item.get("repository"), item.get("tag") or item.get("name")
+        digest, project_id = item.get("digest"), item.get("project_id")
+        project_path = item.get("project_path")
+    else:
+        name, digest = _get(item, "name"), _get(item, "digest")
+        repo = _get(item, "repository")
+        repo_path = repo if isinstance(repo, str) else _get(repo, "path")
+        if repo_path is None and isinstance(_get(item, "path"), str):
+            repo_path = item.path.rpartition(":")[0]  # GitLab's Tag#path: "<repo>:<tag>"
+        project_id = _get(repo, "project_id")
+        project_path = _project_path(repo_path, _get(repo, "name"))
+    if not (repo_path and name and digest):
+        raise ValidationError("plan", f"entry {item!r} lacks a repository path, tag name or digest")
+    return DeleteTarget(str(repo_path), str(name), str(digest), project_id, project_path)
+
+
+def _get(obj: Any, name: str) -> Any:
+    """An attribute, or None when it is missing or was never fetched."""
+    try:
+        return getattr(obj, name, None)
+    except AttributeError:  # a model attribute that is "listed, not fetched"
+        return None
+
+
+def _project_path(repo_path: str | None, repo_name: str | None) -> str | None:
+    """The project's full path: the repository path minus its name (GitLab's layout)."""
+    if not repo_path or repo_name is None:
+        return None
+    if repo_name == "":
+        return repo_path  # the project's root repository
+    suffix = "/" + repo_name.lower()
+    return repo_path[: -len(suffix)] if repo_path.endswith(suffix) else None
+
+
+def _batches(targets: list[DeleteTarget], size: int) -> Iterator[list[DeleteTarget]]:
+    """Targets grouped by repository (plan order kept), at most ``size`` per batch."""
+    by_repo: dict[str, list[DeleteTarget]] = {}
+    for target in targets:
+        by_repo.setdefault(target.repository, []).append(target)
+    for group in by_repo.values():
+        for start in range(0, len(group), size):
+            yield group[start : start + size]
+
+
+# ---------------------------------------------------------------------- apply
+
+
+def default_actor() -> str:
+    """Who runs this: the operating-system user and host."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{os.uname().nodename}"
+
+
+def apply_plan(
+    plan: Any,
+    connection: Any,
+    *,
+    audit_path: Path | str | None = None,
+    actor: str | None = None,
+    max_requests_per_second: float | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    run_id: str | None = None,
+) -> ApplyResult:
+    """Delete exactly the plan's tags, audited, rate-limited; see the module docstring.
+
+    ``connection`` needs ``.registry`` (a RegistryClient); its GitLab URL, when
+    known, goes into the audit records. Returns an :class:`ApplyResult`;
+    per-tag failures are reported there, not raised.
+    """
+    if batch_size < 1:
+        raise ValidationError("batch_size", f"must be >= 1, got {batch_size}")
+    registry = getattr(connection, "registry", None)
+    if registry is None:
+        raise ValidationError("connection", "no registry configured; cannot delete tags")
+    targets = targets_from_plan(plan)
+    runner = _Runner(
+        registry,
+        AuditWriter(audit_path),
+        run_id=run_id or new_run_id(),
+        actor=actor or default_actor(),
+        gitlab_url=_gitlab_url(connection),
+        bucket=TokenBucket(max_requests_per_second) if max_requests_per_second else None,
+    )
+    return runner.run(targets, batch_size)
+
+
+def _gitlab_url(connection: Any) -> str | None:
+    gitlab = getattr(connection, "gitlab", None)
+    url = getattr(gitlab, "url", None) or getattr(
+        getattr(connection, "settings", None), "gitlab_url", None
+    )
+    return str(url) if url else None
+
+
+class _Runner:
+    """One apply run: owns the audit writer, the bucket and the outcomes."""
+
+    def __init__(
+        self,
+        registry: Any,
+        audit: AuditWriter,
+        *,
+        run_id: str,
+        actor: str,
+        gitlab_url: str | None,
+        bucket: TokenBucket | None,
+    ) -> None:
+        self.registry = registry
+        self.audit = audit
+        self.bucket = bucket
+        self.base = {"run_id": run_id, "actor": actor, "gitlab_url": gitlab_url}
+        self.result = ApplyResult(run_id=run_id, audit_path=audit.path)
+        self.intents = 0
+
+    def run(self, targets: list[DeleteTarget], batch_size: int) -> ApplyResult:
+        started, first_request = time.monotonic(), self.registry.request_count
+        try:
+            with self.audit, self._paced():
+                for batch in _batches(targets, batch_size):
+                    self._batch(batch)
+        finally:
+            self.result.requests = self.registry.request_count - first_request
+            self.result.seconds = time.monotonic() - started
+        log.info("apply %s", self.result.summary())
+        return self.result
+
+    @contextlib.contextmanager
+    def _paced(self) -> Iterator[None]:
+        """Pace every registry request (retries and batch internals included) by the bucket.
+
+        A requests response hook takes a token after each answer, so the next
+        request waits its turn; the hook is removed when the run ends. Other
+        users of the same session are paced too while the run lasts.
+        """
+        if self.bucket is None:
+            yield
+            return
+        bucket = self.bucket
+
+        def take_token(response: Any, *args: Any, **kwargs: Any) -> Any:
+            bucket.take()
+            return response
+
+        hooks = self.registry.session.hooks.setdefault("response", [])
+        hooks.append(take_token)
+        try:
+            yield
+        finally:
+            hooks.remove(take_token)
+
+    def _record(self, target: DeleteTarget, event: str, **fields: Any) -> AuditRecord:
+        record = AuditRecord(
+            event=event,
+            repository=target.repository,
+            tag=target.tag,
+            digest=target.digest,
+            project_id=target.project_id,
+            project_path=target.project_path,
+            **self.base,
+            **fields,
+        )
+        self.audit.write(record)
+        return record
+
+    def _outcome(self, target: DeleteTarget, result: str, **fields: Any) -> None:
+        media_type = fields.pop("media_type", None)
+        self._record(target, "result", result=result, media_type=media_type, **fields)
+        fields.pop("method", None)
+        self.result.outcomes.append(
+            TagOutcome(target.repository, target.tag, target.digest, result, **fields)
+        )
+
+    def _batch(self, batch: list[DeleteTarget]) -> None:
+        """Re-check, write intents, delete, write results for one repository batch."""
+        ready: dict[str, tuple[DeleteTarget, str | None]] = {}
+        for target in batch:
+            checked = self._recheck(target)
+            if checked is not None:
+                ready[target.tag] = (target, checked)
+        if ready:
+            self._delete(batch[0].repository, ready)
+
+    def _recheck(self, target: DeleteTarget) -> str | None:
+        """Write the intent and return the media type when the tag still has its digest."""
+        try:
+            manifest = self.registry.get_manifest(target.repository, target.tag)
+        except RegistryNotFound:
+            self._outcome(target, RESULT_ALREADY_GONE)
+            return None
+        except RegopsError as exc:
+            self._outcome(target, RESULT_FAILED, error=f"re-check: {exc}")
+            return None
+        if str(manifest.digest) != target.digest:
+            self._outcome(target, RESULT_SKIPPED_CHANGED, current_digest=str(manifest.digest))
+            return None
+        self._record(
+            target,
+            EVENT_INTENT,
+            media_type=manifest.media_type,
+            manifest=encode_manifest(manifest.raw),
+        )
+        self.intents += 1
+        return manifest.media_type
+
+    def _delete(self, repository: str, ready: dict[str, tuple[DeleteTarget, str | None]]) -> None:
+        try:
+            done = self.registry.delete_tags(repository, list(ready))
+        except RegopsError as exc:
+            for target, media_type in ready.values():
+                self._outcome(target, RESULT_FAILED, error=redact(str(exc)), media_type=media_type)
+            return
+        outcome_of = {t: RESULT_DELETED for t in done.deleted}
+        outcome_of.update({t: RESULT_ALREADY_GONE for t in done.missing})
+        changed = set(getattr(done, "changed", ()))
+        for tag, (target, media_type) in ready.items():
+            if tag in changed:
+                self._outcome(
+                    target,
+                    RESULT_SKIPPED_CHANGED,
+                    error="re-pushed while the delete ran",
+                    media_type=media_type,
+                    method=done.method,
+                )
+            elif tag in outcome_of:
+                self._outcome(target, outcome_of[tag], media_type=media_type, method=done.method)
+            else:
+                self._outcome(
+                    target,
+                    RESULT_FAILED,
+                    error="the registry client did not report this tag",
+                    media_type=media_type,
+                )
+
+
+def apply_targets(targets: Iterable[DeleteTarget], connection: Any, **options: Any) -> ApplyResult:
+    """:func:`apply_plan` for a plain list of :class:`DeleteTarget` values."""
+    return apply_plan(list(targets), connection, **options)
+
+
+# ---------------------------------------------------------------------- project runs
+
+DEVELOPER_ACCESS = 30  # Gitlab::Access::DEVELOPER: the least role allowed to delete images
+
+
+class CleanupPermissionError(RegopsError):
+    """The user a run acts for may not delete this project's container images."""
+
+
+def check_cleanup_permission(user: Any, project: Any) -> int:
+    """The user's access level in ``project``; CleanupPermissionError below Developer (30).
+
+    GitLab's CleanupTagsService needs ``destroy_container_image``, which
+    Developer, Maintainer and Owner have.
+    """
+    level = user.access_level(project)
+    if level < DEVELOPER_ACCESS:
+        raise CleanupPermissionError(
+            f"user {user.id} ({_get(user, 'username') or '?'}) has access level {level} in "
+            f"project {project.id}; running its cleanup policy needs at least Developer "
+            f"({DEVELOPER_ACCESS})"
+        )
+    return level
+
+
+def plan_project_cleanup(
+    project: Any, *, overrides: Mapping[str, Any] | None = None, **options: Any
+) -> Any:
+    """The project's policy plan (a PolicyPlan), with validated one-off ``overrides``.
+
+    Like GitLab's Rails-console snippet, the policy runs whether or not it is
+    enabled. ``options`` go to :func:`regops.ops.cleanup.plan_cleanup`.
+    """
+    from regops.models.policy import ExpirationPolicy
+    from regops.policy_rules import validate_policy_attributes
+
+    policy = project.container_expiration_policy
+    if overrides:
+        changes = validate_policy_attributes(overrides, partial=True)
+        data = {**policy.attributes, **changes, "project_id": project.id}
+        policy = ExpirationPolicy(data, connection=project.connection)
+    return policy.plan(project, **options)

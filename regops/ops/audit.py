@@ -1,0 +1,325 @@
+"""The cleanup audit log: JSON Lines, one "intent" record per tag before its delete,
+then one "result" record after it.
+
+Each line is written with one ``write`` on an append-only descriptor, then
+flushed and fsynced, so a run killed at any moment leaves every earlier line
+on disk; at worst the last line is torn, which :func:`read_audit_log`
+tolerates with a warning. An intent carries the tag's raw manifest (base64),
+which is what :mod:`regops.ops.restore` pushes back. No record ever holds a
+token: URLs go through :func:`regops.secrets.redact_url` and free text through
+:func:`regops.secrets.redact`.
+
+>>> with AuditWriter(default_audit_path()) as audit:  # doctest: +SKIP
+...     audit.write(AuditRecord.intent(target, manifest_raw, media_type))
+>>> log = read_audit_log(path)
+>>> log.pending()          # intents a killed run left without a result
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+import logging
+import os
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from types import TracebackType
+
+from regops.errors import ValidationError
+from regops.locks import PRIVATE_FILE_MODE, ensure_private_dir, state_dir
+from regops.secrets import redact, redact_url
+
+log = logging.getLogger("regops.audit")
+
+AUDIT_FORMAT_VERSION = 1  # bump when a field changes meaning; readers accept <= this
+AUDIT_SUBDIR = "audit"
+AUDIT_FILE_TEMPLATE = "cleanup-{date}.jsonl"  # one file per UTC day; runs append
+
+EVENT_INTENT = "intent"  # written (and fsynced) before the delete
+EVENT_RESULT = "result"  # written after it
+EVENTS = frozenset({EVENT_INTENT, EVENT_RESULT})
+
+RESULT_DELETED = "deleted"
+RESULT_ALREADY_GONE = "already_gone"  # the tag was missing: deleted earlier or by someone else
+RESULT_SKIPPED_CHANGED = "skipped_changed_digest"  # re-pushed since planning: not deleted
+RESULT_FAILED = "failed"
+RESULTS = frozenset({RESULT_DELETED, RESULT_ALREADY_GONE, RESULT_SKIPPED_CHANGED, RESULT_FAILED})
+
+
+def utc_now() -> dt.datetime:
+    """The current time, timezone-aware UTC."""
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def new_run_id() -> str:
+    """A fresh run id (hex, sortable enough to read, unique across hosts)."""
+    return utc_now().strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
+
+
+def default_audit_path(now: dt.datetime | None = None) -> Path:
+    """``<state dir>/audit/cleanup-YYYYMMDD.jsonl`` for today's (UTC) date."""
+    day = (now or utc_now()).astimezone(dt.timezone.utc).strftime("%Y%m%d")
+    return state_dir() / AUDIT_SUBDIR / AUDIT_FILE_TEMPLATE.format(date=day)
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One line of the audit log."""
+
+    event: str
+    run_id: str
+    repository: str
+    tag: str
+    digest: str  # the planned digest (what the tag pointed at when planned)
+    time: str = ""
+    gitlab_url: str | None = None
+    project_id: int | None = None
+    project_path: str | None = None
+    media_type: str | None = None
+    manifest: str | None = None  # base64 of the raw manifest bytes (intents)
+    actor: str | None = None
+    result: str | None = None  # one of RESULTS (result records)
+    error: str | None = None
+    current_digest: str | None = None  # what the tag pointed at instead (skipped)
+    method: str | None = None  # how the registry delete was done
+    v: int = AUDIT_FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if self.event not in EVENTS:
+            raise ValidationError("event", f"{self.event!r} is not one of {sorted(EVENTS)}")
+        if self.event == EVENT_RESULT and self.result not in RESULTS:
+            raise ValidationError("result", f"{self.result!r} is not one of {sorted(RESULTS)}")
+
+    def __repr__(self) -> str:
+        outcome = self.result or "intent"
+        return f"<AuditRecord {self.run_id} {self.repository}:{self.tag} {outcome}>"
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """(repository, tag): what the record is about."""
+        return (self.repository, self.tag)
+
+    @property
+    def raw_manifest(self) -> bytes | None:
+        """The manifest bytes an intent recorded, or None."""
+        if self.manifest is None:
+            return None
+        try:
+            return base64.b64decode(self.manifest, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ValidationError("manifest", f"not valid base64 in {self!r}: {exc}") from None
+
+    def with_result(self, result: str, **fields: object) -> AuditRecord:
+        """The result record that follows this intent (no manifest copy)."""
+        return replace(self, event=EVENT_RESULT, result=result, manifest=None, time="", **fields)
+
+    def to_json(self) -> str:
+        """One JSON line (no newline), secrets removed from text fields."""
+        data = asdict(self)
+        data["time"] = self.time or utc_now().isoformat(timespec="milliseconds")
+        if data["gitlab_url"]:
+            data["gitlab_url"] = redact_url(data["gitlab_url"])
+        for name in ("actor", "error", "project_path"):
+            if data[name]:
+                data[name] = redact(data[name])
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> AuditRecord:
+        """A record from a parsed line; unknown keys from newer writers are ignored."""
+        if not isinstance(data, dict):
+            raise ValidationError("record", "not a JSON object")
+        version = data.get("v", AUDIT_FORMAT_VERSION)
+        if not isinstance(version, int) or version > AUDIT_FORMAT_VERSION:
+            raise ValidationError("v", f"audit format {version!r} is newer than this regops")
+        known = {name for name in cls.__dataclass_fields__}
+        missing = {"event", "run_id", "repository", "tag", "digest"} - data.keys()
+        if missing:
+            raise ValidationError("record", f"missing {', '.join(sorted(missing))}")
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def encode_manifest(raw: bytes) -> str:
+    """Base64 text of raw manifest bytes, as stored in an intent."""
+    return base64.b64encode(raw).decode("ascii")
+
+
+class AuditWriter:
+    """Appends records to a JSON Lines file, each one fsynced before returning."""
+
+    def __init__(self, path: Path | str | None = None) -> None:
+        self.path = Path(path) if path else default_audit_path()
+        self._fd: int | None = None
+        self.written = 0
+
+    def __repr__(self) -> str:
+        return f"AuditWriter({str(self.path)!r}, written={self.written})"
+
+    def open(self) -> AuditWriter:
+        """Open for appending (creating it 0600), mending a torn last line first."""
+        if self._fd is not None:
+            return self
+        ensure_private_dir(self.path.parent)
+        created = not self.path.exists()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE_MODE)
+        self._fd = fd
+        if created:
+            _fsync_dir(self.path.parent)
+        elif _ends_torn(self.path):
+            # A killed writer left half a line; end it so our first record starts clean.
+            log.warning("audit log %s ended with a torn line; starting a new line", self.path)
+            self._write_bytes(b"\n")
+        return self
+
+    def write(self, record: AuditRecord) -> None:
+        """Append one record and make it durable (flush + fsync) before returning."""
+        if self._fd is None:
+            self.open()
+        self._write_bytes((record.to_json() + "\n").encode("utf-8"))
+        self.written += 1
+
+    def _write_bytes(self, data: bytes) -> None:
+        assert self._fd is not None
+        view = memoryview(data)
+        while view:
+            count = os.write(self._fd, view)
+            view = view[count:]
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+    def __enter__(self) -> AuditWriter:
+        return self.open()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _ends_torn(path: Path) -> bool:
+    """True when the file is non-empty and does not end with a newline."""
+    with path.open("rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        if handle.tell() == 0:
+            return False
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) != b"\n"
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a new file's directory entry durable too."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class TagHistory:
+    """What one run did to one tag: its intent (if any) and its result (if any)."""
+
+    run_id: str
+    repository: str
+    tag: str
+    intent: AuditRecord | None = None
+    result: AuditRecord | None = None
+
+    @property
+    def pending(self) -> bool:
+        """An intent with no result: the run stopped between the two."""
+        return self.intent is not None and self.result is None
+
+
+@dataclass
+class AuditLog:
+    """The records read from one or more audit files, and what was wrong with them."""
+
+    records: list[AuditRecord] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    paths: list[Path] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        runs = len({r.run_id for r in self.records})
+        return f"<AuditLog {len(self.records)} records, {runs} runs, {len(self.warnings)} warnings>"
+
+    def __iter__(self) -> Iterator[AuditRecord]:
+        return iter(self.records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def histories(self) -> list[TagHistory]:
+        """Per (run, repository, tag), in first-seen order."""
+        found: dict[tuple[str, str, str], TagHistory] = {}
+        for record in self.records:
+            key = (record.run_id, record.repository, record.tag)
+            history = found.setdefault(key, TagHistory(*key))
+            if record.event == EVENT_INTENT:
+                history.intent = record
+            else:
+                history.result = record
+        return list(found.values())
+
+    def pending(self) -> list[TagHistory]:
+        """Intents without a result (a run was interrupted between them)."""
+        return [h for h in self.histories() if h.pending]
+
+    def results(self, result: str | None = None) -> list[AuditRecord]:
+        """Result records, optionally only those with ``result``."""
+        return [
+            r
+            for r in self.records
+            if r.event == EVENT_RESULT and (result is None or r.result == result)
+        ]
+
+    def latest_intents(self) -> dict[tuple[str, str], AuditRecord]:
+        """The last intent (with a manifest) per (repository, tag), in log order."""
+        latest: dict[tuple[str, str], AuditRecord] = {}
+        for record in self.records:
+            if record.event == EVENT_INTENT and record.manifest is not None:
+                latest[record.key] = record
+        return latest
+
+
+def read_audit_log(paths: Path | str | Iterable[Path | str]) -> AuditLog:
+    """Read audit files; torn or unparsable lines are skipped with a warning each."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    audit = AuditLog()
+    for path in map(Path, paths):
+        audit.paths.append(path)
+        _read_one(path, audit)
+    for warning in audit.warnings:
+        log.warning("%s", warning)
+    return audit
+
+
+def _read_one(path: Path, audit: AuditLog) -> None:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ValidationError("audit log", f"{path} does not exist") from None
+    lines = data.split(b"\n")
+    torn_tail = lines[-1] != b""  # no final newline: the writer was stopped mid-line
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        is_last = number == len(lines) and torn_tail
+        try:
+            audit.records.append(AuditRecord.from_dict(json.loads(line)))
+        except (ValueError, TypeError) as exc:
+            kind = "torn last line" if is_last else "unreadable line"
+            reason = exc.message if isinstance(exc, ValidationError) else "not a JSON record"
+            audit.warnings.append(f"{path}:{number}: {kind} skipped ({reason})")

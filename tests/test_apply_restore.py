@@ -1,0 +1,264 @@
+"""Applying a cleanup plan and restoring from its audit log, against the REAL registry.
+
+Results are checked with skopeo (an independent client) where it matters:
+every tag that was not planned must still resolve to its old digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from regops.ops.apply import DeleteTarget, TokenBucket, apply_plan
+from regops.ops.audit import AuditWriter, read_audit_log
+from regops.ops.restore import restore_from_audit
+from regops.registry.client import RegistryClient
+from regops.registry.tokens import KeyAuth, Scope
+from tests.images import build_index, push_image, push_index, simple_image
+
+pytestmark = pytest.mark.registry
+_repo_numbers = itertools.count()
+
+
+@pytest.fixture
+def client(registry_server, minter) -> RegistryClient:
+    return RegistryClient(registry_server.url, KeyAuth(minter))
+
+
+@pytest.fixture
+def connection(client):
+    """What apply/restore need from a Connection: a registry client (and a GitLab URL)."""
+    return SimpleNamespace(registry=client, gitlab=SimpleNamespace(url="http://gitlab.test"))
+
+
+@pytest.fixture
+def repo() -> str:
+    return f"group/apply-{next(_repo_numbers)}-{time.monotonic_ns() % 10**6}"
+
+
+def skopeo_digest(host: str, repo: str, tag: str, minter) -> str | None:
+    """The tag's digest as skopeo sees it (sha256 of the raw manifest), None if unknown."""
+    if shutil.which("skopeo") is None:
+        pytest.fail("skopeo is required for these tests")
+    token = minter.mint([Scope.repository(repo, "pull")]).reveal()
+    done = subprocess.run(
+        [
+            "skopeo",
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--registry-token",
+            token,
+            f"docker://{host}/{repo}:{tag}",
+        ],
+        capture_output=True,
+        timeout=60,
+    )
+    if done.returncode != 0:
+        message = done.stderr.decode(errors="replace").replace(token, "***")
+        assert "manifest unknown" in message.lower(), message
+        return None
+    return "sha256:" + hashlib.sha256(done.stdout).hexdigest()
+
+
+def seed(client, repo: str) -> dict[str, str]:
+    """Tags: old-1..old-3 (distinct), keep-1, and 'twin' sharing old-1's digest."""
+    digests = {}
+    for number, tag in enumerate(["old-1", "old-2", "old-3", "keep-1"], start=1):
+        digests[tag] = str(push_image(client, repo, simple_image(number), [tag]))
+    image_one = simple_image(1)
+    push_image(client, repo, image_one, ["twin"])
+    digests["twin"] = str(image_one.digest)
+    return digests
+
+
+def targets(repo: str, digests: dict[str, str], tags) -> list[DeleteTarget]:
+    return [DeleteTarget(repo, t, digests[t], project_id=7, project_path="group") for t in tags]
+
+
+def test_apply_deletes_exactly_the_plan_and_nothing_else(
+    client, connection, repo, registry_server, minter, tmp_path
+):
+    digests = seed(client, repo)
+    audit = tmp_path / "audit.jsonl"
+    result = apply_plan(targets(repo, digests, ["old-1", "old-2"]), connection, audit_path=audit)
+
+    assert result.ok, result
+    assert sorted(o.tag for o in result.deleted) == ["old-1", "old-2"]
+    assert sorted(client.tags(repo)) == ["keep-1", "old-3", "twin"]
+    for tag in ("keep-1", "old-3", "twin"):  # twin shares old-1's digest and must survive
+        assert skopeo_digest(registry_server.host, repo, tag, minter) == digests[tag]
+    assert skopeo_digest(registry_server.host, repo, "old-1", minter) is None
+
+    log = read_audit_log(audit)
+    assert [(r.event, r.tag) for r in log] == [
+        ("intent", "old-1"),
+        ("intent", "old-2"),
+        ("result", "old-1"),
+        ("result", "old-2"),
+    ]
+    assert all(r.run_id == result.run_id for r in log)
+    assert log.records[0].raw_manifest == simple_image(1).manifest
+
+
+def test_a_tag_repushed_since_planning_is_skipped(client, connection, repo, tmp_path):
+    digests = seed(client, repo)
+    push_image(client, repo, simple_image(9), ["old-3"])  # re-pushed after the plan
+    result = apply_plan(
+        targets(repo, digests, ["old-3", "old-2"]), connection, audit_path=tmp_path / "a.jsonl"
+    )
+    assert [o.tag for o in result.skipped] == ["old-3"]
+    assert result.skipped[0].current_digest == str(simple_image(9).digest)
+    assert client.manifest_digest(repo, "old-3") == simple_image(9).digest
+    assert "old-2" not in client.tags(repo)
+    kinds = [(r.event, r.tag) for r in read_audit_log(tmp_path / "a.jsonl")]
+    assert ("intent", "old-3") not in kinds  # nothing deleted, nothing to restore
+
+
+def test_rerunning_the_plan_counts_gone_tags_as_already_gone(client, connection, repo, tmp_path):
+    digests = seed(client, repo)
+    plan = targets(repo, digests, ["old-1", "old-2"])
+    apply_plan(plan[:1], connection, audit_path=tmp_path / "a.jsonl")
+    again = apply_plan(plan, connection, audit_path=tmp_path / "a.jsonl")
+    assert again.ok
+    assert [o.tag for o in again.already_gone] == ["old-1"]
+    assert [o.tag for o in again.deleted] == ["old-2"]
+
+
+def test_restore_brings_tags_back_with_their_old_digests(
+    client, connection, repo, registry_server, minter, tmp_path
+):
+    digests = seed(client, repo)
+    audit = tmp_path / "a.jsonl"
+    apply_plan(targets(repo, digests, ["old-1", "old-2", "old-3"]), connection, audit_path=audit)
+    assert sorted(client.tags(repo)) == ["keep-1", "twin"]
+
+    dry = restore_from_audit(audit, connection, tags=["old-1"], dry_run=True)
+    assert [i.status for i in dry.items] == ["would_restore"]
+    assert "old-1" not in client.tags(repo)
+
+    result = restore_from_audit(audit, connection)
+    assert result.ok, result
+    assert sorted(i.tag for i in result.restored) == ["old-1", "old-2", "old-3"]
+    for tag in ("old-1", "old-2", "old-3", "keep-1", "twin"):
+        assert skopeo_digest(registry_server.host, repo, tag, minter) == digests[tag]
+    again = restore_from_audit(audit, connection)
+    assert [i.status for i in again.items] == ["already_present"] * 3 and again.ok
+
+
+def test_restore_filters_by_project_and_tag(client, connection, repo, tmp_path):
+    digests = seed(client, repo)
+    audit = tmp_path / "a.jsonl"
+    apply_plan(targets(repo, digests, ["old-1", "old-2"]), connection, audit_path=audit)
+    assert restore_from_audit(audit, connection, projects=["999"]).items == []
+    result = restore_from_audit(audit, connection, projects=["group"], tags=["old-2"])
+    assert [i.tag for i in result.restored] == ["old-2"]
+    assert "old-1" not in client.tags(repo)
+
+
+def test_restore_refuses_a_reused_tag_unless_forced(client, connection, repo, tmp_path):
+    digests = seed(client, repo)
+    audit = tmp_path / "a.jsonl"
+    apply_plan(targets(repo, digests, ["old-1"]), connection, audit_path=audit)
+    newer = push_image(client, repo, simple_image(42), ["old-1"])
+    refused = restore_from_audit(audit, connection)
+    assert [i.status for i in refused.not_restored] == ["tag_reused"]
+    assert str(newer) in refused.items[0].reason
+    assert client.manifest_digest(repo, "old-1") == newer
+    forced = restore_from_audit(audit, connection, force=True)
+    assert forced.ok and client.manifest_digest(repo, "old-1") == digests["old-1"]
+
+
+def test_restore_reports_a_garbage_collected_blob(
+    client, connection, repo, registry_server, tmp_path
+):
+    digests = seed(client, repo)
+    audit = tmp_path / "a.jsonl"
+    apply_plan(targets(repo, digests, ["old-2"]), connection, audit_path=audit)
+    layer = simple_image(2).layers[0].digest
+    # What garbage collection does to an unreferenced layer: the repository link goes away.
+    links = Path(registry_server.data_dir).rglob(f"repositories/{repo}/_layers/sha256/{layer.hex}")
+    for link in links:
+        shutil.rmtree(link)
+    result = restore_from_audit(audit, connection)
+    assert [i.status for i in result.not_restored] == ["blob_gone"]
+    assert str(layer) in result.items[0].reason
+    assert "old-2" not in client.tags(repo)
+
+
+def test_restore_reports_a_tampered_manifest(client, connection, repo, tmp_path):
+    digests = seed(client, repo)
+    audit = tmp_path / "a.jsonl"
+    apply_plan(targets(repo, digests, ["old-1"]), connection, audit_path=audit)
+    log = read_audit_log(audit)
+    import dataclasses
+
+    from regops.ops.audit import encode_manifest
+
+    tampered = tmp_path / "b.jsonl"
+    with AuditWriter(tampered) as writer:
+        for record in log:
+            if record.manifest:
+                record = dataclasses.replace(
+                    record, manifest=encode_manifest(record.raw_manifest + b" ")
+                )
+            writer.write(record)
+    result = restore_from_audit(tampered, connection)
+    assert [i.status for i in result.not_restored] == ["digest_mismatch"]
+    assert "old-1" not in client.tags(repo)
+
+
+def test_index_restore_needs_its_children(client, connection, repo, tmp_path):
+    index = build_index([simple_image(5), simple_image(6)], oci=True)
+    push_index(client, repo, index, ["multi", "multi-2"])
+    audit = tmp_path / "a.jsonl"
+    plan = [DeleteTarget(repo, t, str(index.digest)) for t in ("multi", "multi-2")]
+    result = apply_plan(plan, connection, audit_path=audit)
+    assert len(result.deleted) == 2
+    restored = restore_from_audit(audit, connection, tags=["multi"])
+    assert restored.ok and client.manifest_digest(repo, "multi") == index.digest
+    # A child manifest removed (as garbage collection would after an untagged delete):
+    client.delete_manifest(repo, index.children[1].digest)
+    blocked = restore_from_audit(audit, connection, tags=["multi-2"])
+    assert [i.status for i in blocked.items] == ["child_manifest_gone"]
+
+
+def test_apply_is_rate_limited(client, connection, repo, tmp_path):
+    digests = seed(client, repo)
+    started = time.monotonic()
+    result = apply_plan(
+        targets(repo, digests, ["old-1", "old-2", "old-3"]),
+        connection,
+        audit_path=tmp_path / "a.jsonl",
+        max_requests_per_second=20,
+        batch_size=1,
+    )
+    elapsed = time.monotonic() - started
+    assert result.ok and len(result.deleted) == 3
+    # Every request is paced: the first 20 (+1) are a burst, the rest come at 20/s.
+    assert result.requests > 25
+    assert elapsed >= (result.requests - 21) / 20 - 0.02, (elapsed, result.requests)
+
+
+def test_token_bucket_paces_with_a_fake_clock():
+    now = [0.0]
+    slept = []
+
+    def sleep(seconds):
+        slept.append(seconds)
+        now[0] += seconds
+
+    bucket = TokenBucket(2, burst=1, clock=lambda: now[0], sleep=sleep)
+    for _ in range(5):
+        bucket.take()
+    assert now[0] == pytest.approx(2.0)  # 5 requests at 2/s with a burst of 1
+    bucket.charge(4)  # four requests made inside a batch call
+    bucket.take()
+    assert now[0] == pytest.approx(4.5)
