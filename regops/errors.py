@@ -22,6 +22,12 @@
     ├── TokenError                   a registry token could not be minted or obtained
     ├── ManifestError                a manifest that is malformed or of an unknown type
     ├── UnsafeDeleteError            a delete that would take down something not asked for
+    ├── RegistryStartError           the docker-registry process would not start
+    ├── LockHeldError                another run holds the recipe's lock file (.pid)
+    ├── UsageError                   a command line asking for something invalid (exit 2)
+    ├── CleanupPermissionError       the acting user is below Developer on the project
+    ├── PolicyNotApplied             GitLab answered a policy update but kept old values
+    ├── UpdateAllError               update_all failed for some policies (.updated .failed)
     └── DoesNotExist                 a model lookup found nothing (Project.DoesNotExist …)
 
 Messages never contain secrets: URLs are passed through
@@ -30,7 +36,9 @@ Messages never contain secrets: URLs are passed through
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 from regops.secrets import redact, redact_url
 
@@ -148,3 +156,51 @@ class UnsafeDeleteError(RegopsError):
 
 class DoesNotExist(RegopsError, LookupError):
     """A model lookup found nothing; each model has its own subclass."""
+
+
+class RegistryStartError(RegopsError):
+    """The registry binary is missing, or exited / never answered while starting."""
+
+
+class LockHeldError(RegopsError):
+    """Another run holds the lock; ``pid`` names it when known."""
+
+    def __init__(self, path: Path, holder: dict) -> None:
+        self.path = path
+        self.pid = holder.get("pid")
+        started = holder.get("started")
+        who = f"pid {self.pid}" if self.pid else "an unknown process"
+        when = f", started {started}" if started else ""
+        super().__init__(f"another run holds the lock {path} ({who}{when}); try again later")
+
+
+class UsageError(RegopsError):
+    """The command line asks for something invalid (exit 2)."""
+
+
+class CleanupPermissionError(RegopsError):
+    """The user a run acts for may not delete this project's container images."""
+
+
+class PolicyNotApplied(RegopsError):
+    """GitLab answered the update with success but kept other values (``.fields``)."""
+
+    def __init__(self, project_id: Any, fields: Mapping[str, tuple[Any, Any]]) -> None:
+        self.project_id = project_id
+        self.fields = dict(fields)
+        detail = "; ".join(
+            f"{f}: sent {sent!r}, GitLab has {got!r}" for f, (sent, got) in fields.items()
+        )
+        super().__init__(
+            f"project {project_id}: GitLab did not apply {', '.join(fields)} ({detail})"
+        )
+
+
+class UpdateAllError(RegopsError):
+    """``update_all`` failed for some policies; ``.updated`` and ``.failed`` say which."""
+
+    def __init__(self, updated: list[Any], failed: dict[Any, Exception]) -> None:
+        self.updated = updated
+        self.failed = failed
+        lines = "; ".join(f"project {pid}: {exc}" for pid, exc in failed.items())
+        super().__init__(f"update_all: {len(updated)} updated, {len(failed)} failed: {lines}")

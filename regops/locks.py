@@ -22,7 +22,7 @@ from types import TracebackType
 
 import platformdirs
 
-from regops.errors import RegopsError, ValidationError
+from regops.errors import LockHeldError, ValidationError
 
 APP_NAME = "regops"
 STATE_DIR_ENV = "REGOPS_STATE_DIR"  # overrides the platform state directory (tests, containers)
@@ -30,18 +30,6 @@ LOCK_SUBDIR = "locks"
 LOCK_NAME_PATTERN = re.compile(r"\A[A-Za-z0-9._-]{1,100}\Z")  # a file name, no path parts
 PRIVATE_DIR_MODE = 0o700  # state holds audit logs with manifests: owner only
 PRIVATE_FILE_MODE = 0o600
-
-
-class LockHeldError(RegopsError):
-    """Another run holds the lock; ``pid`` names it when known."""
-
-    def __init__(self, path: Path, holder: dict) -> None:
-        self.path = path
-        self.pid = holder.get("pid")
-        started = holder.get("started")
-        who = f"pid {self.pid}" if self.pid else "an unknown process"
-        when = f", started {started}" if started else ""
-        super().__init__(f"another run holds the lock {path} ({who}{when}); try again later")
 
 
 def state_dir() -> Path:

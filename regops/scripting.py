@@ -22,17 +22,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from regops.errors import PolicyError, RegopsError
+from regops.errors import PolicyError, RegopsError, UsageError
 from regops.locks import LockHeldError, RunLock
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 
 log = logging.getLogger("regops.scripting")
-
-
-class UsageError(RegopsError):
-    """The command line asks for something invalid (exit 2)."""
 
 
 @dataclass(frozen=True)

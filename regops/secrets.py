@@ -29,6 +29,9 @@ MIN_SECRET_LENGTH = 6
 _registered: set[str] = set()
 _lock = threading.Lock()
 _BEARER_OR_BASIC = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
+_SECRET_QUERY_VALUE = re.compile(
+    r"(?i)([?&](?:" + "|".join(sorted(SECRET_QUERY_KEYS)) + r")=)[^&#\s'\"]+"
+)
 
 
 class Secret:
@@ -77,11 +80,7 @@ def redact(text: str) -> str:
         if value in text:
             text = text.replace(value, MASK)
     text = _BEARER_OR_BASIC.sub(lambda m: f"{m.group(1)} {MASK}", text)
-    return re.sub(
-        r"(?i)([?&](?:%s)=)[^&#\s'\"]+" % "|".join(sorted(SECRET_QUERY_KEYS)),
-        lambda m: m.group(1) + MASK,
-        text,
-    )
+    return _SECRET_QUERY_VALUE.sub(lambda m: m.group(1) + MASK, text)
 
 
 def redact_url(url: str) -> str:

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from regops.errors import RegopsError, ValidationError
+from regops.errors import PolicyNotApplied, RegopsError, UpdateAllError, ValidationError
 from regops.models.base import (
     MAX_TABLE_ROWS,
     Collection,
@@ -47,30 +47,6 @@ ATTRIBUTE_NAMES = (
     "project_id",
 )
 REGEX_FIELDS = ("name_regex", "name_regex_keep")
-
-
-class PolicyNotApplied(RegopsError):
-    """GitLab answered the update with success but kept other values (``.fields``)."""
-
-    def __init__(self, project_id: Any, fields: Mapping[str, tuple[Any, Any]]) -> None:
-        self.project_id = project_id
-        self.fields = dict(fields)
-        detail = "; ".join(
-            f"{f}: sent {sent!r}, GitLab has {got!r}" for f, (sent, got) in fields.items()
-        )
-        super().__init__(
-            f"project {project_id}: GitLab did not apply {', '.join(fields)} ({detail})"
-        )
-
-
-class UpdateAllError(RegopsError):
-    """``update_all`` failed for some policies; ``.updated`` and ``.failed`` say which."""
-
-    def __init__(self, updated: list[ExpirationPolicy], failed: dict[Any, Exception]) -> None:
-        self.updated = updated
-        self.failed = failed
-        lines = "; ".join(f"project {pid}: {exc}" for pid, exc in failed.items())
-        super().__init__(f"update_all: {len(updated)} updated, {len(failed)} failed: {lines}")
 
 
 class ExpirationPolicy(Model):

@@ -29,7 +29,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from regops.errors import RegistryNotFound, RegopsError, ValidationError
+from regops.errors import CleanupPermissionError, RegistryNotFound, RegopsError, ValidationError
 from regops.ops.audit import (
     EVENT_INTENT,
     RESULT_ALREADY_GONE,
@@ -456,10 +456,6 @@ def apply_targets(targets: Iterable[DeleteTarget], connection: Any, **options: A
 # ---------------------------------------------------------------------- project runs
 
 DEVELOPER_ACCESS = 30  # Gitlab::Access::DEVELOPER: the least role allowed to delete images
-
-
-class CleanupPermissionError(RegopsError):
-    """The user a run acts for may not delete this project's container images."""
 
 
 def check_cleanup_permission(user: Any, project: Any) -> int:

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from regops.errors import RegopsError, TransportError
+from regops.errors import RegistryStartError, TransportError
 from regops.http import HTTPSettings, make_session
 from regops.registry.tokens import DEFAULT_ISSUER, DEFAULT_SERVICE
 
@@ -40,10 +40,6 @@ HTTP_SECRET = "regops-local-registry-upload-state-secret"
 CONFIG_NAME = "config.yml"
 STORAGE_NAME = "storage"
 LOG_NAME = "registry.log"
-
-
-class RegistryStartError(RegopsError):
-    """The registry binary is missing, or exited / never answered while starting."""
 
 
 def free_port() -> int:
