@@ -8,10 +8,12 @@ terminal.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +78,10 @@ def run(args: argparse.Namespace, *, stop: threading.Event | None = None, out=No
             )
         env_path = Path(args.env_file) if args.env_file else default_env_path(sandbox)
         sandbox.write_env_file(env_path, user=args.user)
-        print_banner(sandbox, env_path, out)
-        _wait(stop)
+        with _stop_on_signals(stop):  # before the banner: a caller may signal right after it
+            print_banner(sandbox, env_path, out)
+            while not stop.wait(0.5):
+                pass
         print("stopping the sandbox", file=out)
     return 0
 
@@ -106,15 +110,15 @@ def print_banner(sandbox: Sandbox, env_path: Path, out) -> None:
     print("\n".join(lines), file=out, flush=True)
 
 
-def _wait(stop: threading.Event) -> None:
-    """Block until SIGINT/SIGTERM (or ``stop`` is set by a caller)."""
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """While inside, SIGINT/SIGTERM set ``stop`` instead of interrupting."""
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous[signum] = signal.signal(signum, lambda *_: stop.set())
     try:
-        while not stop.wait(0.5):
-            pass
+        yield
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
