@@ -17,11 +17,15 @@ from regops.errors import RegopsError
 
 COMMAND_MODULES = ("keys", "config", "sandbox", "console", "demo", "usage", "cleanup", "restore")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+DESCRIPTION = (
+    "GitLab container registry administration without Rails: usage reports, "
+    "cleanup you can preview, safe deletes, audit and restore."
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every available command."""
-    parser = argparse.ArgumentParser(prog="regops", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="regops", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"regops {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log requests to stderr")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
