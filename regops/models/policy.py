@@ -155,12 +155,31 @@ class ExpirationPolicy(Model):
 
     # -- planning ------------------------------------------------------------------
 
-    def plan(self, project: Project | None = None, **options: Any) -> PolicyPlan:
+    def with_changes(self, **attrs: Any) -> ExpirationPolicy:
+        """An unsaved copy with ``attrs`` changed (validated), for one-off plans.
+
+        >>> policy.with_changes(keep_n=5, name_regex="main-.*").plan()   # doctest: +SKIP
+        """
+        changes = validate_policy_attributes(attrs, partial=True)
+        return ExpirationPolicy(
+            {**self._data, **changes, "project_id": self.project_id}, connection=self.connection
+        )
+
+    def plan(
+        self,
+        project: Project | None = None,
+        *,
+        overrides: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> PolicyPlan:
         """What a run of this policy would delete in every repository of the project.
 
-        Nothing is deleted; ``options`` go to :func:`regops.ops.cleanup.plan_cleanup`
-        (``now``, ``max_list_size``).
+        Nothing is deleted. ``overrides`` change attributes for this plan only
+        (validated, not saved); ``options`` go to
+        :func:`regops.ops.cleanup.plan_cleanup` (``now``, ``max_list_size``).
         """
+        if overrides:
+            return self.with_changes(**overrides).plan(project, **options)
         project = project or self.project
         plans = [
             repository.plan_cleanup(self, **options)

@@ -482,12 +482,5 @@ def plan_project_cleanup(
     Like GitLab's Rails-console snippet, the policy runs whether or not it is
     enabled. ``options`` go to :func:`regops.ops.cleanup.plan_cleanup`.
     """
-    from regops.models.policy import ExpirationPolicy
-    from regops.policy_rules import validate_policy_attributes
-
     policy = project.container_expiration_policy
-    if overrides:
-        changes = validate_policy_attributes(overrides, partial=True)
-        data = {**policy.attributes, **changes, "project_id": project.id}
-        policy = ExpirationPolicy(data, connection=project.connection)
-    return policy.plan(project, **options)
+    return policy.plan(project, overrides=overrides, **options)
