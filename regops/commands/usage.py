@@ -1,0 +1,156 @@
+"""``regops usage``: registry disk usage by project (the admin guide's recipe, fast).
+
+Writes the Rails recipe's CSV (``project_id,creator_id,registry_size_bytes,project path``)
+to stdout or, atomically, to ``--output``. ``--extended`` adds repositories,
+tags, unique_bytes (what the project really pins on disk) and incomplete, and
+a last row with the instance-wide deduplicated total. Exit code 1 when any
+project could not be read completely (the reasons are on stderr).
+
+Cron: silent unless something fails. On a terminal: a progress bar and one
+summary line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from regops.errors import ConfigError
+from regops.ops.usage import DEFAULT_WORKERS, FORMATS, UsageReport, by_project, select_projects
+
+EXIT_OK, EXIT_INCOMPLETE = 0, 1
+ERRORS_SHOWN_PER_PROJECT = 3  # stderr stays readable in a cron mail; JSON has them all
+TAG_SOURCES = ("registry", "storage")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``regops usage``."""
+    parser = subparsers.add_parser(
+        "usage",
+        help="registry disk usage by project (CSV, JSON or a table)",
+        description=__doc__.splitlines()[0],
+    )
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options shared by ``regops usage`` and recipes/registry_usage_by_project.py."""
+    parser.add_argument("-o", "--output", metavar="FILE", help="write here, atomically (stdout)")
+    parser.add_argument("--format", choices=FORMATS, default="csv", help="output format (csv)")
+    parser.add_argument(
+        "--extended",
+        action="store_true",
+        help="add repositories, tags, unique_bytes, incomplete and a deduplicated total",
+    )
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--last", type=_positive, metavar="N", help="the N newest projects")
+    which.add_argument(
+        "--project",
+        action="append",
+        default=[],
+        metavar="ID_OR_PATH",
+        help="this project (repeatable)",
+    )
+    which.add_argument("--group", metavar="PATH", help="the projects of a group and its subgroups")
+    parser.add_argument(
+        "--workers",
+        type=_positive,
+        default=DEFAULT_WORKERS,
+        help=f"concurrent requests (default {DEFAULT_WORKERS})",
+    )
+    cache = parser.add_mutually_exclusive_group()
+    cache.add_argument("--cache-dir", type=Path, metavar="DIR", help="manifest cache location")
+    cache.add_argument("--no-cache", action="store_true", help="keep no cache on disk")
+    parser.add_argument(
+        "--tags-from",
+        choices=TAG_SOURCES,
+        help="resolve tags with one GET each (registry, the default) or from the registry's "
+        "storage link files (storage: on the registry host; see --registry-storage)",
+    )
+    parser.add_argument(
+        "--registry-storage",
+        metavar="DIR",
+        help="registry storage root; implies --tags-from storage "
+        "(default root: REGOPS_REGISTRY_STORAGE or gitlab.yml)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def run(args: argparse.Namespace, connection: Any = None) -> int:
+    """Select, scan, write, report; the exit code says whether every project was read."""
+    if connection is None:
+        from regops.connection import connect
+
+        connection = connect()
+    projects = select_projects(
+        connection.gitlab, last=args.last, projects=args.project, group=args.group
+    )
+    report = by_project(
+        projects,
+        connection=connection,
+        extended=args.extended,
+        workers=args.workers,
+        cache=cache_from(args),
+        storage=storage_from(args, connection),
+        progress=sys.stderr.isatty() and not args.no_progress,
+    )
+    report.write(args.output, args.format)
+    return finish(report)
+
+
+def cache_from(args: argparse.Namespace) -> Any:
+    """The content cache the options ask for (memory only with ``--no-cache``)."""
+    from regops.registry.cache import ContentCache, default_cache_dir
+
+    if args.no_cache:
+        return ContentCache()
+    return ContentCache(args.cache_dir or default_cache_dir())
+
+
+def storage_from(args: argparse.Namespace, connection: Any) -> Any:
+    """A RegistryStorage for ``--tags-from storage``, else None."""
+    tags_from = args.tags_from or ("storage" if args.registry_storage else "registry")
+    if tags_from != "storage":
+        return None
+    from regops.registry.storage import RegistryStorage
+
+    root = args.registry_storage or connection.settings.registry_storage_path
+    if not root:
+        raise ConfigError(
+            "--tags-from storage needs the registry storage root: --registry-storage DIR "
+            "or REGOPS_REGISTRY_STORAGE"
+        )
+    storage = RegistryStorage(root)
+    if not (storage.v2 / "repositories").is_dir():
+        raise ConfigError(
+            f"{root} is not a filesystem registry storage root (no docker/registry/v2/"
+            "repositories); is the registry on object storage?"
+        )
+    return storage
+
+
+def finish(report: UsageReport) -> int:
+    """Incomplete projects and the summary line on stderr; the exit code."""
+    for row in report.incomplete:
+        shown = row.errors[:ERRORS_SHOWN_PER_PROJECT]
+        more = len(row.errors) - len(shown)
+        for error in shown:
+            print(f"regops usage: INCOMPLETE {row.full_path}: {error}", file=sys.stderr)
+        if more:
+            print(f"regops usage: INCOMPLETE {row.full_path}: {more} more", file=sys.stderr)
+    if not report.ok or sys.stderr.isatty():
+        print(f"regops usage: {report.summary.line()}", file=sys.stderr)
+    return EXIT_OK if report.ok else EXIT_INCOMPLETE

@@ -1,0 +1,434 @@
+"""regops.ops.usage, ``regops usage`` and the recipe, against the sandbox (real registry)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from regops import cli
+from regops.commands import usage as usage_command
+from regops.errors import ConfigError, ValidationError
+from regops.ops import usage
+from regops.ops.usage import ProjectRef, ProjectUsage, UsageReport, UsageSummary
+from regops.registry.cache import ContentCache
+from regops.registry.manifest import parse_manifest
+from regops.registry.storage import RegistryStorage
+from regops.sandbox import Sandbox
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPE = ROOT / "recipes" / "registry_usage_by_project.py"
+pytestmark = pytest.mark.registry
+
+
+def _load_proxy_module():
+    spec = importlib.util.spec_from_file_location("bench_proxy", ROOT / "bench" / "proxy.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def demo():
+    """A sandbox seeded with the demo profile; tests here only read it."""
+    with Sandbox() as sandbox:
+        sandbox.seed("demo")
+        yield sandbox
+
+
+@pytest.fixture(scope="module")
+def demo_refs(demo):
+    return usage.select_projects(demo.connect().gitlab)
+
+
+@pytest.fixture(scope="module")
+def naive(demo, demo_refs):
+    return usage.naive_by_project(demo.connect().gitlab, demo_refs)
+
+
+@pytest.fixture(scope="module")
+def broken():
+    """A small bench sandbox with one tag's manifest blob deleted from storage.
+
+    Yields (sandbox, sizes before the damage, broken project path, broken "repo:tag").
+    """
+    with Sandbox() as sandbox:
+        sandbox.seed("bench", projects=3, repositories=2, tags=4, distinct_share=0.5)
+        gitlab = sandbox.connect().gitlab
+        before = usage.naive_by_project(gitlab, usage.select_projects(gitlab))
+        storage = RegistryStorage(sandbox.storage_path)
+        repo = sorted(storage.repositories())[0]
+        tag = storage.tags(repo)[0]
+        storage.blob_path(storage.tag_digest(repo, tag)).unlink()
+        yield sandbox, before, repo.split("/repo-")[0], f"{repo}:{tag}"
+
+
+def _env(sandbox: Sandbox, tmp_path: Path, **overrides: str) -> dict[str, str]:
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITLAB_", "REGOPS_"))}
+    env.update(sandbox.env())
+    env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"))
+    env.update(XDG_CACHE_HOME=str(home / ".cache"), PYTHONPATH=str(ROOT))
+    env.update(overrides)
+    return env
+
+
+def _expected_blobs(storage: RegistryStorage, row: ProjectUsage) -> dict[str, int]:
+    """Independently from disk: every blob the project's tags pin, with its file size."""
+    found: dict[str, int] = {}
+
+    def walk(digest: str) -> None:
+        if digest in found:
+            return
+        raw = storage.blob_path(digest).read_bytes()
+        found[digest] = len(raw)
+        manifest = parse_manifest(raw, digest=digest)
+        pinned = [manifest.config] if manifest.config else []
+        for descriptor in (*pinned, *manifest.layers):
+            found[descriptor.digest] = storage.blob_size(descriptor.digest)
+        for child in manifest.children:
+            walk(child.digest)
+
+    for key in row.tag_sizes:
+        repo, tag = key.rsplit(":", 1)
+        walk(storage.tag_digest(repo, tag))
+    return found
+
+
+# --------------------------------------------------------------------------- formats
+
+
+def _report(extended: bool = False) -> UsageReport:
+    rows = [
+        ProjectUsage(7, 1, "apps/web", 1500, repositories=2, tags=5, unique_bytes=900),
+        ProjectUsage(9, None, "root/scratch", 0, repositories=0),
+        ProjectUsage(12, 3, "a/b", 42, repositories=1, tags=1, unique_bytes=42),
+        ProjectUsage(15, 3, "a/broken", 0, repositories=1, errors=["a/broken: tag list: 500"]),
+    ]
+    summary = UsageSummary(projects=4, repositories=4, tags=6, registry_size_bytes=1542,
+                           unique_bytes=930, incomplete_projects=1)  # fmt: skip
+    return UsageReport(rows, summary, extended=extended)
+
+
+def test_csv_is_byte_compatible_with_the_rails_recipe():
+    # Rails: header, then `puts "%s,%s,%s,%s" % [id, creator&.id, size, full_path]`
+    # for projects whose size is above 0, in the order the projects were listed.
+    expected = (
+        b"project_id,creator_id,registry_size_bytes,project path\n7,1,1500,apps/web\n12,3,42,a/b\n"
+    )
+    assert _report().to_csv().encode() == expected
+    assert _report().render("csv").encode() == expected
+
+
+def test_csv_missing_creator_is_empty_like_ruby_nil():
+    row = ProjectUsage(3, None, "g/p", 10)
+    report = UsageReport([row], UsageSummary(registry_size_bytes=10))
+    assert report.to_csv().splitlines()[1] == "3,,10,g/p"
+
+
+def test_extended_csv_has_incomplete_rows_and_a_total():
+    lines = _report(extended=True).to_csv().splitlines()
+    assert lines[0] == (
+        "project_id,creator_id,registry_size_bytes,project path,"
+        "repositories,tags,unique_bytes,incomplete"
+    )
+    assert lines[1:4] == ["7,1,1500,apps/web,2,5,900,false", "12,3,42,a/b,1,1,42,false",
+                          "15,3,0,a/broken,1,0,0,true"]  # fmt: skip
+    assert lines[4] == f",,1542,{usage.TOTAL_LABEL},4,6,930,true"
+
+
+def test_json_and_table():
+    document = json.loads(_report(extended=True).to_json())
+    assert [p["project_id"] for p in document["projects"]] == [7, 12, 15]
+    broken = document["projects"][2]
+    assert broken["incomplete"] is True and broken["errors"] == ["a/broken: tag list: 500"]
+    assert document["summary"]["unique_bytes"] == 930
+    table = repr(_report())
+    assert "apps/web" in table and "1,500" in table and "incomplete" in table
+    assert "root/scratch" not in table
+    with pytest.raises(ValidationError):
+        _report().render("xml")
+
+
+def test_write_is_atomic_and_leaves_only_the_report(tmp_path):
+    target = tmp_path / "usage.csv"
+    _report().write(target)
+    assert target.read_text().startswith("project_id,")
+    assert os.listdir(tmp_path) == ["usage.csv"]
+
+
+def test_project_ref_from_dicts_models_and_errors():
+    assert ProjectRef.of({"id": 4, "creator_id": 2, "path_with_namespace": "g/p"}) == ProjectRef(
+        4, 2, "g/p"
+    )
+
+    class Model:
+        id, creator_id, full_path = 5, None, "x/y"
+
+    assert ProjectRef.of(Model()) == ProjectRef(5, None, "x/y")
+    with pytest.raises(ValidationError):
+        ProjectRef.of({"id": "5", "path_with_namespace": "g/p"})
+
+
+def test_select_projects_options_do_not_combine():
+    with pytest.raises(ValidationError, match="cannot be combined"):
+        usage.select_projects(None, last=3, group="g")
+    with pytest.raises(ValidationError):
+        usage.select_projects(None, last=0)
+
+
+# --------------------------------------------------------------------------- correctness
+
+
+def test_sizes_equal_the_naive_baseline_tag_by_tag(demo, demo_refs, naive):
+    report = usage.by_project(demo_refs, connection=demo.connect())
+    assert report.ok and naive.ok
+    for fast, slow in zip(report.projects, naive.projects, strict=True):
+        assert fast.project_id == slow.project_id
+        assert fast.tag_sizes == slow.tag_sizes
+        assert fast.registry_size_bytes == slow.registry_size_bytes
+        assert (fast.repositories, fast.tags) == (slow.repositories, slow.tags)
+    assert report.to_csv() == naive.to_csv()
+    assert sum(1 for p in report.projects if p.registry_size_bytes) >= 3
+    # the index tag (platform/tools/ci:1.0) has no size, exactly as GitLab says
+    tools = next(p for p in report.projects if p.full_path == "platform/tools")
+    assert tools.tag_sizes["platform/tools/ci:1.0"] is None
+
+
+def test_http_mode_makes_one_request_per_tag_plus_tag_lists(demo, demo_refs):
+    report = usage.by_project(demo_refs, connection=demo.connect(), workers=4)
+    s = report.summary
+    assert s.registry_requests == s.repositories + s.tags
+    assert s.gitlab_requests == len(demo_refs)  # one repositories call per project
+
+
+def test_unique_bytes_equal_the_blob_files_on_disk(demo, demo_refs):
+    storage = RegistryStorage(demo.storage_path)
+    report = usage.by_project(demo_refs, connection=demo.connect(), extended=True)
+    everything: dict[str, int] = {}
+    for row in report.projects:
+        expected = _expected_blobs(storage, row)
+        assert dict(row.blobs) == expected, row.full_path
+        assert row.unique_bytes == sum(expected.values())
+        everything.update(expected)
+    assert report.summary.unique_bytes == sum(everything.values())
+    # shared base layer and shared digests: pinned bytes are below the Rails figure
+    web = next(p for p in report.projects if p.full_path == "apps/web")
+    assert 0 < web.unique_bytes < web.registry_size_bytes
+    # the multi-arch index pins its children's layers although GitLab gives it no size
+    tools = next(p for p in report.projects if p.full_path == "platform/tools")
+    index_digest = storage.tag_digest("platform/tools/ci", "1.0")
+    index = parse_manifest(storage.blob_path(index_digest).read_bytes())
+    for child in index.children:
+        assert child.digest in tools.blobs
+        child_manifest = parse_manifest(storage.blob_path(child.digest).read_bytes())
+        assert all(layer.digest in tools.blobs for layer in child_manifest.layers)
+
+
+def test_storage_mode_and_warm_cache(demo, demo_refs, naive, tmp_path):
+    storage = RegistryStorage(demo.storage_path)
+    cold = usage.by_project(
+        demo_refs, connection=demo.connect(), cache=ContentCache(tmp_path), storage=storage
+    )
+    warm = usage.by_project(
+        demo_refs, connection=demo.connect(), cache=ContentCache(tmp_path), storage=storage
+    )
+    distinct = {
+        storage.tag_digest(*key.rsplit(":", 1)) for row in naive.projects for key in row.tag_sizes
+    }
+    assert cold.summary.registry_requests == cold.summary.repositories + len(distinct)
+    assert warm.summary.registry_requests == warm.summary.repositories  # tag lists only
+    assert warm.summary.cache_hits == warm.summary.tags
+    for report in (cold, warm):
+        assert [r.tag_sizes for r in report.projects] == [r.tag_sizes for r in naive.projects]
+
+
+def test_console_use_with_models_and_default_connection(demo):
+    from regops.connection import set_default_connection
+
+    connection = demo.connect()
+    set_default_connection(connection)
+    try:
+        from regops.models import Project
+
+        report = usage.by_project(Project.last(4))
+    finally:
+        set_default_connection(None)
+    assert [p.project_id for p in report.projects] == sorted(p.project_id for p in report.projects)
+    assert "project path" in repr(report)
+    assert isinstance(report.to_dicts(), list)
+
+
+def test_last_group_and_project_selection(demo):
+    gitlab = demo.connect().gitlab
+    everything = usage.select_projects(gitlab)
+    assert [p.id for p in everything] == sorted(p.id for p in everything)
+    assert usage.select_projects(gitlab, last=2) == everything[-2:]
+    group = usage.select_projects(gitlab, group="apps")
+    assert {p.full_path for p in group} == {"apps/web", "apps/mobile/android", "apps/mobile/ios"}
+    chosen = usage.select_projects(gitlab, projects=["apps/web", everything[0].id, "apps/web"])
+    assert [p.full_path for p in chosen] == ["apps/web", everything[0].full_path]
+
+
+def test_progress_bar_does_not_change_results(demo, demo_refs, naive):
+    report = usage.by_project(demo_refs, connection=demo.connect(), progress=True)
+    assert report.to_csv() == naive.to_csv()
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def test_cli_csv_to_file_is_silent_and_matches(demo, naive, tmp_path, monkeypatch, capsys):
+    for key, value in _env(demo, tmp_path).items():
+        monkeypatch.setenv(key, value)
+    target = tmp_path / "out.csv"
+    code = cli.main(["usage", "--output", str(target), "--cache-dir", str(tmp_path / "c")])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert captured.err == "" and captured.out == ""
+    assert target.read_text() == naive.to_csv()
+
+
+def test_recipe_runs_from_cron(demo, naive, tmp_path):
+    target = tmp_path / "registry.csv"
+    result = subprocess.run(
+        [sys.executable, str(RECIPE), "--output", str(target), "--tags-from", "storage"],
+        env=_env(demo, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "" and result.stderr == ""
+    assert target.read_text() == naive.to_csv()
+    extended = subprocess.run(
+        [sys.executable, str(RECIPE), "--extended", "--format", "json", "--last", "3"],
+        env=_env(demo, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert extended.returncode == 0, extended.stderr
+    document = json.loads(extended.stdout)
+    assert document["summary"]["projects"] == 3
+    assert all(p["incomplete"] is False for p in document["projects"])
+
+
+# --------------------------------------------------------------------------- failures
+
+
+@pytest.mark.parametrize("mode", ["http", "storage"])
+def test_a_broken_repository_is_reported_never_undercounted(broken, mode):
+    sandbox, before, broken_project, broken_tag = broken
+    refs = [ProjectRef(p.project_id, p.creator_id, p.full_path) for p in before.projects]
+    storage = RegistryStorage(sandbox.storage_path) if mode == "storage" else None
+    report = usage.by_project(refs, connection=sandbox.connect(), extended=True, storage=storage)
+    assert not report.ok
+    [bad] = report.incomplete
+    assert bad.full_path == broken_project
+    assert any(broken_tag in error for error in bad.errors)
+    for row, reference in zip(report.projects, before.projects, strict=True):
+        if row is not bad:  # the other projects are reported in full
+            assert row.registry_size_bytes == reference.registry_size_bytes
+            assert not row.incomplete
+    csv_lines = report.to_csv().splitlines()
+    assert any(line.startswith(f"{bad.project_id},") and line.endswith(",true")
+               for line in csv_lines)  # fmt: skip
+    assert json.loads(report.to_json())["summary"]["incomplete_projects"] == 1
+
+
+def test_cli_exit_code_and_stderr_on_failure(broken, tmp_path):
+    sandbox, _, _, broken_tag = broken
+    target = tmp_path / "out.csv"
+    result = subprocess.run(
+        [sys.executable, "-m", "regops", "usage", "--extended", "-o", str(target)],
+        env=_env(sandbox, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "INCOMPLETE" in result.stderr and broken_tag in result.stderr
+    assert "projects INCOMPLETE" in result.stderr  # the summary line
+    assert ",true" in target.read_text()  # written, with the incomplete flag
+
+
+def test_interrupt_leaves_no_partial_output(demo, tmp_path):
+    proxy = _load_proxy_module()
+    target = tmp_path / "out" / "usage.csv"
+    target.parent.mkdir()
+    target.write_text("previous report\n")
+    with proxy.SpawnedProxies([demo.gitlab_url, demo.registry_url], delay=0.2) as slow:
+        gitlab, registry = slow.proxies
+        env = _env(demo, tmp_path, GITLAB_URL=gitlab.url, REGOPS_REGISTRY_URL=registry.url)
+        process = subprocess.Popen(
+            [sys.executable, str(RECIPE), "-o", str(target), "--workers", "1", "--no-cache"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 30
+        while registry.requests < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)  # the scan is under way
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "interrupted" in err
+    assert target.read_text() == "previous report\n"
+    assert os.listdir(target.parent) == ["usage.csv"]
+
+
+def test_proxy_rewrites_realm_so_clients_only_see_proxies(demo, demo_refs, naive):
+    proxy = _load_proxy_module()
+    with proxy.ProxyGroup(delay=0.0) as group:
+        gitlab = group.add(demo.gitlab_url)
+        registry = group.add(demo.registry_url)
+        connection = demo.connect(
+            "user", registry_auth="realm", gitlab_url=gitlab.url, registry_url=registry.url
+        )
+        refs = [r for r in demo_refs if r.full_path.startswith("apps/")]
+        report = usage.by_project(refs, connection=connection)
+        assert report.ok
+        s = report.summary
+        token_requests = gitlab.requests - s.gitlab_requests  # /jwt/auth, via the GitLab proxy
+        assert token_requests >= 1
+        # the registry client counts its token requests too: nothing bypassed the proxies
+        assert registry.requests + token_requests == s.registry_requests
+    expected = {p.project_id: p.registry_size_bytes for p in naive.projects}
+    assert all(expected[p.project_id] == p.registry_size_bytes for p in report.projects)
+
+
+def test_storage_option_checks_the_directory(tmp_path):
+    class Settings:
+        registry_storage_path = None
+
+    class Connection:
+        settings = Settings()
+
+    parser = argparse.ArgumentParser()
+    usage_command.add_arguments(parser)
+    assert usage_command.storage_from(parser.parse_args([]), Connection()) is None
+    with pytest.raises(ConfigError, match="needs the registry storage root"):
+        usage_command.storage_from(parser.parse_args(["--tags-from", "storage"]), Connection())
+    with pytest.raises(ConfigError, match="not a filesystem registry storage root"):
+        usage_command.storage_from(
+            parser.parse_args(["--registry-storage", str(tmp_path)]), Connection()
+        )
+    (tmp_path / "docker" / "registry" / "v2" / "repositories").mkdir(parents=True)
+    storage = usage_command.storage_from(
+        parser.parse_args(["--registry-storage", str(tmp_path)]), Connection()
+    )
+    assert storage.root == tmp_path
