@@ -467,10 +467,20 @@ class GitLabStandIn:
         }
 
     def find_repository(self, project: Project, rid: int) -> tuple[st.RepositoryRecord, str]:
-        for record, name in self.project_repositories(project):
-            if record.id == rid:
-                return record, name
-        raise not_found("Repository")
+        """A known repository of the project, by id: a database lookup in GitLab.
+
+        No catalog read: like GitLab's ``container_repositories`` row, the record
+        exists once the repository has been listed (that is where ids come from).
+        """
+        record = self.state.repository_by_id(rid)
+        if (
+            record is None
+            or record.path in self.state.deleted_repositories
+            or self.state.project_for_repository(record.path) is not project
+        ):
+            raise not_found("Repository")
+        full = project.full_path.lower()
+        return record, "" if record.path == full else record.path[len(full) + 1 :]
 
     def on_repositories(self, request: Request, project: str) -> Response:
         user = self.authenticate(request, required=False)
