@@ -239,3 +239,24 @@ def test_truncated_body_of_a_get_is_retried(session, sleeps):
     responses.get(URL, status=200, body="whole")
     assert session.get(URL).text == "whole"
     assert len(sleeps) == 1
+
+
+def test_environment_proxies_are_honoured_and_looked_up_once_per_host(monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "registry.internal")
+    session = make_session()
+    calls = []
+    real = requests.utils.get_environ_proxies
+    monkeypatch.setattr(
+        requests.sessions, "get_environ_proxies", lambda *a, **k: calls.append(a) or real(*a, **k)
+    )
+    for _ in range(3):
+        proxied = session.merge_environment_settings(
+            "http://gitlab.example/api", {}, None, True, None
+        )
+        direct = session.merge_environment_settings(
+            "http://registry.internal/v2/", {}, None, True, None
+        )
+    assert proxied["proxies"].get("http") == "http://proxy.example:3128"
+    assert "http" not in direct["proxies"]
+    assert len(calls) == 2  # one lookup per host, not per request
