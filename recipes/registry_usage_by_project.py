@@ -20,10 +20,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-import regops
-from regops.commands.usage import add_arguments, cache_from, finish, storage_from
+from regops.commands.usage import add_arguments, run
 from regops.errors import RegopsError
-from regops.ops import usage
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,27 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        connection = regops.connect()  # settings from the environment / config files
-        projects = usage.select_projects(
-            connection.gitlab, last=args.last, projects=args.project, group=args.group
-        )
-        report = usage.by_project(
-            projects,
-            connection=connection,
-            extended=args.extended,
-            workers=args.workers,
-            cache=cache_from(args),
-            storage=storage_from(args, connection),
-            progress=sys.stderr.isatty() and not args.no_progress,
-        )
-        report.write(args.output, args.format)
+        return run(args)  # settings from the environment / config files
     except RegopsError as exc:
         print(f"registry_usage_by_project: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("registry_usage_by_project: interrupted; no new report written", file=sys.stderr)
         return 130
-    return finish(report)
 
 
 if __name__ == "__main__":
