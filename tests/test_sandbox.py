@@ -226,3 +226,24 @@ def test_regops_sandbox_process_stops_cleanly_on_sigint(tmp_path):
     assert "stopping the sandbox" in text
     token = SandboxState.load(data).user_by_username("root").token.reveal()
     assert token not in text and token not in errors
+
+
+def test_every_repository_is_findable_by_id_right_after_seeding(fresh_sandbox):
+    gitlab = fresh_sandbox.connect().gitlab  # no repository list read first
+    paths = sorted(fresh_sandbox.registry.catalog())
+    records = fresh_sandbox.state.repositories
+    assert sorted(records) == paths
+    for path in paths:
+        assert gitlab.repository(records[path].id)["path"] == path
+
+
+def test_a_push_token_creates_the_repository_record(fresh_sandbox):
+    from regops.registry.client import RegistryClient
+    from regops.registry.tokens import RealmAuth
+    from regops.sandbox.images import push_image, simple_image
+
+    dev = fresh_sandbox.user("dev")
+    client = RegistryClient(fresh_sandbox.registry_url, RealmAuth("dev", dev.token))
+    push_image(client, "apps/web/newly-pushed", simple_image(7), ["v1"])
+    record = fresh_sandbox.state.repositories["apps/web/newly-pushed"]
+    assert fresh_sandbox.connect().gitlab.repository(record.id)["name"] == "newly-pushed"

@@ -336,6 +336,7 @@ class Sandbox:
         self._running()
         started = time.monotonic()
         summary = seed(self, profile, **options)
+        self.app.register_repositories()  # pushed with the admin key, not through /jwt/auth
         self.seed_seconds[profile] = time.monotonic() - started
         return summary
 

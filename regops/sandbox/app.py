@@ -696,7 +696,16 @@ class GitLabStandIn:
             return None
         level = self.level(project, user)
         actions = tuple(a for a in scope.actions if level >= ACTION_MIN_LEVEL.get(a, math.inf))
+        if "push" in actions:
+            # GitLab creates the repository's record when it grants a push token.
+            self.state.repository_record(scope.name.lower())
         return Scope(scope.type, scope.name, actions) if actions else None
+
+    def register_repositories(self) -> None:
+        """Give every project repository in the registry its record (GitLab: one per push)."""
+        for path in sorted(self.registry.catalog()):
+            if self.state.project_for_repository(path) is not None:
+                self.state.repository_record(path)
 
 
 # --------------------------------------------------------------------- helpers
