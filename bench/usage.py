@@ -19,6 +19,7 @@ registry_size_bytes for every project (exit code 1 if not).
 
     python bench/usage.py                       # the full profile (a few minutes)
     python bench/usage.py --projects 5 --tags 10   # a quick look
+    python bench/usage.py --data-dir D --only storage  # (b) and (c) of one mode only
 
 The proxies run in a child process by default, so their CPU is not charged
 to the measured client (real network latency costs the client no CPU).
@@ -49,6 +50,9 @@ from regops.sandbox import Sandbox
 TARGET_COLD = 10.0  # (b) at least this many times faster than (a)
 TARGET_WARM = 50.0  # (c) at least this many times faster than (a)
 TARGET_REQUESTS = 1.10  # (b)'s registry requests within 10% of the minimum
+NAIVE = "naive"
+MODES = (NAIVE, "http", "storage")  # what --only can select
+NAIVE_NAME = "(a) naive, GitLab API, sequential"
 
 
 @dataclass
@@ -111,9 +115,13 @@ def _measure(sandbox: Sandbox, gitlab_url: str, registry_url: str, args: Any) ->
     with tempfile.TemporaryDirectory(prefix="regops-bench-cache-") as caches:
         conn = connection()
         projects = usage.select_projects(conn.gitlab)
-        runs = [Run("(a) naive, GitLab API, sequential", _naive(conn, projects))]
-        print(f"{runs[0].name}: {runs[0].seconds:.2f} s", flush=True)
+        runs = []
+        if NAIVE in args.only:
+            runs.append(Run(NAIVE_NAME, _naive(conn, projects)))
+            print(f"{runs[0].name}: {runs[0].seconds:.2f} s", flush=True)
         for mode, store in (("http", None), ("storage", storage)):
+            if mode not in args.only:
+                continue
             cache_dir = Path(caches) / mode
             for label, name in (("b", "cold"), ("c", "warm")):
                 report = usage.by_project(
@@ -159,7 +167,7 @@ def _print_results(
 ) -> int:
     from tabulate import tabulate
 
-    naive = runs[0]
+    naive = runs[0] if runs[0].name == NAIVE_NAME else None
     rows = []
     for run in runs:
         s = run.report.summary
@@ -170,19 +178,20 @@ def _print_results(
                 s.gitlab_requests,
                 s.registry_requests,
                 s.cache_hits,
-                f"{naive.seconds / run.seconds:.1f}x" if run.seconds else "-",
+                f"{naive.seconds / run.seconds:.1f}x" if naive and run.seconds else "-",
             )
         )
     headers = ("run", "seconds", "GitLab req", "registry req", "cache hits", "vs (a)")
     print()
     print(f"delay {args.delay * 1000:.1f} ms per request (both proxies), {args.workers} workers")
     print(tabulate(rows, headers, tablefmt="github"))
-    print(
-        f"\n(a) made the stand-in read the registry {json.dumps(reads)} (server side, "
-        f"not through the proxy); with an instant GitLab (a) could not beat "
-        f"{naive.report.summary.gitlab_requests} x {args.delay * 1000:.1f} ms = "
-        f"{naive.report.summary.gitlab_requests * args.delay:.2f} s"
-    )
+    if naive is not None:
+        print(
+            f"\n(a) made the stand-in read the registry {json.dumps(reads)} (server side, "
+            f"not through the proxy); with an instant GitLab (a) could not beat "
+            f"{naive.report.summary.gitlab_requests} x {args.delay * 1000:.1f} ms = "
+            f"{naive.report.summary.gitlab_requests * args.delay:.2f} s"
+        )
     least = sum(minimum.values())
     print(
         f"minimum registry requests = tag lists {minimum['tag_lists']} + distinct manifests "
@@ -193,6 +202,8 @@ def _print_results(
     print(f"registry_size_bytes identical across all runs, per project: {same}")
     print()
     for mode in ("http", "storage"):
+        if naive is None or mode not in args.only:
+            continue
         cold = next(r for r in runs if r.name.startswith("(b)") and mode in r.name)
         warm = next(r for r in runs if r.name.startswith("(c)") and mode in r.name)
         ratio_cold = naive.seconds / cold.seconds
@@ -246,6 +257,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--proxy-in-process", action="store_true", help="run the proxies as threads here"
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=MODES,
+        default=list(MODES),
+        help="run only these: naive is (a); http and storage are (b) then (c) of that mode "
+        "(without naive there are no ratios nor verdicts)",
     )
     return parser
 

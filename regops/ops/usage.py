@@ -39,7 +39,7 @@ from typing import IO, Any
 
 from regops.errors import ConfigError, RegopsError, ValidationError
 from regops.fsutil import atomic_write
-from regops.registry.manifest import Manifest
+from regops.registry.manifest import Manifest, parse_manifest
 from regops.registry.reference import Digest
 
 log = logging.getLogger("regops.usage")
@@ -47,6 +47,10 @@ log = logging.getLogger("regops.usage")
 DEFAULT_WORKERS = 16  # concurrent requests: saturates a registry round trip without hammering it
 MAX_WORKERS = 128  # beyond this the HTTP pool (regops.http.POOL_SIZE) only queues
 WAIT_SLICE = 0.2  # seconds the main thread sleeps between checks, so Ctrl-C is seen promptly
+# Threads reading local files (link files, cache entries) at once. Each small read
+# releases the GIL around its system calls; 16 threads doing that together spend
+# more CPU handing the GIL over than reading (measured: 235 us per link file vs 30).
+DISK_READERS = 1
 FORMATS = ("csv", "json", "table")
 # The Rails recipe's header, byte for byte (note the space in "project path").
 CSV_HEADER = ("project_id", "creator_id", "registry_size_bytes", "project path")
@@ -436,6 +440,7 @@ class _Scan:
         self.inflight: dict[Digest, threading.Event] = {}
         self.parsed: dict[Digest, Manifest] = {}  # content-addressed: safe to share in a scan
         self.memo_hits = 0
+        self.disk_slots = threading.BoundedSemaphore(DISK_READERS)
 
     # -- scheduling ----------------------------------------------------------------
 
@@ -523,6 +528,10 @@ class _Scan:
             return
         with self.lock:
             self.rows[index].tags += len(tags)
+        if self.storage is not None:
+            self._storage_tags(index, path, tags)
+            return
+        with self.lock:
             self.repos_left[(index, path)] = len(tags)
         if not tags:
             self._tick_repository(index, path)
@@ -530,13 +539,88 @@ class _Scan:
             self._spawn(self._tag, index, path, tag)
 
     def _tag(self, index: int, path: str, tag: str) -> None:
+        """HTTP mode: one GET by tag (the only way over HTTP to learn what it points at)."""
         try:
             manifest = self._tag_manifest(path, tag)
             blobs = self._blobs(path, manifest) if self.extended else _own_blobs(manifest)
         except (RegopsError, OSError) as exc:
             self._fail(index, f"{path}:{tag}", exc)
         else:
-            self._record(index, f"{path}:{tag}", manifest.total_size, blobs)
+            self._record(index, path, [tag], manifest.total_size, blobs)
+        self._group_done(index, path)
+
+    def _storage_tags(self, index: int, path: str, tags: list[str]) -> None:
+        """Storage mode: read every tag's link here, then resolve each distinct digest once.
+
+        Tags are grouped by digest. A digest parsed earlier in the scan or held by
+        the cache is resolved in this task; only one that must be fetched becomes
+        a task of its own, so fetches run concurrently and a warm scan pays no
+        pool hand-off per tag. The reads happen under ``disk_slots``.
+        """
+        with self.disk_slots:
+            groups = self._tag_links(index, path, tags)
+            local = {digest: self._local_manifest(digest) for digest in groups}
+        with self.lock:
+            self.repos_left[(index, path)] = len(groups)
+        if not groups:
+            self._tick_repository(index, path)
+        for digest, names in groups.items():
+            manifest = local[digest]
+            if manifest is not None:
+                self._digest_tags(index, path, digest, names, manifest)
+            else:
+                self._spawn(self._digest_tags, index, path, digest, names)
+
+    def _tag_links(self, index: int, path: str, tags: list[str]) -> dict[Digest, list[str]]:
+        """Digest -> the tags of ``path`` pointing at it, from the link files."""
+        groups: dict[Digest, list[str]] = {}
+        for tag in tags:
+            try:
+                digest = self.storage.tag_digest(path, tag)
+                if digest is None:  # the registry lists it, the disk does not: wrong root?
+                    raise ConfigError(f"tag {path}:{tag} has no current/link under {self.storage}")
+            except (RegopsError, OSError) as exc:
+                self._fail(index, f"{path}:{tag}", exc)
+                continue
+            groups.setdefault(digest, []).append(tag)
+        return groups
+
+    def _local_manifest(self, digest: Digest) -> Manifest | None:
+        """``digest`` parsed earlier in this scan, or read from the cache; None: fetch it."""
+        with self.lock:
+            known = self.parsed.get(digest)
+            if known is not None:
+                self.memo_hits += 1
+                return known
+        if digest not in self.cache:  # not get(): the fetch task counts the miss, once
+            return None
+        raw = self.cache.get(digest)
+        if raw is None:  # dropped as corrupt meanwhile
+            return None
+        manifest = parse_manifest(raw, digest=digest)
+        with self.lock:
+            return self.parsed.setdefault(digest, manifest)
+
+    def _digest_tags(
+        self, index: int, path: str, digest: Digest, tags: list[str],
+        manifest: Manifest | None = None,
+    ) -> None:  # fmt: skip
+        """Record ``tags`` of ``path``, which all point at ``digest``."""
+        try:
+            if manifest is None:
+                manifest = self._manifest(path, digest)
+            blobs = self._blobs(path, manifest) if self.extended else _own_blobs(manifest)
+        except (RegopsError, OSError) as exc:
+            for tag in tags:
+                self._fail(index, f"{path}:{tag}", exc)
+        else:
+            with self.lock:
+                self.memo_hits += len(tags) - 1  # the other tags reuse what the first read
+            self._record(index, path, tags, manifest.total_size, blobs)
+        self._group_done(index, path)
+
+    def _group_done(self, index: int, path: str) -> None:
+        """One tag (HTTP) or one digest's tags (storage) of ``path`` done."""
         with self.lock:
             key = (index, path)
             self.repos_left[key] -= 1
@@ -547,19 +631,21 @@ class _Scan:
     # -- reading -------------------------------------------------------------------
 
     def _tag_manifest(self, path: str, tag: str) -> Manifest:
-        """What ``path:tag`` points at: storage link + cache (storage mode) or one GET by tag."""
-        if self.storage is not None:
-            digest = self.storage.tag_digest(path, tag)
-            if digest is None:  # the registry lists it, the disk does not: wrong storage root?
-                raise ConfigError(f"tag {path}:{tag} has no current/link under {self.storage}")
-            return self._manifest(path, digest)
+        """What ``path:tag`` points at: one GET by tag, cached once per scan by digest."""
         manifest = self.registry.get_manifest(path, tag)
-        self.cache.put(manifest.digest, manifest.raw)
+        with self.lock:
+            known = self.parsed.setdefault(manifest.digest, manifest) is not manifest
+        if not known:  # content-addressed: the first copy in a scan is the one to keep
+            self.cache.put(manifest.digest, manifest.raw)
         return manifest
 
     def _manifest(self, path: str, digest: Digest) -> Manifest:
         """A manifest by digest: parsed once per scan, read through the cache, fetched once."""
         with self.lock:
+            known = self.parsed.get(digest)
+            if known is not None:
+                self.memo_hits += 1
+                return known
             event = self.inflight.get(digest)
             owner = event is None
             if owner:
@@ -571,7 +657,7 @@ class _Scan:
                 if known is not None:
                     self.memo_hits += 1
                     return known
-        try:
+        try:  # the owner, or the owner failed: try once more ourselves
             manifest = self.reader.manifest(path, digest)
             with self.lock:
                 self.parsed[digest] = manifest
@@ -588,13 +674,15 @@ class _Scan:
         return blobs
 
     def _record(
-        self, index: int, key: str, total_size: int | None, blobs: dict[Digest, int]
-    ) -> None:
+        self, index: int, path: str, tags: list[str], total_size: int | None,
+        blobs: dict[Digest, int],
+    ) -> None:  # fmt: skip
         with self.lock:
             row = self.rows[index]
-            row.tag_sizes[key] = total_size
+            for tag in tags:
+                row.tag_sizes[f"{path}:{tag}"] = total_size
             if total_size is not None:  # as the Rails loop: tags without a size are skipped
-                row.registry_size_bytes += total_size
+                row.registry_size_bytes += total_size * len(tags)
             row.blobs.update(blobs)
 
     # -- progress and totals -------------------------------------------------------

@@ -344,10 +344,23 @@ class _TokenCache:
         entry = self._entries.get(key)
         if entry is None:
             return None
+        if self._due(entry):
+            del self._entries[key]
+            return None
+        return entry
+
+    def _due(self, entry: _Entry) -> bool:
         issued = entry.issued
         margin = min(self.renew_before, (issued.expires_at - issued.obtained_at) / 2)
-        if self.clock() >= issued.expires_at - margin:
-            del self._entries[key]
+        return self.clock() >= issued.expires_at - margin
+
+    def peek(self, key: tuple[Scope, ...]) -> _Entry | None:
+        """The entry when it is cached and not due for renewal; never changes the cache.
+
+        Safe without the lock: one dict read, and entries are replaced, never mutated.
+        """
+        entry = self._entries.get(key)
+        if entry is None or self._due(entry):
             return None
         return entry
 
@@ -374,6 +387,9 @@ class _CachingAuth(RegistryAuth):
 
     def authorization(self, scopes: Iterable[Scope], session: Any) -> str | None:
         key = normalize_scopes(scopes)
+        entry = self._cache.peek(key)  # no lock for a cached token: one per request
+        if entry is not None:
+            return "Bearer " + entry.issued.token.reveal()
         with self._lock:
             entry = self._cache.get(key)
             if entry is None:
