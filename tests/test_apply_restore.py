@@ -6,10 +6,8 @@ every tag that was not planned must still resolve to its old digest.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import shutil
-import subprocess
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,8 +18,9 @@ from regops.ops.apply import DeleteTarget, TokenBucket, apply_plan
 from regops.ops.audit import AuditWriter, read_audit_log
 from regops.ops.restore import restore_from_audit
 from regops.registry.client import RegistryClient
-from regops.registry.tokens import KeyAuth, Scope
+from regops.registry.tokens import KeyAuth
 from tests.images import build_index, push_image, push_index, simple_image
+from tests.skopeo import skopeo_digest
 
 pytestmark = pytest.mark.registry
 _repo_numbers = itertools.count()
@@ -41,31 +40,6 @@ def connection(client):
 @pytest.fixture
 def repo() -> str:
     return f"group/apply-{next(_repo_numbers)}-{time.monotonic_ns() % 10**6}"
-
-
-def skopeo_digest(host: str, repo: str, tag: str, minter) -> str | None:
-    """The tag's digest as skopeo sees it (sha256 of the raw manifest), None if unknown."""
-    if shutil.which("skopeo") is None:
-        pytest.fail("skopeo is required for these tests")
-    token = minter.mint([Scope.repository(repo, "pull")]).reveal()
-    done = subprocess.run(
-        [
-            "skopeo",
-            "inspect",
-            "--raw",
-            "--tls-verify=false",
-            "--registry-token",
-            token,
-            f"docker://{host}/{repo}:{tag}",
-        ],
-        capture_output=True,
-        timeout=60,
-    )
-    if done.returncode != 0:
-        message = done.stderr.decode(errors="replace").replace(token, "***")
-        assert "manifest unknown" in message.lower(), message
-        return None
-    return "sha256:" + hashlib.sha256(done.stdout).hexdigest()
 
 
 def seed(client, repo: str) -> dict[str, str]:

@@ -6,10 +6,8 @@ tag outside the plan must still resolve to its old digest.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,7 +22,8 @@ from regops.locks import RunLock
 from regops.models import Project
 from regops.ops.apply import plan_project_cleanup
 from regops.ops.audit import read_audit_log
-from regops.registry.tokens import Scope, TokenMinter, load_signing_key
+from regops.registry.tokens import TokenMinter, load_signing_key
+from tests.skopeo import skopeo_digest
 
 pytestmark = [pytest.mark.registry, pytest.mark.skopeo]
 
@@ -85,32 +84,12 @@ def planned(conn) -> set[tuple[str, str]]:
     return {(p.repository, t.name) for p in plan for t in p.to_delete}
 
 
-def skopeo_digest(sandbox, repo: str, tag: str) -> str | None:
-    """sha256 of the raw manifest skopeo reads, None when the tag is unknown."""
-    if shutil.which("skopeo") is None:
-        pytest.fail("skopeo is required")
+def sandbox_digest(sandbox, repo: str, tag: str) -> str | None:
+    """What skopeo sees for ``repo:tag`` on the sandbox (tokens minted with its key)."""
     minter = TokenMinter(
         load_signing_key(sandbox.key_path), issuer=sandbox.issuer, service=sandbox.service
     )
-    token = minter.mint([Scope.repository(repo, "pull")]).reveal()
-    done = subprocess.run(
-        [
-            "skopeo",
-            "inspect",
-            "--raw",
-            "--tls-verify=false",
-            "--registry-token",
-            token,
-            f"docker://{sandbox.registry_host}/{repo}:{tag}",
-        ],
-        capture_output=True,
-        timeout=60,
-    )
-    if done.returncode != 0:
-        message = done.stderr.decode(errors="replace").replace(token, "***")
-        assert "manifest unknown" in message.lower(), message
-        return None
-    return "sha256:" + hashlib.sha256(done.stdout).hexdigest()
+    return skopeo_digest(sandbox.registry_host, repo, tag, minter)
 
 
 def assert_only_planned_gone(sandbox, conn, before, plan) -> None:
@@ -118,9 +97,9 @@ def assert_only_planned_gone(sandbox, conn, before, plan) -> None:
     after = web_tags(conn)
     assert set(after) == set(before) - plan
     for repo, tag in sorted(set(before) - plan):
-        assert skopeo_digest(sandbox, repo, tag) == before[(repo, tag)], (repo, tag)
+        assert sandbox_digest(sandbox, repo, tag) == before[(repo, tag)], (repo, tag)
     repo, tag = sorted(plan)[0]
-    assert skopeo_digest(sandbox, repo, tag) is None
+    assert sandbox_digest(sandbox, repo, tag) is None
 
 
 def test_dry_run_prints_the_plan_and_deletes_nothing(env, conn, capsys):
@@ -158,7 +137,7 @@ def test_execute_deletes_exactly_the_plan_and_restore_brings_it_back(
     assert code == 0, err
     assert "restored 9, already present 0, not restorable 0" in err
     for repo, tag in sorted(plan):
-        assert skopeo_digest(fresh_sandbox, repo, tag) == before[(repo, tag)]
+        assert sandbox_digest(fresh_sandbox, repo, tag) == before[(repo, tag)]
     assert web_tags(conn) == before
 
 
@@ -174,7 +153,7 @@ def test_restore_exits_1_and_says_why_when_a_tag_was_reused(env, conn, fresh_san
     assert code == 1
     assert "tag_reused" in out and str(latest.digest) in out
     assert registry.manifest_digest("apps/web/frontend", "main-011") == latest.digest
-    assert skopeo_digest(fresh_sandbox, "apps/web/frontend", "main-010") is not None
+    assert sandbox_digest(fresh_sandbox, "apps/web/frontend", "main-010") is not None
 
 
 def test_a_killed_run_rerun_ends_like_an_uninterrupted_one(env, conn, fresh_sandbox, tmp_path):

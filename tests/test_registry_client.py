@@ -5,9 +5,7 @@ Repositories get unique names: the registry fixture is shared by the whole run.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import subprocess
 import uuid
 
 import pytest
@@ -26,7 +24,7 @@ from regops.registry.manifest import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OC
 from regops.registry.reference import Digest
 from regops.registry.server import RegistryServer
 from regops.registry.tokens import KeyAuth, RegistryAuth, Scope, TokenMinter
-from regops.secrets import Secret, redact
+from regops.secrets import Secret
 from tests.fixtures_registry import TEST_ISSUER, TEST_SERVICE, UNUSED_REALM
 from tests.images import (
     build_image,
@@ -36,6 +34,7 @@ from tests.images import (
     random_layer,
     simple_image,
 )
+from tests.skopeo import skopeo_digest
 
 pytestmark = pytest.mark.registry
 
@@ -50,26 +49,6 @@ def client(registry_server, key_auth) -> RegistryClient:
 @pytest.fixture
 def repo() -> str:
     return f"clienttest/r{uuid.uuid4().hex[:10]}"
-
-
-def skopeo_digest(server: RegistryServer, minter: TokenMinter, repo: str, tag: str) -> str | None:
-    """The digest skopeo sees for ``repo:tag`` (sha256 of its raw manifest), None if unknown."""
-    token = minter.mint([Scope.repository(repo, "pull")])
-    command = [
-        "skopeo",
-        "inspect",
-        "--raw",
-        "--tls-verify=false",
-        "--registry-token",
-        token.reveal(),
-        f"docker://{server.host}/{repo}:{tag}",
-    ]
-    done = subprocess.run(command, capture_output=True, timeout=SKOPEO_TIMEOUT, check=False)
-    if done.returncode != 0:
-        message = redact(done.stderr.decode("utf-8", "replace"))
-        assert "manifest unknown" in message, message  # anything else is a test failure
-        return None
-    return "sha256:" + hashlib.sha256(done.stdout).hexdigest()
 
 
 # --------------------------------------------------------------------------- discovery
@@ -202,9 +181,9 @@ def test_delete_one_of_several_tags_sharing_a_digest(client, repo, registry_serv
     assert client.tags(repo) == ["a", "c", "d", "e"]
     # an independent client sees every other tag on its image, and b gone
     for tag in ("a", "c", "d"):
-        assert skopeo_digest(registry_server, minter, repo, tag) == digest
-    assert skopeo_digest(registry_server, minter, repo, "e") == other_digest
-    assert skopeo_digest(registry_server, minter, repo, "b") is None
+        assert skopeo_digest(registry_server.host, repo, tag, minter) == digest
+    assert skopeo_digest(registry_server.host, repo, "e", minter) == other_digest
+    assert skopeo_digest(registry_server.host, repo, "b", minter) is None
     # the image itself is still there (until garbage collection)
     assert client.get_manifest(repo, digest).raw == shared.manifest
 
@@ -222,9 +201,9 @@ def test_delete_several_tags_and_every_tag_of_an_image(client, repo, registry_se
     assert result.missing == ("ghost",) and result.changed == ()
     assert client.tags(repo) == ["latest", "stable"]
     for tag in ("latest", "stable"):
-        assert skopeo_digest(registry_server, minter, repo, tag) == keep_digest
+        assert skopeo_digest(registry_server.host, repo, tag, minter) == keep_digest
     for tag in ("1.0", "1.0.1", "2.0", "ghost"):
-        assert skopeo_digest(registry_server, minter, repo, tag) is None
+        assert skopeo_digest(registry_server.host, repo, tag, minter) is None
     assert client.manifest_digest(repo, one_digest) == one_digest  # untagged, not deleted
 
 
@@ -352,7 +331,7 @@ def test_read_only_registry_refuses_delete_and_nothing_changes(frozen_registry, 
     assert "no tag was changed" in message and "read-only" in message
     assert client.tags("frozen/app") == ["a", "b"]
     assert client.manifest_digest("frozen/app", "a") == digest
-    assert skopeo_digest(server, minter, "frozen/app", "a") == digest
+    assert skopeo_digest(server.host, "frozen/app", "a", minter) == digest
 
 
 def test_readonly_registry_fixture_refuses_writes(readonly_registry, minter):
