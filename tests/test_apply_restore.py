@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from regops.errors import RegistryError
 from regops.ops.apply import DeleteTarget, TokenBucket, apply_plan
 from regops.ops.audit import AuditWriter, read_audit_log
 from regops.ops.restore import restore_from_audit
@@ -236,3 +237,34 @@ def test_token_bucket_paces_with_a_fake_clock():
     bucket.charge(4)  # four requests made inside a batch call
     bucket.take()
     assert now[0] == pytest.approx(4.5)
+
+
+class _FailsAfterFirstDelete:
+    """The real client, but ``delete_tags`` deletes the first tag, then fails (a 500)."""
+
+    def __init__(self, client: RegistryClient) -> None:
+        self._client = client
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def delete_tags(self, repo, tags):
+        first, *_rest = list(tags)
+        self._client.delete_tags(repo, [first])
+        raise RegistryError("DELETE", f"{self._client.url}/v2/{repo}/manifests/x", 500, "boom")
+
+
+def test_a_batch_failing_half_way_reports_what_it_really_deleted(client, repo, tmp_path):
+    digests = seed(client, repo)
+    connection = SimpleNamespace(registry=_FailsAfterFirstDelete(client))
+    audit = tmp_path / "a.jsonl"
+    result = apply_plan(targets(repo, digests, ["old-1", "old-2"]), connection, audit_path=audit)
+
+    assert not result.ok
+    assert [o.tag for o in result.deleted] == ["old-1"]
+    assert [o.tag for o in result.failed] == ["old-2"]
+    assert "boom" in result.failed[0].error
+    assert client.manifest_digest(repo, "old-2") == digests["old-2"]  # untouched
+    assert sorted(client.tags(repo)) == ["keep-1", "old-2", "old-3", "twin"]
+    results = {r.tag: r.result for r in read_audit_log(audit).results()}
+    assert results == {"old-1": "deleted", "old-2": "failed"}

@@ -197,3 +197,17 @@ def test_sandbox_flag_seeds_a_demo_and_stops_it(tmp_path):
     leftovers = subprocess.run(["pgrep", "-f", str(scratch)], capture_output=True, text=True)
     assert leftovers.stdout == ""  # no registry left running from this run
     assert list(scratch.iterdir()) == []  # and its temporary data removed
+
+
+def test_sys_exit_with_a_message_prints_it_and_exits_1(capsys):
+    """As Python does: ``sys.exit("why")`` shows "why" on stderr; status 1."""
+    import argparse
+
+    import regops.console
+    from regops.commands.console import _run_quietly
+
+    args = argparse.Namespace(code="import sys; sys.exit('nothing to do here')", file=None)
+    assert _run_quietly(regops.console, {}, args) == 1
+    assert "nothing to do here" in capsys.readouterr().err
+    args = argparse.Namespace(code="raise SystemExit(None)", file=None)
+    assert _run_quietly(regops.console, {}, args) == 0

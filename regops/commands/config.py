@@ -13,8 +13,7 @@ from tabulate import tabulate
 
 from regops.config import Settings, collect_settings
 from regops.errors import ConfigError
-
-EXIT_OK, EXIT_FAILED = 0, 1
+from regops.scripting import EXIT_FAILED, EXIT_OK
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

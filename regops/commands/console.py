@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Iterator
 from typing import Any
 
-EXIT_OK, EXIT_FAILED = 0, 1
+from regops.scripting import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 
 def register(subparsers: Any) -> None:
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.code is not None and args.file:
         print("regops console: give -c CODE or FILE.py, not both", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     with _connection(args) as conn:
         ns = console.namespace(conn)
         if args.code is None and not args.file:
@@ -84,8 +84,11 @@ def _run_quietly(console: Any, ns: dict[str, Any], args: argparse.Namespace) -> 
             console.run_code(args.code, ns)
         else:
             console.run_file(args.file, ns, args.args)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except SystemExit as exc:  # as Python itself: None is 0, a message is printed and is 1
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or EXIT_OK
+        print(exc.code, file=sys.stderr)
+        return EXIT_FAILED
     except RegopsError as exc:
         print(f"regops console: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -12,8 +12,8 @@ import argparse
 import time
 from typing import Any
 
-from regops.cli import EXIT_FAILED, EXIT_OK
 from regops.errors import PolicyError
+from regops.scripting import EXIT_FAILED, EXIT_OK
 
 # What --policy-override / overrides= shows on the demo data.
 ONE_OFF_PROJECT = "apps/web"

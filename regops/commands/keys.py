@@ -27,8 +27,7 @@ from regops.registry.keys import (
     load_private_key,
     write_key_and_certificate,
 )
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+from regops.scripting import EXIT_OK, EXIT_USAGE
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

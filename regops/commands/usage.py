@@ -19,8 +19,9 @@ from typing import Any
 
 from regops.errors import ConfigError
 from regops.ops.usage import DEFAULT_WORKERS, FORMATS, UsageReport, by_project, select_projects
+from regops.scripting import EXIT_FAILED as EXIT_INCOMPLETE
+from regops.scripting import EXIT_OK
 
-EXIT_OK, EXIT_INCOMPLETE = 0, 1
 ERRORS_SHOWN_PER_PROJECT = 3  # stderr stays readable in a cron mail; JSON has them all
 TAG_SOURCES = ("registry", "storage")
 

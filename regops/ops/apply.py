@@ -10,8 +10,8 @@ results; running the same plan again finishes the work and counts tags that
 are gone as "already_gone".
 
 >>> result = apply_plan(plan, connection, max_requests_per_second=5)  # doctest: +SKIP
->>> result.summary()
-'deleted 12, already gone 0, skipped 1, failed 0 (run 20240102T030405Z-1a2b3c4d)'
+>>> print(result.summary())
+deleted 2, already gone 0, skipped 1, failed 0 (9 registry requests, run 20240102T030405Z-1a2b3c4d)
 """
 
 from __future__ import annotations
@@ -404,7 +404,7 @@ class _Runner:
             self._outcome(target, RESULT_ALREADY_GONE)
             return None
         except RegopsError as exc:
-            self._outcome(target, RESULT_FAILED, error=f"re-check: {exc}")
+            self._outcome(target, RESULT_FAILED, error=f"re-check: {redact(str(exc))}")
             return None
         if str(manifest.digest) != target.digest:
             self._outcome(target, RESULT_SKIPPED_CHANGED, current_digest=str(manifest.digest))
@@ -422,8 +422,7 @@ class _Runner:
         try:
             done = self.registry.delete_tags(repository, list(ready))
         except RegopsError as exc:
-            for target, media_type in ready.values():
-                self._outcome(target, RESULT_FAILED, error=redact(str(exc)), media_type=media_type)
+            self._after_batch_error(ready, redact(str(exc)))
             return
         outcome_of = {t: RESULT_DELETED for t in done.deleted}
         outcome_of.update({t: RESULT_ALREADY_GONE for t in done.missing})
@@ -446,6 +445,35 @@ class _Runner:
                     error="the registry client did not report this tag",
                     media_type=media_type,
                 )
+
+    def _after_batch_error(
+        self, ready: dict[str, tuple[DeleteTarget, str | None]], error: str
+    ) -> None:
+        """Record what a failed batch really left: a batch can fail half way through.
+
+        Each tag is read again: gone means the batch deleted it before failing
+        (recorded as deleted, with the error); anything else is a failure.
+        """
+        for target, media_type in ready.values():
+            try:
+                current = str(self.registry.manifest_digest(target.repository, target.tag))
+            except RegistryNotFound:
+                self._outcome(
+                    target,
+                    RESULT_DELETED,
+                    error=f"deleted before the batch failed: {error}",
+                    media_type=media_type,
+                )
+                continue
+            except RegopsError:
+                current = None  # cannot tell; the batch error is what to report
+            self._outcome(
+                target,
+                RESULT_FAILED,
+                error=error,
+                media_type=media_type,
+                current_digest=current if current not in (None, target.digest) else None,
+            )
 
 
 def apply_targets(targets: Iterable[DeleteTarget], connection: Any, **options: Any) -> ApplyResult:

@@ -154,7 +154,7 @@ class CleanupPlan:
         manifests (``registry garbage-collect -m``, as GitLab's
         ``registry-garbage-collect``). Blobs are counted for this repository only;
         one still used by another repository is not freed, so this is an upper
-        bound. Reading ``tag.manifest`` may fetch it for tags not yet fetched.
+        bound. Nothing is fetched: a tag listed without its manifest gives None.
         """
         deleted: dict[str, int] = {}
         kept: set[str] = set()
