@@ -82,8 +82,12 @@ class RunLock:
         except BaseException:
             os.close(fd)
             raise
-        _write_holder(fd)
         self._fd = fd
+        try:
+            _write_holder(fd)
+        except BaseException:
+            self.release()  # never keep a lock the caller does not know it holds
+            raise
         return self
 
     def release(self) -> None:

@@ -167,12 +167,16 @@ class AuditWriter:
         created = not self.path.exists()
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE_MODE)
         self._fd = fd
-        if created:
-            _fsync_dir(self.path.parent)
-        elif _ends_torn(self.path):
-            # A killed writer left half a line; end it so our first record starts clean.
-            log.warning("audit log %s ended with a torn line; starting a new line", self.path)
-            self._write_bytes(b"\n")
+        try:
+            if created:
+                _fsync_dir(self.path.parent)
+            elif _ends_torn(self.path):
+                # A killed writer left half a line; end it so our first record starts clean.
+                log.warning("audit log %s ended with a torn line; starting a new line", self.path)
+                self._write_bytes(b"\n")
+        except BaseException:
+            self.close()  # __exit__ never runs when __enter__ raises
+            raise
         return self
 
     def write(self, record: AuditRecord) -> None:
