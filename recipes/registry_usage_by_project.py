@@ -22,6 +22,7 @@ import sys
 
 from regops.commands.usage import add_arguments, run
 from regops.errors import RegopsError
+from regops.locks import RunLock
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        return run(args)  # settings from the environment / config files
+        with RunLock("registry_usage_by_project"):  # overlapping cron runs wait for none
+            return run(args)  # settings from the environment / config files
     except RegopsError as exc:
         print(f"registry_usage_by_project: {exc}", file=sys.stderr)
         return 1

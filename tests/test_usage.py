@@ -432,3 +432,23 @@ def test_storage_option_checks_the_directory(tmp_path):
         parser.parse_args(["--registry-storage", str(tmp_path)]), Connection()
     )
     assert storage.root == tmp_path
+
+
+def test_recipe_refuses_to_overlap_a_running_one(demo, tmp_path, monkeypatch):
+    from regops.locks import RunLock
+
+    target = tmp_path / "registry.csv"
+    state = str(tmp_path / "state")
+    env = _env(demo, tmp_path, REGOPS_STATE_DIR=state)
+    monkeypatch.setenv("REGOPS_STATE_DIR", state)
+    with RunLock("registry_usage_by_project"):  # a run still going
+        result = subprocess.run(
+            [sys.executable, str(RECIPE), "--output", str(target)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 1
+    assert "another run holds the lock" in result.stderr
+    assert not target.exists()

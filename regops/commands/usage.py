@@ -20,7 +20,7 @@ from typing import Any
 from regops.errors import ConfigError
 from regops.ops.usage import DEFAULT_WORKERS, FORMATS, UsageReport, by_project, select_projects
 from regops.scripting import EXIT_FAILED as EXIT_INCOMPLETE
-from regops.scripting import EXIT_OK
+from regops.scripting import EXIT_OK, positive_int
 
 ERRORS_SHOWN_PER_PROJECT = 3  # stderr stays readable in a cron mail; JSON has them all
 TAG_SOURCES = ("registry", "storage")
@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="add repositories, tags, unique_bytes, incomplete and a deduplicated total",
     )
     which = parser.add_mutually_exclusive_group()
-    which.add_argument("--last", type=_positive, metavar="N", help="the N newest projects")
+    which.add_argument("--last", type=positive_int, metavar="N", help="the N newest projects")
     which.add_argument(
         "--project",
         action="append",
@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     which.add_argument("--group", metavar="PATH", help="the projects of a group and its subgroups")
     parser.add_argument(
         "--workers",
-        type=_positive,
+        type=positive_int,
         default=DEFAULT_WORKERS,
         help=f"concurrent requests (default {DEFAULT_WORKERS})",
     )
@@ -78,16 +78,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default root: REGOPS_REGISTRY_STORAGE or gitlab.yml)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return value
 
 
 def run(args: argparse.Namespace, connection: Any = None) -> int:
