@@ -112,6 +112,7 @@ INI_FIELDS = (
 )
 ARGUMENT_ALIASES = {"url": "gitlab_url", "registry_key": "registry_key_path"}
 SECRET_FIELDS = frozenset({"token", "registry_password"})
+URL_FIELDS = frozenset({"gitlab_url", "registry_url"})  # may carry user:password@
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,9 @@ class Settings:
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def __repr__(self) -> str:
-        shown = ", ".join(f"{name}={value!r}" for name, value, _ in self._items() if value)
+        shown = ", ".join(
+            f"{name}={_shown(name, value)!r}" for name, value, _ in self._items() if value
+        )
         return f"Settings({shown})"
 
     def _items(self) -> list[tuple[str, Any, str]]:
@@ -154,19 +157,15 @@ class Settings:
         for name, value, source in self._items():
             if isinstance(value, Secret):
                 text = MASK if value else ""
-            elif value is None:
-                text = ""
-            elif name == "gitlab_url" or name == "registry_url":
-                text = redact_url(str(value))
             else:
-                text = str(value)
+                text = "" if value is None else str(_shown(name, value))
             result.append((name, text, source or ("default" if text else "")))
         return result
 
     @property
     def gitlab_host(self) -> str | None:
         """Host (and port) of the GitLab URL."""
-        return urlsplit(self.gitlab_url).netloc if self.gitlab_url else None
+        return url_host(self.gitlab_url) if self.gitlab_url else None
 
     def http_settings(self, **overrides: Any) -> HTTPSettings:
         """Transport settings from ``ssl_verify`` and ``timeout``."""
@@ -180,6 +179,20 @@ class Settings:
         """This object when complete and consistent; else one ConfigError saying what's missing."""
         _check(self)
         return self
+
+
+def url_host(url: str) -> str | None:
+    """``host[:port]`` of a URL, without the ``user:password@`` a netloc may carry."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    return netloc or None
+
+
+def _shown(name: str, value: Any) -> Any:
+    """A setting as it may be displayed: URL credentials removed (Secrets mask themselves)."""
+    if name in URL_FIELDS and isinstance(value, str):
+        return redact_url(value)
+    return value
 
 
 # -- layers -------------------------------------------------------------------------------
@@ -333,7 +346,7 @@ def _ini_layer(
         with open(path, encoding="utf-8") as handle:
             parser.read_file(handle)
     except (OSError, configparser.Error) as exc:
-        raise ConfigError(f"cannot read {shown}: {type(exc).__name__}: {exc}") from None
+        raise ConfigError(f"cannot read {shown}: {_ini_error(exc)}") from None
     section, section_source = _ini_section(parser, layers, shown)
     meta: dict[str, tuple[Any, str]] = {"config_file": (str(path), "first found")}
     if section is None:
@@ -354,6 +367,17 @@ def _ini_layer(
         if value:
             _set_token(layer, _run_helper(value, f"{where} {key}"), kind, where)
     return layer, meta
+
+
+def _ini_error(exc: Exception) -> str:
+    """What is wrong with a python-gitlab file, never quoting its lines (they hold tokens)."""
+    if isinstance(exc, configparser.MissingSectionHeaderError):
+        return f"no [section] header before line {exc.lineno}"
+    if isinstance(exc, configparser.ParsingError):
+        return "cannot parse line " + ", ".join(str(number) for number, _ in exc.errors)
+    if isinstance(exc, OSError):
+        return f"{type(exc).__name__}: {exc.strerror}"
+    return f"{type(exc).__name__}: {exc}"  # duplicate section/option: names only
 
 
 def _ini_section(
@@ -437,6 +461,8 @@ def _gitlab_url_from_yml(layer: Layer, gitlab: Any, prefix: str) -> None:
     scheme = "https" if https else "http"
     port = gitlab.get("port")
     default_port = 443 if https else 80
+    if port and not str(port).isdigit():
+        raise ConfigError(f"{prefix}.gitlab.port: {port!r} is not a port number")
     netloc = str(gitlab["host"]) + (f":{port}" if port and int(port) != default_port else "")
     root = str(gitlab.get("relative_url_root") or "").rstrip("/")
     layer["gitlab_url"] = (f"{scheme}://{netloc}{root}", f"{prefix}.gitlab.host")
@@ -545,7 +571,7 @@ def _infer(settings: Settings) -> Settings:
         updates["registry_username"] = CI_JOB_TOKEN_USER
         sources["registry_username"] = "inferred (CI job token)"
     if settings.registry_url and not settings.registry_host:
-        updates["registry_host"] = urlsplit(settings.registry_url).netloc or None
+        updates["registry_host"] = url_host(settings.registry_url)
         sources["registry_host"] = "inferred (registry_url)"
     return replace(settings, **updates, sources=sources)
 
@@ -573,7 +599,7 @@ def _check(s: Settings) -> None:
     _check_url("gitlab_url", s.gitlab_url, src)
     if s.token is None:
         raise ConfigError(
-            f"no GitLab token for {s.gitlab_url} (from {src.get('gitlab_url')}): set "
+            f"no GitLab token for {redact_url(s.gitlab_url)} (from {src.get('gitlab_url')}): set "
             "GITLAB_PRIVATE_TOKEN (an admin's personal access token with the api scope), "
             "pass private_token=..., or add private_token = ... to a python-gitlab section"
         )

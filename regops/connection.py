@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import threading
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
-from regops.config import Settings, resolve_settings
+from regops.config import Settings, resolve_settings, url_host
 from regops.errors import ConfigError, GitLabError
 from regops.gitlab.client import GitLabClient
 from regops.secrets import redact_url
@@ -59,7 +58,7 @@ class Connection:
         if self.settings.registry_host:
             return self.settings.registry_host
         if self.settings.registry_url:
-            return urlsplit(self.settings.registry_url).netloc
+            return url_host(self.settings.registry_url)
         return None
 
     @property

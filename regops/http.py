@@ -13,6 +13,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ BACKOFF_BASE = 0.25  # seconds; doubled at every attempt, with jitter
 MAX_RETRY_AFTER = 120.0  # longest server-requested wait we accept before giving up
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Headers that carry credentials: registry tokens, GitLab personal/project and CI job tokens.
+CREDENTIAL_HEADERS = ("Authorization", "PRIVATE-TOKEN", "JOB-TOKEN")
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,11 @@ class HTTPSettings:
     max_retry_after: float = MAX_RETRY_AFTER
     user_agent: str = USER_AGENT
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
+
+
+def backoff_seconds(settings: HTTPSettings, attempt: int) -> float:
+    """Seconds before retry ``attempt`` (0-based) when the server named none: doubled, jittered."""
+    return settings.backoff_base * (2**attempt) * (1 + random.random() / 2)
 
 
 def retry_after_seconds(response: requests.Response) -> float | None:
@@ -87,6 +95,7 @@ class RetryingSession(requests.Session):
         self.mount("http://", adapter)
         self.mount("https://", adapter)
         self.request_count = 0
+        self._count_lock = threading.Lock()  # worker threads share one session
         self._environment_cache: dict[tuple, dict] = {}
 
     def __repr__(self) -> str:
@@ -99,7 +108,8 @@ class RetryingSession(requests.Session):
         attempts = 1 + (self.settings.max_retries if retryable else 0)
         for attempt in range(attempts):
             last = attempt == attempts - 1
-            self.request_count += 1
+            with self._count_lock:
+                self.request_count += 1
             try:
                 response = super().request(method, url, *args, **kwargs)
             # ChunkedEncodingError: the connection dropped mid-body; as retryable as a reset.
@@ -125,7 +135,7 @@ class RetryingSession(requests.Session):
 
     def _wait(self, attempt: int, wait: float | None, method: str, url: str, why: str) -> None:
         if wait is None:
-            wait = self.settings.backoff_base * (2**attempt) * (1 + random.random() / 2)
+            wait = backoff_seconds(self.settings, attempt)
         log.info("retrying %s %s in %.2fs after %s", method, redact_url(url), wait, why)
         self.settings.sleep(wait)
 
@@ -146,13 +156,18 @@ class RetryingSession(requests.Session):
         return {**settings, "proxies": dict(settings["proxies"])}
 
     def rebuild_auth(self, prepared_request, response):
-        """Drop Authorization on any redirect to another host (blob storage redirects)."""
+        """Drop credential headers on a redirect to another host or port, or to plain HTTP.
+
+        requests drops only ``Authorization``, and keeps it across ports; GitLab's
+        ``PRIVATE-TOKEN`` and ``JOB-TOKEN`` would follow any redirect.
+        """
         super().rebuild_auth(prepared_request, response)
-        if "Authorization" in prepared_request.headers:
-            old = requests.utils.urlparse(response.request.url)
-            new = requests.utils.urlparse(prepared_request.url)
-            if (old.hostname, old.port) != (new.hostname, new.port):
-                del prepared_request.headers["Authorization"]
+        old = requests.utils.urlparse(response.request.url)
+        new = requests.utils.urlparse(prepared_request.url)
+        moved = (old.hostname, old.port) != (new.hostname, new.port)
+        if moved or (old.scheme == "https" and new.scheme != "https"):
+            for name in CREDENTIAL_HEADERS:
+                prepared_request.headers.pop(name, None)
 
 
 def _reason(exc: Exception) -> str:

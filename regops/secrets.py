@@ -103,13 +103,48 @@ def redact_url(url: str) -> str:
     return redact(urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment)))
 
 
+LOGGER_NAME = "regops"  # records of this logger and its children are redacted
+
+
+def redact_record(record: logging.LogRecord) -> None:
+    """Mask secrets in a record's message and traceback, in place."""
+    try:
+        message = record.getMessage()
+    except (TypeError, ValueError, KeyError):  # arguments that do not fit the format
+        message = f"{record.msg} {record.args}"
+    record.msg = redact(message)
+    record.args = ()
+    if record.exc_info and not record.exc_text:
+        record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+
+
 class RedactingFilter(logging.Filter):
-    """A logging filter that masks secrets in every record it passes."""
+    """A logging filter that masks secrets in every record it passes (for handlers)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = redact(record.getMessage())
-        record.args = ()
+        redact_record(record)
         return True
 
 
-logging.getLogger("regops").addFilter(RedactingFilter())
+def _install_record_factory() -> None:
+    """Redact every record of the ``regops`` loggers as it is made.
+
+    A filter on the ``regops`` logger would not do: logger filters do not apply
+    to records of child loggers (``regops.http``...) that propagate up.
+    """
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "regops_redacting", False):
+        return
+
+    def factory(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        name = record.name
+        if name == LOGGER_NAME or name.startswith(LOGGER_NAME + "."):
+            redact_record(record)
+        return record
+
+    factory.regops_redacting = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
+
+
+_install_record_factory()

@@ -520,3 +520,43 @@ def test_unreadable_default_gitlab_yml_is_skipped(home, root, monkeypatch):
     assert collect({}, home=home, root=root).gitlab_url is None
     with pytest.raises(ConfigError, match="permission denied"):
         collect({"REGOPS_GITLAB_YML": str(path)}, home=home, root=root)
+
+
+def test_unparsable_ini_error_does_not_quote_the_token(home, root):
+    write_ini(
+        home / ".python-gitlab.cfg", f"[local]\nurl = https://gl.example\nprivate_token {TOKEN}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        resolve(home=home, root=root)
+    assert TOKEN not in str(info.value)
+    assert "line 3" in str(info.value)
+
+
+def test_ini_without_section_error_does_not_quote_the_token(home, root):
+    write_ini(home / ".python-gitlab.cfg", f"private_token = {TOKEN}\n")
+    with pytest.raises(ConfigError) as info:
+        resolve(home=home, root=root)
+    assert TOKEN not in str(info.value)
+
+
+def test_url_password_hidden_in_repr_and_errors(home, root):
+    env = {
+        "GITLAB_URL": "https://admin:url-pw-secret@gl.example",
+        "REGOPS_REGISTRY_URL": "https://u:reg-url-pw@r.example",
+    }
+    settings = collect(env, home=home, root=root)
+    text = repr(settings) + str(settings.rows())
+    assert "url-pw-secret" not in text and "reg-url-pw" not in text
+    assert "gl.example" in text
+    assert (settings.gitlab_host, settings.registry_host) == ("gl.example", "r.example")
+    with pytest.raises(ConfigError) as info:
+        settings.check()  # no token
+    assert "url-pw-secret" not in str(info.value)
+
+
+def test_gitlab_yml_bad_port_is_a_config_error(home, root):
+    yml = root / "var/opt/gitlab/gitlab-rails/etc/gitlab.yml"
+    yml.parent.mkdir(parents=True)
+    yml.write_text("production:\n  gitlab:\n    host: gl.example\n    port: eighty\n")
+    with pytest.raises(ConfigError, match="port"):
+        collect(home=home, root=root)

@@ -670,3 +670,8 @@ def test_token_never_in_errors_or_reprs(gl):
         assert TOKEN not in text
     assert "private token" in repr(gl)
     assert repr(GitLabClient(BASE)).endswith("(anonymous)>")
+
+
+def test_projects_desc_checks_filters_before_iteration(gl):
+    with pytest.raises(ValidationError, match="serch"):
+        gl.projects_desc(3, serch="x")  # raised at the call, not at the first next()

@@ -260,3 +260,39 @@ def test_environment_proxies_are_honoured_and_looked_up_once_per_host(monkeypatc
     assert proxied["proxies"].get("http") == "http://proxy.example:3128"
     assert "http" not in direct["proxies"]
     assert len(calls) == 2  # one lookup per host, not per request
+
+
+@responses.activate
+@pytest.mark.parametrize("header", ["PRIVATE-TOKEN", "JOB-TOKEN"])
+def test_gitlab_token_headers_not_forwarded_to_another_host(session, header):
+    elsewhere = "https://login.example.net/landing"
+    responses.get(URL, status=302, headers={"Location": elsewhere})
+    responses.get(elsewhere, status=200)
+    session.get(URL, headers={header: "glpat-must-not-travel-1"})
+    assert responses.calls[0].request.headers[header] == "glpat-must-not-travel-1"
+    assert header not in responses.calls[1].request.headers
+
+
+@responses.activate
+def test_credentials_not_forwarded_from_https_to_http(session):
+    downgrade = "http://registry.example.com/v2/"
+    responses.get(URL, status=301, headers={"Location": downgrade})
+    responses.get(downgrade, status=200)
+    session.get(URL, headers={"PRIVATE-TOKEN": "glpat-must-not-travel-2"})
+    assert "PRIVATE-TOKEN" not in responses.calls[1].request.headers
+
+
+def test_child_logger_records_are_redacted(caplog):
+    """Logger filters do not reach child loggers; every regops.* record must be redacted."""
+    import logging
+
+    secret = Secret("glpat-logged-by-a-child-logger")
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("regops.http").info("sent %s", secret.reveal())
+        try:
+            raise ValueError(f"refused {secret.reveal()}")
+        except ValueError:
+            logging.getLogger("regops.registry.client").exception("failed")
+    text = caplog.text + "".join(r.getMessage() for r in caplog.records)
+    assert secret.reveal() not in text
+    assert "sent ***" in text and "refused ***" in text

@@ -630,3 +630,26 @@ def test_realm_auth_non_json_answer(http_session):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_refresh_after_another_thread_renewed_the_token_retries_with_it(minter):
+    """Two workers refused with the same token: the second reuses the first's new token."""
+    auth = KeyAuth(minter)
+    scopes = [Scope.repository("a", "pull")]
+    challenge = parse_challenge('Bearer realm="r",error="invalid_token"')
+    stale = auth.authorization(scopes, None)  # this thread's request, refused below
+    other: list[bool] = []
+
+    def worker() -> None:  # another thread: same token, refused, renews it
+        auth.authorization(scopes, None)
+        other.append(auth.refresh(challenge, scopes, None))
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert other == [True] and auth.tokens_obtained == 2
+    assert auth.refresh(challenge, scopes, None) is True  # not "a fresh token was refused"
+    assert auth.tokens_obtained == 2  # the other thread's token is reused, none minted
+    fresh = auth.authorization(scopes, None)
+    assert fresh != stale
+    assert auth.refresh(challenge, scopes, None) is False  # that one refused too: give up

@@ -12,14 +12,14 @@ the translation of error answers into :class:`regops.errors.GitLabError`.
 Rate limiting: GitLab's limiter (Rack::Attack) answers 429 *before* the request
 is processed, so a rate-limited request of any method is safe to send again.
 GET requests are retried by :mod:`regops.http`; this client also waits and
-retries PUT and DELETE on 429 (and only on 429: a 502 after a DELETE may mean
-the delete happened). Still limited after the retries: :class:`GitLabRateLimited`.
+retries POST, PUT and DELETE on 429 (and only on 429: a 502 after a DELETE may
+mean the delete happened). Still limited after the retries: :class:`GitLabRateLimited`.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
-import random
 from collections.abc import Iterator, Mapping
 from datetime import date, datetime
 from typing import Any
@@ -35,7 +35,7 @@ from regops.errors import (
     GitLabUnauthorized,
     ValidationError,
 )
-from regops.http import HTTPSettings, make_session, retry_after_seconds
+from regops.http import HTTPSettings, backoff_seconds, make_session, retry_after_seconds
 from regops.secrets import Secret, redact, redact_url
 
 log = logging.getLogger("regops.gitlab")
@@ -219,7 +219,7 @@ class GitLabClient:
             if wait is not None and wait > settings.max_retry_after:
                 break
             if wait is None:
-                wait = settings.backoff_base * (2**attempt) * (1 + random.random() / 2)
+                wait = backoff_seconds(settings, attempt)
             log.info("rate limited: %s %s, waiting %.1fs", method, redact_url(url), wait)
             response.close()
             settings.sleep(wait)
@@ -357,14 +357,11 @@ class GitLabClient:
 
     def projects_desc(self, limit: int, **filters: Any) -> Iterator[dict]:
         """The ``limit`` projects with the highest ids, newest first (for ``.last(n)``)."""
-        _check_project_filters(filters)
+        _check_project_filters(filters)  # now, not at the first next()
         if limit <= 0:
-            return
+            return iter(())
         params = {**filters, "per_page": min(limit, PER_PAGE), "order_by": "id", "sort": "desc"}
-        for count, item in enumerate(self.paginate("/projects", params, keyset=True), 1):
-            yield item
-            if count >= limit:
-                return
+        return itertools.islice(self.paginate("/projects", params, keyset=True), limit)
 
     def group_projects(self, group: int | str, include_subgroups: bool = True) -> Iterator[dict]:
         """``GET /groups/:id/projects`` (offset pagination)."""

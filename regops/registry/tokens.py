@@ -378,6 +378,7 @@ class _CachingAuth(RegistryAuth):
         self.clock = clock
         self._cache = _TokenCache(clock, renew_before)
         self._lock = threading.Lock()
+        self._sent = threading.local()  # per thread: (scope key, entry) last handed out
         self.tokens_obtained = 0
 
     def _obtain(
@@ -388,25 +389,27 @@ class _CachingAuth(RegistryAuth):
     def authorization(self, scopes: Iterable[Scope], session: Any) -> str | None:
         key = normalize_scopes(scopes)
         entry = self._cache.peek(key)  # no lock for a cached token: one per request
-        if entry is not None:
-            return "Bearer " + entry.issued.token.reveal()
-        with self._lock:
-            entry = self._cache.get(key)
-            if entry is None:
-                issued = self._obtain(key, session, None)
-                if issued is None:
-                    return None
-                entry = _Entry(issued, refreshed=False)
-                self._cache.put(key, entry)
-                self.tokens_obtained += 1
-        return "Bearer " + entry.issued.token.reveal()
+        if entry is None:
+            with self._lock:
+                entry = self._cache.get(key)
+                if entry is None:
+                    issued = self._obtain(key, session, None)
+                    if issued is not None:
+                        entry = _Entry(issued, refreshed=False)
+                        self._cache.put(key, entry)
+                        self.tokens_obtained += 1
+        self._sent.last = (key, entry)
+        return None if entry is None else "Bearer " + entry.issued.token.reveal()
 
     def refresh(self, challenge: Challenge, scopes: Iterable[Scope], session: Any) -> bool:
         requested = tuple(scopes)
         key = normalize_scopes(requested)
         wanted = normalize_scopes((*requested, *challenge.scopes))
+        sent_key, sent = getattr(self._sent, "last", (None, None))
         with self._lock:
             previous = self._cache.get(key)
+            if previous is not None and sent_key == key and previous is not sent:
+                return True  # another thread replaced the token this request was refused with
             if previous is not None and previous.refreshed and wanted == key:
                 return False  # a fresh token for these very scopes was refused already
             issued = self._obtain(wanted, session, challenge)
