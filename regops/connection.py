@@ -143,6 +143,11 @@ class Connection:
 
 def connect(settings: Settings | None = None, **explicit: Any) -> Connection:
     """A new Connection from ``settings`` or resolved ones; it becomes the default."""
+    if settings is not None and explicit:
+        raise ConfigError(
+            f"connect(): pass either a Settings or keyword settings, not both "
+            f"(got {', '.join(sorted(explicit))} beside a Settings)"
+        )
     connection = Connection(settings if settings is not None else resolve_settings(**explicit))
     set_default_connection(connection)
     return connection

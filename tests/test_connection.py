@@ -216,3 +216,16 @@ def test_connection_rejects_incomplete_settings(tmp_path):
     incomplete = collect_settings(environ={}, home=tmp_path, system_root=tmp_path)
     with pytest.raises(ConfigError, match="no GitLab URL"):
         Connection(incomplete)
+
+
+def test_connect_refuses_settings_and_keywords_together():
+    from regops.config import resolve_settings
+    from regops.connection import connect
+    from regops.errors import ConfigError
+
+    settings = resolve_settings(
+        url="https://gitlab.example.com", private_token="glpat-example-000", environ={}
+    )
+    with pytest.raises(ConfigError, match="not both") as info:
+        connect(settings, registry_url="https://registry.example.com")
+    assert "glpat-example-000" not in str(info.value)

@@ -136,15 +136,21 @@ def write_key_and_certificate(
         for path in (key_path, cert_path):
             if path.exists():
                 raise KeyFileError(f"{path} already exists; refusing to overwrite it")
-    _write_private(key_path, private_key_pem(key).reveal())
+    _write_private(key_path, private_key_pem(key).reveal(), overwrite=overwrite)
     cert_path.write_text(certificate_pem(make_certificate(key, common_name)))
     return key_path, cert_path
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Create ``path`` with owner-only permissions before any byte is written."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-    fd = os.open(path, flags, KEY_FILE_MODE)
+def _write_private(path: Path, text: str, *, overwrite: bool) -> None:
+    """Create ``path`` with owner-only permissions before any byte is written.
+
+    Without ``overwrite`` the file must not exist, checked atomically (O_EXCL).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+    try:
+        fd = os.open(path, flags, KEY_FILE_MODE)
+    except FileExistsError:
+        raise KeyFileError(f"{path} already exists; refusing to overwrite it") from None
     try:
         os.fchmod(fd, KEY_FILE_MODE)
         os.write(fd, text.encode("ascii"))
