@@ -675,3 +675,17 @@ def test_token_never_in_errors_or_reprs(gl):
 def test_projects_desc_checks_filters_before_iteration(gl):
     with pytest.raises(ValidationError, match="serch"):
         gl.projects_desc(3, serch="x")  # raised at the call, not at the first next()
+
+
+@responses.activate
+def test_count_projects_reads_x_total_and_says_when_gitlab_does_not_offer_it(gl):
+    # GitLab omits X-Total (and X-Total-Pages) above 10,000 rows (doc/api/rest/index.md,
+    # "Pagination response headers").
+    responses.get(API + "/projects", json=[{"id": 1}], headers={"X-Total": "1234"})
+    responses.get(API + "/projects", json=[{"id": 1}], headers={})
+    assert gl.count_projects(archived=False) == 1234
+    assert gl.count_projects() is None
+    sent = query(responses.calls[0])
+    assert sent["per_page"] == ["1"] and sent["archived"] == ["false"]
+    with pytest.raises(ValidationError):
+        gl.count_projects(nonsense=1)

@@ -355,6 +355,17 @@ class GitLabClient:
         _check_project_filters(filters)
         return self.paginate("/projects", filters, keyset=True)
 
+    def count_projects(self, **filters: Any) -> int | None:
+        """How many projects match ``filters``: GitLab's ``X-Total`` of a one-row page.
+
+        None when GitLab leaves ``X-Total`` out (it does above 10,000 rows); then count
+        by iterating :meth:`projects`. One request.
+        """
+        _check_project_filters(filters)
+        response = self.request("GET", "/projects", params={**filters, "per_page": 1})
+        total = response.headers.get("X-Total", "").strip()
+        return int(total) if total.isdigit() else None
+
     def projects_desc(self, limit: int, **filters: Any) -> Iterator[dict]:
         """The ``limit`` projects with the highest ids, newest first (for ``.last(n)``)."""
         _check_project_filters(filters)  # now, not at the first next()

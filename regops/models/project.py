@@ -131,13 +131,8 @@ class Project(Model):
 
     @classmethod
     def _query_count(cls, conn: Connection, filters: Mapping[str, Any]) -> int | None:
-        """GitLab's X-Total of an offset-paginated page of one; None when not offered.
-
-        GitLab leaves X-Total out above 10,000 projects; the caller then counts.
-        """
-        response = conn.gitlab.request("GET", "/projects", params={**filters, "per_page": 1})
-        total = response.headers.get("X-Total", "").strip()
-        return int(total) if total.isdigit() else None
+        """GitLab's own count (None above 10,000 projects: the caller then counts)."""
+        return conn.gitlab.count_projects(**filters)
 
     @classmethod
     def _from_row(cls, row: Mapping[str, Any], conn: Connection) -> Project:
