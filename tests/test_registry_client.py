@@ -6,6 +6,7 @@ Repositories get unique names: the registry fixture is shared by the whole run.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import pytest
@@ -20,6 +21,7 @@ from regops.errors import (
 )
 from regops.registry.cache import CachingReader, ContentCache
 from regops.registry.client import RegistryClient, TagDeleteResult
+from regops.registry.keys import generate_key
 from regops.registry.manifest import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 from regops.registry.reference import Digest
 from regops.registry.server import RegistryServer
@@ -362,11 +364,29 @@ def test_delete_disabled_refuses_before_moving_tags(signing_material, minter, tm
         assert client.manifest_digest("nodelete/app", "a") == digest
 
 
-def test_wrong_issuer_token_is_refused_clearly(registry_server, signing_material):
-    wrong = TokenMinter(signing_material.key, issuer="not-the-issuer", service=TEST_SERVICE)
+def _an_hour_ago() -> float:
+    return time.time() - 3600
+
+
+WRONG_MINTERS = {
+    "wrong issuer": lambda key: TokenMinter(key, issuer="not-the-issuer", service=TEST_SERVICE),
+    "wrong audience": lambda key: TokenMinter(key, issuer=TEST_ISSUER, service="not-the-service"),
+    "wrong key": lambda key: TokenMinter(
+        generate_key(bits=2048), issuer=TEST_ISSUER, service=TEST_SERVICE
+    ),
+    # minted an hour ago with the default 5 minutes: expired beyond the registry's leeway
+    "expired": lambda key: TokenMinter(
+        key, issuer=TEST_ISSUER, service=TEST_SERVICE, clock=_an_hour_ago
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WRONG_MINTERS))
+def test_a_bad_token_is_refused_clearly(registry_server, signing_material, case):
+    wrong = WRONG_MINTERS[case](signing_material.key)
     client = RegistryClient(registry_server.url, KeyAuth(wrong))
     with pytest.raises(RegistryUnauthorized) as info:
-        client.ping()
+        client.tags("anything/at-all")
     text = str(info.value)
     assert "refused the token" in text and "invalid_token" in text
     assert "Bearer ey" not in text
