@@ -217,7 +217,10 @@ class ProxyGroup:
         for server in self.servers:
             server.shutdown()
             server.server_close()
+        for thread in self.threads:
+            thread.join(timeout=5)
         self.servers.clear()
+        self.threads.clear()
 
     def __enter__(self) -> ProxyGroup:
         return self
@@ -263,7 +266,13 @@ class SpawnedProxies:
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
-            self.process.wait(timeout=10)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
     def __enter__(self) -> SpawnedProxies:
         return self

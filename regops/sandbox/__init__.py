@@ -37,7 +37,7 @@ from regops.registry.tokens import (
     load_signing_key,
 )
 from regops.sandbox.state import SandboxState, User
-from regops.secrets import Secret
+from regops.secrets import Secret, redact
 
 __all__ = ["Sandbox", "run_seeded"]
 
@@ -75,6 +75,7 @@ class Sandbox:
         self._data_arg = Path(data_dir) if data_dir is not None else None
         self.gitlab_port = gitlab_port
         self.registry_port = registry_port
+        self._requested_ports = (gitlab_port, registry_port)  # 0: a free one on every start
         self.quiet = quiet
         self.http_delay = http_delay
         self.issuer = issuer
@@ -101,6 +102,7 @@ class Sandbox:
         """Start the stand-in, then the registry (its realm points at the stand-in)."""
         if self._server is not None:
             return self
+        self.gitlab_port, self.registry_port = self._requested_ports
         self.data_dir = self._data_arg or Path(tempfile.mkdtemp(prefix="regops-sandbox-"))
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -142,7 +144,7 @@ class Sandbox:
             service=self.service,
             delay=self.http_delay,
         )
-        handler = _QuietHandler if self.quiet else WSGIRequestHandler
+        handler = _QuietHandler if self.quiet else _RedactingHandler
         self._server = make_server(
             LOOPBACK, self.gitlab_port, self.app, threaded=True, request_handler=handler
         )
@@ -341,7 +343,14 @@ class Sandbox:
         return summary
 
 
-class _QuietHandler(WSGIRequestHandler):
+class _RedactingHandler(WSGIRequestHandler):
+    """werkzeug's request handler, with tokens (``?private_token=...``) masked in its log."""
+
+    def log(self, type: str, message: str, *args: Any) -> None:
+        super().log(type, "%s", redact(message % args if args else message))
+
+
+class _QuietHandler(_RedactingHandler):
     """A request handler that does not print an access log line per request."""
 
     def log_request(self, *args: Any, **kwargs: Any) -> None:

@@ -29,7 +29,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 from urllib.parse import unquote, urlencode
 
@@ -41,6 +41,7 @@ from regops.errors import PolicyError, RegistryError, RegistryNotFound, Validati
 from regops.registry.tokens import Scope, TokenMinter
 from regops.sandbox import state as st
 from regops.sandbox.state import Project, SandboxState, User, iso, utcnow
+from regops.secrets import SECRET_QUERY_KEYS
 
 log = logging.getLogger("regops.sandbox")
 
@@ -331,17 +332,16 @@ class GitLabStandIn:
         if found is None or user is None:
             raise not_found("Group")
         subgroups = _bool(request.args.get("include_subgroups"), "include_subgroups")
-        visible = self.state.visible_projects(user)
-        if not visible and not user.is_admin:
+        tree = self.state.group_tree_ids(found)
+        in_tree = [
+            p
+            for p in self.state.visible_projects(user)
+            if p.namespace_kind == "group" and p.namespace_id in tree
+        ]
+        # A private group is visible to admins, its members, and members of its projects.
+        if not (user.is_admin or in_tree or self.state.is_group_member(found, user)):
             raise not_found("Group")
-        ids = {found.id}
-        if subgroups:
-            ids |= {
-                g.id
-                for g in self.state.groups.values()
-                if g.full_path.startswith(found.full_path + "/")
-            }
-        projects = [p for p in visible if p.namespace_kind == "group" and p.namespace_id in ids]
+        projects = in_tree if subgroups else [p for p in in_tree if p.namespace_id == found.id]
         return self.project_list(request, projects)
 
     def project_list(self, request: Request, projects: list[Project]) -> Response:
@@ -416,9 +416,10 @@ class GitLabStandIn:
                 name = path[len(full) + 1 :]
             else:
                 continue
-            if path in self.state.deleted_repositories and not self.safe_tags(path):
-                continue
-            self.state.deleted_repositories.discard(path)
+            if self.state.is_repository_deleted(path):
+                if not self.safe_tags(path):
+                    continue
+                self.state.restore_repository(path)  # pushed again since the delete
             found.append((self.state.repository_record(path), name))
         return sorted(found, key=lambda item: item[0].id)
 
@@ -475,7 +476,7 @@ class GitLabStandIn:
         record = self.state.repository_by_id(rid)
         if (
             record is None
-            or record.path in self.state.deleted_repositories
+            or self.state.is_repository_deleted(record.path)
             or self.state.project_for_repository(record.path) is not project
         ):
             raise not_found("Repository")
@@ -522,8 +523,7 @@ class GitLabStandIn:
         names = self.safe_tags(record.path)
         if names:
             self.registry.delete_tags(record.path, names)
-        self.state.deleted_repositories.add(record.path)
-        self.state.forget_repository(record.path)
+        self.state.mark_repository_deleted(record.path)
         return Response(status=202)
 
     def on_tags(self, request: Request, project: str, rid: int) -> Response:
@@ -559,7 +559,9 @@ class GitLabStandIn:
                 raise ApiError(400, {"message": BULK_DELETE_REPEATED})
             self.state.bulk_delete_requests[record.id] = now
             self.state.save()
-        self.state.bulk_delete_results[record.id] = self.run_cleanup(record.path, params)
+        deleted = self.run_cleanup(record.path, params)
+        with self.state.lock:
+            self.state.bulk_delete_results[record.id] = deleted
         return Response(status=202)
 
     def run_cleanup(self, path: str, params: Mapping[str, Any]) -> list[str]:
@@ -637,7 +639,9 @@ class GitLabStandIn:
             with self.state.lock:
                 self.state.settings.update(updates)
                 self.state.save()
-        return _json(dict(self.state.settings))
+        with self.state.lock:
+            settings = dict(self.state.settings)
+        return _json(settings)
 
     # ----------------------------------------------------------------- JWT
     def on_jwt_auth(self, request: Request) -> Response:
@@ -649,7 +653,8 @@ class GitLabStandIn:
         raw_scopes = request.args.getlist("scope") + (
             [params["scope"]] if "scope" in params else []
         )
-        scopes = [s for text in raw_scopes for s in text.split(" ") if s]
+        # Query and form scopes both land in ``params`` on a POST: count each once.
+        scopes = list(dict.fromkeys(s for text in raw_scopes for s in text.split(" ") if s))
         if not scopes and user is None:
             return _json({"errors": [{"code": "DENIED", "message": "access forbidden"}]}, 403)
         granted = [g for g in (self.grant(user, text) for text in scopes) if g is not None]
@@ -809,20 +814,30 @@ def policy_attributes(request: Request) -> dict[str, Any]:
     return attrs
 
 
-def _page_args(request: Request) -> tuple[int, int]:
+def _int_arg(request: Request, name: str, default: int | None = None) -> int | None:
+    """An integer query parameter (400 naming it when it is not one)."""
+    value = request.args.get(name)
+    if value is None:
+        return default
     try:
-        page = int(request.args.get("page", 1))
-        per_page = int(request.args.get("per_page", DEFAULT_PER_PAGE))
+        return int(value)
     except ValueError:
-        raise bad_request("page is invalid") from None
-    page = max(page, 1)
-    per_page = min(max(per_page, 1), MAX_PER_PAGE)
+        raise bad_request(f"{name} is invalid") from None
+
+
+def _page_args(request: Request) -> tuple[int, int]:
+    page = max(_int_arg(request, "page", 1), 1)
+    per_page = min(max(_int_arg(request, "per_page", DEFAULT_PER_PAGE), 1), MAX_PER_PAGE)
     return page, per_page
 
 
-def _link(request: Request, **changes: Any) -> str:
-    args = request.args.to_dict()
-    args.pop("private_token", None)  # never echo credentials in a Link
+def _link(request: Request, drop: Collection[str] = (), **changes: Any) -> str:
+    """The request's URL with ``changes`` to its query, without credentials or ``drop``."""
+    args = {
+        k: v
+        for k, v in request.args.to_dict().items()
+        if k.lower() not in SECRET_QUERY_KEYS and k not in drop  # never echo credentials
+    }
     args.update({k: str(v) for k, v in changes.items()})
     return f"{request.base_url}?{urlencode(sorted(args.items()))}"
 
@@ -859,24 +874,17 @@ def keyset_page(
 ) -> Response:
     """One page of keyset pagination (``id_after`` / ``id_before``): only a Link header."""
     _, per_page = _page_args(request)
-    try:
-        after = int(request.args["id_after"]) if "id_after" in request.args else None
-        before = int(request.args["id_before"]) if "id_before" in request.args else None
-    except ValueError:
-        raise bad_request("id_after is invalid") from None
-    if sort == "asc" and after is not None:
+    after = _int_arg(request, "id_after")
+    before = _int_arg(request, "id_before")
+    # id_after / id_before are filters of GET /projects, whatever the sort.
+    if after is not None:
         projects = [p for p in projects if p.id > after]
-    if sort == "desc" and before is not None:
+    if before is not None:
         projects = [p for p in projects if p.id < before]
     chunk = projects[:per_page]
     response = _json(rows(chunk))
     if len(projects) > per_page:
-        last = chunk[-1].id
-        args = {"id_after": last} if sort == "asc" else {"id_before": last}
-        drop = {"id_before", "id_after", "page"}
-        query = {k: v for k, v in request.args.to_dict().items() if k not in drop}
-        query.pop("private_token", None)
-        query.update({k: str(v) for k, v in args.items()}, per_page=str(per_page))
-        url = f"{request.base_url}?{urlencode(sorted(query.items()))}"
+        cursor = {"id_after": chunk[-1].id} if sort == "asc" else {"id_before": chunk[-1].id}
+        url = _link(request, {"page"}, per_page=per_page, **cursor)
         response.headers["Link"] = f'<{url}>; rel="next"'
     return response

@@ -31,13 +31,14 @@ from __future__ import annotations
 import datetime
 import math
 import random
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from regops.errors import ValidationError
+from regops.registry.storage import LINK_FILE, MANIFESTS_DIR, V2_PREFIX
 from regops.sandbox import images
 from regops.sandbox.images import Image, Layer, build_image, build_index, days_ago, random_layer
 from regops.sandbox.state import DEVELOPER, REPORTER
@@ -51,7 +52,6 @@ BASE_LAYER = 4096  # the shared base layer, a little bigger so sharing is visibl
 PUSH_WORKERS = 8  # concurrent repositories pushed while seeding
 # Sizes of the per-repository layers bench images pick from (varied, still small).
 BENCH_LAYER_SIZES = (512, 1024, 1536)
-STORAGE_REPOSITORIES = "docker/registry/v2/repositories"  # the filesystem driver's layout
 INVALID_REGEX = "build-[0-9+"  # RE2 rejects it (missing ]): exercises policy audits
 BENCH_DEFAULTS = {"projects": 50, "repositories": 3, "tags": 40, "distinct_share": 0.33}
 
@@ -333,14 +333,11 @@ def _small_layer(rng: random.Random, size: int = SMALL_LAYER) -> Layer:
 
 def link_tag(storage_root: Any, repo: str, tag: str, digest: str) -> None:
     """Point ``repo:tag`` at a manifest already in ``repo``, as a tag PUT does on disk."""
-    base = Path(storage_root) / STORAGE_REPOSITORIES / repo / "_manifests"
+    base = Path(storage_root) / V2_PREFIX / "repositories" / repo / MANIFESTS_DIR
     hex_digest = digest.split(":", 1)[1]
-    if not (base / "revisions" / "sha256" / hex_digest / "link").exists():
+    if not (base / "revisions" / "sha256" / hex_digest / LINK_FILE).exists():
         raise ValidationError("digest", f"{digest} is not a manifest of {repo}")
     tag_dir = base / "tags" / tag
     for folder in (tag_dir / "current", tag_dir / "index" / "sha256" / hex_digest):
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "link").write_text(digest)
-
-
-SEEDERS: dict[str, Callable[..., SeedSummary]] = {"demo": seed_demo, "bench": seed_bench}
+        (folder / LINK_FILE).write_text(digest)

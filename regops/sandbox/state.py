@@ -323,10 +323,11 @@ class SandboxState:
     def group_ancestry(self, group_id: int) -> list[Group]:
         """The group and its parents, innermost first."""
         chain = []
-        group = self.groups.get(group_id)
-        while group is not None:
-            chain.append(group)
-            group = self.groups.get(group.parent_id) if group.parent_id else None
+        with self.lock:
+            group = self.groups.get(group_id)
+            while group is not None:
+                chain.append(group)
+                group = self.groups.get(group.parent_id) if group.parent_id else None
         return chain
 
     def access_level(self, project: Project, user: User) -> int:
@@ -380,6 +381,36 @@ class SandboxState:
         with self.lock:
             self.repositories.pop(path, None)
             self.save()
+
+    def mark_repository_deleted(self, path: str) -> None:
+        """Hide a repository deleted through the API and drop its record."""
+        with self.lock:
+            self.deleted_repositories.add(path)
+            self.forget_repository(path)
+
+    def is_repository_deleted(self, path: str) -> bool:
+        with self.lock:
+            return path in self.deleted_repositories
+
+    def restore_repository(self, path: str) -> None:
+        """Show a deleted repository again (something was pushed to it)."""
+        with self.lock:
+            if path in self.deleted_repositories:
+                self.deleted_repositories.discard(path)
+                self.save()
+
+    def group_tree_ids(self, group: Group) -> set[int]:
+        """The ids of ``group`` and of every subgroup below it."""
+        prefix = group.full_path + "/"
+        with self.lock:
+            below = {g.id for g in self.groups.values() if g.full_path.startswith(prefix)}
+        return {group.id} | below
+
+    def is_group_member(self, group: Group, user: User) -> bool:
+        """Whether ``user`` is a member of ``group`` or one of its parents."""
+        with self.lock:
+            chain = self.group_ancestry(group.id)
+            return any(self.group_members.get((g.id, user.id), 0) >= GUEST for g in chain)
 
     # ----------------------------------------------------------- test hooks
     def throttle(self, n_requests: int, retry_after: int = 1) -> None:
