@@ -92,7 +92,8 @@ def test_a_tag_repushed_since_planning_is_skipped(client, connection, repo, tmp_
     assert [o.tag for o in result.skipped] == ["old-3"]
     assert result.skipped[0].current_digest == str(simple_image(9).digest)
     assert client.manifest_digest(repo, "old-3") == simple_image(9).digest
-    assert "old-2" not in client.tags(repo)
+    assert sorted(client.tags(repo)) == ["keep-1", "old-1", "old-3", "twin"]
+    assert client.manifest_digest(repo, "old-1") == digests["old-1"]
     kinds = [(r.event, r.tag) for r in read_audit_log(tmp_path / "a.jsonl")]
     assert ("intent", "old-3") not in kinds  # nothing deleted, nothing to restore
 
@@ -105,6 +106,8 @@ def test_rerunning_the_plan_counts_gone_tags_as_already_gone(client, connection,
     assert again.ok
     assert [o.tag for o in again.already_gone] == ["old-1"]
     assert [o.tag for o in again.deleted] == ["old-2"]
+    assert sorted(client.tags(repo)) == ["keep-1", "old-3", "twin"]
+    assert client.manifest_digest(repo, "twin") == digests["twin"]  # old-1's digest survives
 
 
 def test_restore_brings_tags_back_with_their_old_digests(
@@ -159,7 +162,10 @@ def test_restore_reports_a_garbage_collected_blob(
     apply_plan(targets(repo, digests, ["old-2"]), connection, audit_path=audit)
     layer = simple_image(2).layers[0].digest
     # What garbage collection does to an unreferenced layer: the repository link goes away.
-    links = Path(registry_server.data_dir).rglob(f"repositories/{repo}/_layers/sha256/{layer.hex}")
+    links = list(
+        Path(registry_server.data_dir).rglob(f"repositories/{repo}/_layers/sha256/{layer.hex}")
+    )
+    assert links, "the layer link to remove was not found"
     for link in links:
         shutil.rmtree(link)
     result = restore_from_audit(audit, connection)
@@ -178,13 +184,16 @@ def test_restore_reports_a_tampered_manifest(client, connection, repo, tmp_path)
     from regops.ops.audit import encode_manifest
 
     tampered = tmp_path / "b.jsonl"
+    changed = 0
     with AuditWriter(tampered) as writer:
         for record in log:
             if record.manifest:
                 record = dataclasses.replace(
                     record, manifest=encode_manifest(record.raw_manifest + b" ")
                 )
+                changed += 1
             writer.write(record)
+    assert changed == 1  # the intent record carries the manifest
     result = restore_from_audit(tampered, connection)
     assert [i.status for i in result.not_restored] == ["digest_mismatch"]
     assert "old-1" not in client.tags(repo)
@@ -203,6 +212,7 @@ def test_index_restore_needs_its_children(client, connection, repo, tmp_path):
     client.delete_manifest(repo, index.children[1].digest)
     blocked = restore_from_audit(audit, connection, tags=["multi-2"])
     assert [i.status for i in blocked.items] == ["child_manifest_gone"]
+    assert client.tags(repo) == ["multi"]
 
 
 def test_apply_is_rate_limited(client, connection, repo, tmp_path):

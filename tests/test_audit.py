@@ -23,6 +23,7 @@ from regops.ops.audit import (
     read_audit_log,
 )
 from regops.secrets import Secret
+from tests.leaks import assert_hidden
 
 DIGEST = "sha256:" + "ab" * 32
 RAW = b'{"schemaVersion":2}'
@@ -107,7 +108,7 @@ def test_no_secret_reaches_the_file(tmp_path):
     with AuditWriter(path) as writer:
         writer.write(record)
     text = path.read_text()
-    assert token.reveal() not in text
+    assert_hidden(token, text)
     assert "gitlab.example.com" in text
 
 

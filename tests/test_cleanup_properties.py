@@ -21,7 +21,16 @@ NOW = datetime(2026, 3, 1, tzinfo=timezone.utc)
 TAG_ALPHABET = "abcAB01.-_"
 # Patterns that are valid RE2 and exercise anchoring, alternation and classes.
 PATTERNS = [".*", "a.*", "b|a", "[ab]+", "A.*|.*1", "latest", "(a|b)0", "", "x"]
-OLDER_THAN = [None, "1d", "7d", "14d", "1month", "1h"]
+# older_than values and their lengths, written out here (GitLab: a month is 30 days)
+# rather than read back from the planner's own parse.
+OLDER_THAN_SPANS = {
+    "1d": timedelta(days=1),
+    "7d": timedelta(days=7),
+    "14d": timedelta(days=14),
+    "1month": timedelta(days=30),
+    "1h": timedelta(hours=1),
+}
+OLDER_THAN = [None, *OLDER_THAN_SPANS]
 
 
 @dataclass(frozen=True)
@@ -98,6 +107,8 @@ def test_plan_invariants(tags: list[Tag], policy: dict[str, Any]) -> None:
     if policy["keep_n"] is not None:
         kept_candidates = [tag for tag in pool if tag.name not in deleted]
         assert len(kept_candidates) >= min(policy["keep_n"], len(pool))
+        if policy["older_than"] is None:  # keep_n alone: exactly the rest go
+            assert len(deleted) == max(0, len(pool) - policy["keep_n"])
         # and they are the newest: no deleted tag is newer than a keep_n-kept one
         kept_by_n = [tag for tag in pool if plan.kept.get(tag.name) == "keep_n"]
         for tag in plan.to_delete:
@@ -106,8 +117,11 @@ def test_plan_invariants(tags: list[Tag], policy: dict[str, Any]) -> None:
 
     # nothing newer than the cutoff, nothing with an unknown date, when older_than is set
     if policy["older_than"] is not None:
-        cutoff = NOW - plan.rules.older_than
+        cutoff = NOW - OLDER_THAN_SPANS[policy["older_than"]]
         assert all(tag.created_at is not None and tag.created_at < cutoff for tag in plan.to_delete)
+        if policy["keep_n"] is None:  # older_than alone: exactly the dated, older candidates
+            old = {tag.name for tag in pool if tag.created_at and tag.created_at < cutoff}
+            assert deleted == old
 
     # without keep_n and older_than, every candidate goes (GitLab deletes all matches)
     if policy["keep_n"] is None and policy["older_than"] is None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from regops.console import namespace, run_code
+from tests.leaks import assert_hidden
 
 REGOPS = str(Path(sys.executable).with_name("regops"))
 TMUX_WAIT = 60.0  # seconds for IPython to start and a query to print under a loaded CI box
@@ -66,7 +67,7 @@ def test_c_error_exits_1_with_message_and_no_token(sandbox, tmp_path):
     done = run(["-c", "Project.find(4242)"], env, tmp_path)
     assert done.returncode == 1
     assert "Project 4242 not found" in done.stderr and "DoesNotExist" in done.stderr
-    assert env["GITLAB_PRIVATE_TOKEN"] not in done.stderr + done.stdout
+    assert_hidden(env["GITLAB_PRIVATE_TOKEN"], done.stderr, done.stdout)
     broken = run(["-c", "1/0"], env, tmp_path)
     assert broken.returncode == 1 and "ZeroDivisionError" in broken.stderr
 
@@ -155,7 +156,7 @@ def test_interactive_console_in_tmux(sandbox, tmp_path):
         assert sandbox.gitlab_url in banner
         assert "as root (admin)" in banner
         assert "(access: key)" in banner
-        assert sandbox.admin_token.reveal() not in banner
+        assert_hidden(sandbox.admin_token, banner)
         tmux("send-keys", "-t", tmux.session, "Project.last(3)", "Enter")
         screen = tmux.wait_for("root/scratch")
         table = screen[screen.index("Project.last(3)") :]

@@ -30,6 +30,7 @@ from regops.models import Project  # noqa: E402
 from regops.ops import usage  # noqa: E402
 from regops.ops.audit import EVENT_INTENT, read_audit_log  # noqa: E402
 from regops.ops.cleanup import plan_cleanup  # noqa: E402
+from tests.leaks import assert_hidden  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -122,8 +123,7 @@ def run_notebook(
                 after_cell(cell)
     errors = [o for c in code_cells(notebook) for o in c.outputs if o.output_type == "error"]
     assert errors == []
-    secret = sandbox.admin_token.reveal()
-    assert secret not in json.dumps(notebook), "a token reached the notebook's outputs"
+    assert_hidden(sandbox.admin_token, json.dumps(notebook), what="the admin token")
     return notebook
 
 

@@ -17,6 +17,7 @@ from regops.registry.manifest import OCI_INDEX
 from regops.registry.storage import RegistryStorage
 from regops.sandbox import Sandbox, run_seeded
 from regops.sandbox.state import SandboxState
+from tests.leaks import assert_hidden
 
 pytestmark = pytest.mark.registry
 
@@ -34,8 +35,8 @@ def test_env_points_at_the_sandbox_and_repr_hides_tokens(sandbox):
     assert "REGOPS_REGISTRY_KEY" not in user_env
     assert sandbox.admin_token != sandbox.user_token
     for text in (repr(sandbox), repr(sandbox.state.users), repr(sandbox.connect())):
-        assert sandbox.admin_token.reveal() not in text
-        assert sandbox.user_token.reveal() not in text
+        assert_hidden(sandbox.admin_token, text)
+        assert_hidden(sandbox.user_token, text)
 
 
 def test_env_file_is_private_and_sourceable(sandbox, tmp_path):
@@ -114,7 +115,7 @@ def test_persistence_across_restarts(tmp_path):
         kid_cert = first.cert_path.read_bytes()
     assert (data / "state.json").exists()
     assert stat.S_IMODE((data / "state.json").stat().st_mode) == 0o600
-    assert token not in json.dumps(sorted(os.listdir(data)))
+    assert_hidden(token, json.dumps(sorted(os.listdir(data))))
     with Sandbox(data) as second:
         assert second.admin_token.reveal() == token
         assert second.cert_path.read_bytes() == kid_cert
@@ -186,7 +187,7 @@ def test_sandbox_command_prints_no_token(tmp_path):
     assert f"source {env_file}" in text
     assert "root (admin)" in text and "dev" in text
     token = SandboxState.load(tmp_path / "data").user_by_username("root").token.reveal()
-    assert token not in text
+    assert_hidden(token, text)
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
     assert token in env_file.read_text()
 
@@ -225,14 +226,14 @@ def test_regops_sandbox_process_stops_cleanly_on_sigint(tmp_path):
     assert f"source {data / 'sandbox.env'}" in text
     assert "stopping the sandbox" in text
     token = SandboxState.load(data).user_by_username("root").token.reveal()
-    assert token not in text and token not in errors
+    assert_hidden(token, text, errors)
 
 
 def test_every_repository_is_findable_by_id_right_after_seeding(fresh_sandbox):
     gitlab = fresh_sandbox.connect().gitlab  # no repository list read first
     paths = sorted(fresh_sandbox.registry.catalog())
     records = fresh_sandbox.state.repositories
-    assert sorted(records) == paths
+    assert paths and sorted(records) == paths
     for path in paths:
         assert gitlab.repository(records[path].id)["path"] == path
 

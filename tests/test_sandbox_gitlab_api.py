@@ -163,7 +163,11 @@ def test_non_admin_sees_only_member_projects(dev):
     assert "404 Project Not Found" in str(info.value)
 
 
-def test_non_admin_cannot_read_settings_or_change_others(sandbox, dev):
+def test_non_admin_cannot_read_settings_or_change_others(sandbox, admin, dev):
+    def policies() -> dict[str, dict]:
+        return {p: admin.project(p)["container_expiration_policy"] for p in DEMO_PROJECTS}
+
+    before = policies()
     with pytest.raises(GitLabForbidden):
         dev.application_settings()
     viewer = client_for(sandbox, "viewer")
@@ -171,6 +175,7 @@ def test_non_admin_cannot_read_settings_or_change_others(sandbox, dev):
         viewer.update_project("apps/web", container_expiration_policy_attributes={"keep_n": 5})
     with pytest.raises(GitLabNotFound):  # not a member: the project does not exist for them
         dev.update_project("platform/tools", container_expiration_policy_attributes={"keep_n": 5})
+    assert policies() == before  # refused means unchanged (the shared sandbox stays as seeded)
 
 
 # ------------------------------------------------------------------ repositories

@@ -32,6 +32,7 @@ from regops.registry.tokens import (
 )
 from regops.secrets import Secret
 from tests.fixtures_registry import TEST_ISSUER, TEST_SERVICE, push_blob
+from tests.leaks import assert_hidden
 
 CATALOG = Scope.catalog()
 
@@ -123,7 +124,7 @@ def test_minter_needs_a_key_object():
 
 def test_reprs_hide_secrets(minter, signing_material):
     token = minter.mint([CATALOG])
-    assert token.reveal() not in repr(token)
+    assert_hidden(token, repr(token))
     assert "PRIVATE" not in repr(minter) and minter.kid in repr(minter)
     basic = BasicAuth("admin", "s3cret-password")
     realm = RealmAuth("admin", "glpat-very-secret-token")

@@ -382,7 +382,12 @@ def test_interrupt_leaves_no_partial_output(demo, tmp_path):
         )
         deadline = time.monotonic() + 30
         while registry.requests < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)  # the scan is under way
+            time.sleep(0.1)  # polling until the scan is under way
+        under_way = registry.requests >= 2 and process.poll() is None
+        if not under_way:  # leave no process behind before failing
+            process.kill()
+            process.communicate(timeout=60)
+        assert under_way, "the scan never got under way: SIGINT would test nothing"
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
