@@ -1,0 +1,41 @@
+"""``regops demo`` (the README's main job) end to end: its own sandbox, real registry."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+
+def test_demo_prints_usage_and_a_cleanup_preview_and_leaves_nothing_running(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITLAB_", "REGOPS_"))}
+    env.update(HOME=str(tmp_path), REGOPS_STATE_DIR=str(tmp_path / "state"))
+    registries_before = _registry_pids()
+    done = subprocess.run(
+        [sys.executable, "-m", "regops", "demo", "--format", "csv"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    header = "project_id,creator_id,registry_size_bytes,project path,repositories,tags,"
+    assert header + "unique_bytes,incomplete" in out
+    usage_rows = [line for line in out.splitlines() if line.endswith(",false")]
+    paths = {row.split(",")[3] for row in usage_rows}
+    assert {"platform/base-images", "platform/tools", "apps/web", "apps/mobile/android"} <= paths
+    assert "apps/mobile/android: GitLab cannot run this policy: name_regex" in out
+    assert "apps/web/frontend: 13 tags, 7 to delete, 6 kept" in out
+    assert not (tmp_path / "state").exists()  # a preview: no audit log, nothing deleted
+    assert _registry_pids() <= registries_before  # the demo's registry was stopped
+
+
+def _registry_pids() -> set[int]:
+    """Pids of live docker-registry processes (other tests' registries included)."""
+    found = subprocess.run(["ps", "-eo", "pid=,comm="], capture_output=True, text=True, check=True)
+    return {
+        int(pid)
+        for pid, _, name in (line.strip().partition(" ") for line in found.stdout.splitlines())
+        if name.strip() == "docker-registry"
+    }
