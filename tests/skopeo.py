@@ -31,3 +31,19 @@ def skopeo_digest(host: str, repo: str, tag: str, minter: TokenMinter) -> str | 
         assert "manifest unknown" in message.lower(), message  # anything else is a failure
         return None
     return "sha256:" + hashlib.sha256(done.stdout).hexdigest()
+
+
+def skopeo_list_tags(host: str, repo: str, user: str, token: str) -> subprocess.CompletedProcess:
+    """``skopeo list-tags`` logging in as ``user`` (through the registry's token realm)."""
+    assert shutil.which("skopeo"), "skopeo is required for these tests (make test installs it)"
+    command = [
+        "skopeo",
+        "list-tags",
+        "--tls-verify=false",
+        "--creds",
+        f"{user}:{token}",
+        f"docker://{host}/{repo}",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=SKOPEO_TIMEOUT)
+    done.stderr = redact(done.stderr)
+    return done

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
+import json
 
 import jwt
 import pytest
@@ -11,9 +10,9 @@ import requests
 
 from regops.errors import RegistryDenied, RegistryUnauthorized
 from regops.registry.keys import load_certificate
+from tests.skopeo import skopeo_list_tags
 
 pytestmark = pytest.mark.registry
-SKOPEO_TIMEOUT = 60  # seconds; skopeo answers in well under a second on loopback
 
 
 def get_token(sandbox, username, password, *scopes, service="container_registry"):
@@ -111,48 +110,18 @@ def test_key_auth_connection_lists_catalog(sandbox_connection):
 
 
 @pytest.mark.skopeo
-@pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo is not installed")
 def test_skopeo_logs_in_through_jwt_auth_and_lists_tags(sandbox):
-    creds = f"dev:{sandbox.user_token.reveal()}"
-    result = subprocess.run(
-        [
-            "skopeo",
-            "list-tags",
-            "--tls-verify=false",
-            "--creds",
-            creds,
-            f"docker://{sandbox.registry_host}/apps/web",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=SKOPEO_TIMEOUT,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr.replace(sandbox.user_token.reveal(), "***")
-    import json
-
+    result = skopeo_list_tags(sandbox.registry_host, "apps/web", "dev", sandbox.user_token.reveal())
+    assert result.returncode == 0, result.stderr
     listed = json.loads(result.stdout)
     assert sorted(listed["Tags"]) == sandbox.registry.tags("apps/web")
     assert "latest" in listed["Tags"]
 
 
 @pytest.mark.skopeo
-@pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo is not installed")
 def test_skopeo_is_refused_outside_membership(sandbox):
-    creds = f"dev:{sandbox.user_token.reveal()}"
-    result = subprocess.run(
-        [
-            "skopeo",
-            "list-tags",
-            "--tls-verify=false",
-            "--creds",
-            creds,
-            f"docker://{sandbox.registry_host}/platform/tools/ci",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=SKOPEO_TIMEOUT,
-        check=False,
+    result = skopeo_list_tags(
+        sandbox.registry_host, "platform/tools/ci", "dev", sandbox.user_token.reveal()
     )
     assert result.returncode != 0
     assert "unauthorized" in result.stderr.lower() or "denied" in result.stderr.lower()
