@@ -140,8 +140,8 @@ class Tmux:
         subprocess.run(["tmux", "-S", self.socket, "kill-server"], capture_output=True, timeout=30)
 
 
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed")
 def test_interactive_console_in_tmux(sandbox, tmp_path):
+    assert shutil.which("tmux"), "tmux is required (make test installs it)"
     env_file = sandbox.write_env_file(tmp_path / "sandbox.env")
     env = console_env(sandbox, tmp_path)
     home = env["HOME"]
