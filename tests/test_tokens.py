@@ -654,3 +654,32 @@ def test_refresh_after_another_thread_renewed_the_token_retries_with_it(minter):
     fresh = auth.authorization(scopes, None)
     assert fresh != stale
     assert auth.refresh(challenge, scopes, None) is False  # that one refused too: give up
+
+
+def test_tokens_for_different_scope_sets_are_fetched_concurrently():
+    """A slow token fetch for one repository does not hold up another repository's."""
+    import threading
+
+    from regops.registry.tokens import IssuedToken, _CachingAuth
+
+    started = threading.Barrier(2, timeout=5)
+
+    class SlowAuth(_CachingAuth):
+        def _obtain(self, scopes, session, challenge):
+            started.wait()  # both fetches must be in flight at once, or this times out
+            now = time.time()
+            return IssuedToken(Secret(f"token-for-{scopes[0].name}"), now + 300, now)
+
+    auth = SlowAuth(renew_before=30, clock=time.time)
+    results = {}
+
+    def fetch(name):
+        results[name] = auth.authorization([Scope.repository(name, "pull")], session=None)
+
+    threads = [threading.Thread(target=fetch, args=(n,)) for n in ("group/a", "group/b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert results == {"group/a": "Bearer token-for-group/a", "group/b": "Bearer token-for-group/b"}
+    assert auth.tokens_obtained == 2

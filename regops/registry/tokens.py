@@ -345,7 +345,7 @@ class _TokenCache:
         if entry is None:
             return None
         if self._due(entry):
-            del self._entries[key]
+            self._entries.pop(key, None)  # another scope set's refresh may have put it back
             return None
         return entry
 
@@ -377,9 +377,19 @@ class _CachingAuth(RegistryAuth):
     def __init__(self, *, renew_before: float, clock: Callable[[], float]) -> None:
         self.clock = clock
         self._cache = _TokenCache(clock, renew_before)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _key_locks and the counter
+        self._key_locks: dict[tuple[Scope, ...], threading.Lock] = {}
         self._sent = threading.local()  # per thread: (scope key, entry) last handed out
         self.tokens_obtained = 0
+
+    def _lock_for(self, key: tuple[Scope, ...]) -> threading.Lock:
+        """One lock per scope set: fetches for different repositories run concurrently."""
+        with self._lock:
+            return self._key_locks.setdefault(key, threading.Lock())
+
+    def _count_obtained(self) -> None:
+        with self._lock:
+            self.tokens_obtained += 1
 
     def _obtain(
         self, scopes: tuple[Scope, ...], session: Any, challenge: Challenge | None
@@ -390,14 +400,14 @@ class _CachingAuth(RegistryAuth):
         key = normalize_scopes(scopes)
         entry = self._cache.peek(key)  # no lock for a cached token: one per request
         if entry is None:
-            with self._lock:
+            with self._lock_for(key):
                 entry = self._cache.get(key)
                 if entry is None:
                     issued = self._obtain(key, session, None)
                     if issued is not None:
                         entry = _Entry(issued, refreshed=False)
                         self._cache.put(key, entry)
-                        self.tokens_obtained += 1
+                        self._count_obtained()
         self._sent.last = (key, entry)
         return None if entry is None else "Bearer " + entry.issued.token.reveal()
 
@@ -406,7 +416,7 @@ class _CachingAuth(RegistryAuth):
         key = normalize_scopes(requested)
         wanted = normalize_scopes((*requested, *challenge.scopes))
         sent_key, sent = getattr(self._sent, "last", (None, None))
-        with self._lock:
+        with self._lock_for(key):
             previous = self._cache.get(key)
             if previous is not None and sent_key == key and previous is not sent:
                 return True  # another thread replaced the token this request was refused with
@@ -415,7 +425,7 @@ class _CachingAuth(RegistryAuth):
             issued = self._obtain(wanted, session, challenge)
             if issued is None:
                 return False
-            self.tokens_obtained += 1
+            self._count_obtained()
             entry = _Entry(issued, refreshed=True)
             self._cache.put(key, entry)
             self._cache.put(wanted, entry)
