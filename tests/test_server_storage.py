@@ -251,3 +251,17 @@ def test_tags():
     for tag in ("", ".x", "-x", "a" * 129, "a/b", "é"):
         with pytest.raises(ValidationError):
             validate_tag(tag)
+
+
+def test_blobs_skip_stray_files_and_folders(tmp_path):
+    storage = RegistryStorage(tmp_path)
+    base = tmp_path / "docker" / "registry" / "v2" / "blobs" / "sha256"
+    real = Digest.of(b"a real blob")
+    (base / real.hex[:2] / real.hex).mkdir(parents=True)
+    (base / real.hex[:2] / real.hex / "data").write_bytes(b"a real blob")
+    (base / "stray-file").write_text("left by an admin")
+    (base / real.hex[:2] / "notes.txt").write_text("also stray")
+    (base / "zz" / "not-a-digest").mkdir(parents=True)
+    (base / "zz" / "not-a-digest" / "data").write_bytes(b"x")
+    assert list(storage.blobs()) == [real]
+    assert storage.total_blob_bytes() == len(b"a real blob")

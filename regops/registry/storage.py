@@ -60,10 +60,13 @@ class RegistryStorage:
         base = self.v2 / "blobs" / "sha256"
         if not base.is_dir():
             return
-        for prefix in sorted(base.iterdir()):
-            for folder in sorted(prefix.iterdir()):
-                if (folder / DATA_FILE).is_file():
+        for data in sorted(base.glob(f"*/*/{DATA_FILE}")):  # stray files are not matched
+            folder = data.parent
+            if data.is_file() and folder.parent.name == folder.name[:2]:
+                try:
                     yield Digest(f"sha256:{folder.name}")
+                except ValidationError:  # not a digest: not a blob the registry wrote
+                    continue
 
     def total_blob_bytes(self) -> int:
         """Bytes used by all blobs (what a garbage collection can shrink)."""
