@@ -224,6 +224,7 @@ def test_regops_sandbox_process_stops_cleanly_on_sigint(tmp_path):
     text = "".join(lines) + rest
     assert process.returncode == 0, errors
     assert f"source {data / 'sandbox.env'}" in text
+    assert "  GITLAB_URL=http://127.0.0.1:" in text and "  GITLAB_PRIVATE_TOKEN=***" in text
     assert "stopping the sandbox" in text
     token = SandboxState.load(data).user_by_username("root").token.reveal()
     assert_hidden(token, text, errors)

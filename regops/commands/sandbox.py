@@ -19,6 +19,7 @@ from typing import Any
 
 from regops.sandbox import ENV_FILE_NAME, Sandbox
 from regops.sandbox.seed import BENCH_DEFAULTS
+from regops.secrets import MASK
 
 SEED_CHOICES = ("demo", "bench", "none")
 
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace, *, stop: threading.Event | None = None, out=No
         env_path = Path(args.env_file) if args.env_file else default_env_path(sandbox)
         sandbox.write_env_file(env_path, user=args.user)
         with _stop_on_signals(stop):  # before the banner: a caller may signal right after it
-            print_banner(sandbox, env_path, out)
+            print_banner(sandbox, env_path, out, args.user)
             while not stop.wait(0.5):
                 pass
         print("stopping the sandbox", file=out)
@@ -91,8 +92,8 @@ def default_env_path(sandbox: Sandbox) -> Path:
     return Path(sandbox.data_dir) / ENV_FILE_NAME
 
 
-def print_banner(sandbox: Sandbox, env_path: Path, out) -> None:
-    """Where things are and who can log in; never a token."""
+def print_banner(sandbox: Sandbox, env_path: Path, out, user: str = "admin") -> None:
+    """Where things are, who can log in and the environment to use; never a token."""
     users = ", ".join(
         f"{u.username}{' (admin)' if u.is_admin else ''}"
         for u in sorted(sandbox.state.users.values(), key=lambda u: u.id)
@@ -103,11 +104,19 @@ def print_banner(sandbox: Sandbox, env_path: Path, out) -> None:
         f"users:       {users}  (tokens are in the env file)",
         f"data:        {sandbox.data_dir}",
         "",
+        f"Environment for regops (source {env_path} to set it; the token is only there):",
+        *(f"  {name}={value}" for name, value in shown_env(sandbox.env(user)).items()),
+        "",
         f"source {env_path}",
         "",
         "Press Ctrl-C to stop.",
     ]
     print("\n".join(lines), file=out, flush=True)
+
+
+def shown_env(env: dict[str, str]) -> dict[str, str]:
+    """The environment with the token masked, for printing."""
+    return {name: MASK if name == "GITLAB_PRIVATE_TOKEN" else value for name, value in env.items()}
 
 
 @contextlib.contextmanager
