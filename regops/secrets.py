@@ -118,14 +118,6 @@ def redact_record(record: logging.LogRecord) -> None:
         record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
 
 
-class RedactingFilter(logging.Filter):
-    """A logging filter that masks secrets in every record it passes (for handlers)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        redact_record(record)
-        return True
-
-
 def _install_record_factory() -> None:
     """Redact every record of the ``regops`` loggers as it is made.
 

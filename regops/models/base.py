@@ -170,9 +170,6 @@ class Model:
         names = set(super().__dir__()) | set(self._data) | set(type(self).fields)
         return sorted(n for n in names if not n.startswith("_") or n in ("_repr_html_",))
 
-    def _relation_names(self) -> list[str]:
-        return [n for n in dir(type(self)) if isinstance(getattr(type(self), n, None), relation)]
-
     @property
     def connection(self) -> Connection:
         """The connection this object was loaded through."""

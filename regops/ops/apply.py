@@ -22,7 +22,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -474,11 +474,6 @@ class _Runner:
                 media_type=media_type,
                 current_digest=current if current not in (None, target.digest) else None,
             )
-
-
-def apply_targets(targets: Iterable[DeleteTarget], connection: Any, **options: Any) -> ApplyResult:
-    """:func:`apply_plan` for a plain list of :class:`DeleteTarget` values."""
-    return apply_plan(list(targets), connection, **options)
 
 
 # ---------------------------------------------------------------------- project runs

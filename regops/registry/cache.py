@@ -115,11 +115,6 @@ class ContentCache:
                 return True
         return self.directory is not None and self.path(digest).is_file()
 
-    def clear_memory(self) -> None:
-        """Forget the in-memory entries (the disk copy stays)."""
-        with self._lock:
-            self._memory.clear()
-
     def _remember(self, digest: Digest, data: bytes) -> None:
         """Add to the LRU; the caller holds the lock."""
         self._memory[digest] = data

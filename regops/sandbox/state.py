@@ -507,10 +507,6 @@ class SandboxState:
         }
         return state
 
-    @property
-    def is_empty(self) -> bool:
-        return not self.users
-
 
 def _plain(data: dict[str, Any]) -> dict[str, Any]:
     """Dates to ISO text, recursively, for JSON."""
