@@ -63,6 +63,7 @@ class ValidationError(RegopsError, ValueError):
 
     def __init__(self, field: str, message: str) -> None:
         self.field = field
+        self.reason = redact(message)  # the message without the "field: " prefix
         super().__init__(f"{field}: {message}")
 
 

@@ -177,20 +177,13 @@ def policy_error_body(errors: Mapping[str, Iterable[str]] | PolicyError) -> dict
     {'message': {'container_expiration_policy.keep_n': ['is not included in the list']}}
     """
     if isinstance(errors, PolicyError):
-        errors = getattr(errors, "errors", None) or {errors.field: [_detail(errors)]}
+        errors = getattr(errors, "errors", None) or {errors.field: [errors.reason]}
     return {
         "message": {
             f"container_expiration_policy.{field}": list(messages)
             for field, messages in errors.items()
         }
     }
-
-
-def _detail(error: PolicyError) -> str:
-    """The message without the ``field: `` prefix ValidationError adds."""
-    prefix = f"{error.field}: "
-    text = str(error)
-    return text[len(prefix) :] if text.startswith(prefix) else text
 
 
 def _normalise(attrs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, list[str]]]:

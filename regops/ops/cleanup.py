@@ -435,7 +435,7 @@ def cleanup_rules(policy: Any) -> CleanupRules:
         try:
             older_than = parse_duration(older_text, field="older_than")
         except ValidationError as exc:
-            raise PolicyError("older_than", _detail(exc)) from exc
+            raise PolicyError("older_than", exc.reason) from exc
     rules = CleanupRules(
         name_regex_delete=_pattern(delete_pattern, delete_field),
         name_regex_keep=_pattern(values.get("name_regex_keep"), "name_regex_keep"),
@@ -600,12 +600,6 @@ def _repository_from_path(tag: Any) -> str | None:
 
 def _has_alternation(pattern: str | None) -> bool:
     return bool(pattern) and "|" in pattern
-
-
-def _detail(error: ValidationError) -> str:
-    prefix = f"{error.field}: "
-    text = str(error)
-    return text[len(prefix) :] if text.startswith(prefix) else text
 
 
 def _iso(value: datetime | None) -> str | None:
