@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import jwt
 
+from regops.config import DEFAULT_ISSUER, DEFAULT_SERVICE
 from regops.errors import KeyFileError, TokenError, ValidationError
 from regops.registry.keys import PrivateKey, libtrust_kid, load_private_key, signing_algorithm
 from regops.secrets import Secret, redact_url
@@ -46,8 +47,6 @@ __all__ = [
     "parse_challenge",
 ]
 
-DEFAULT_ISSUER = "gitlab-issuer"  # GitLab's default (the Linux package uses omnibus-gitlab-issuer)
-DEFAULT_SERVICE = "container_registry"  # GitLab's registry service name, the token audience
 TOKEN_LIFETIME = 300  # seconds: GitLab's default container_registry_token_expire_delay (5 min)
 NBF_SKEW = 5  # seconds GitLab back-dates nbf by, for clocks slightly ahead
 RENEW_BEFORE = 30.0  # seconds before expiry a cached token is replaced

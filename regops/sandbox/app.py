@@ -38,7 +38,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from regops.errors import PolicyError, RegistryError, RegistryNotFound, ValidationError
-from regops.registry.tokens import Scope, TokenMinter
+from regops.registry.tokens import DEFAULT_ISSUER, DEFAULT_SERVICE, Scope, TokenMinter
 from regops.sandbox import state as st
 from regops.sandbox.state import Project, SandboxState, User, iso, utcnow
 from regops.secrets import SECRET_QUERY_KEYS
@@ -49,7 +49,6 @@ GITLAB_VERSION = "17.5.0"  # the GitLab version the stand-in claims to be
 GITLAB_REVISION = "sandbox"
 DEFAULT_PER_PAGE = 20  # GitLab's default page size
 MAX_PER_PAGE = 100  # GitLab caps per_page at 100
-REGISTRY_SERVICE = "container_registry"
 BULK_DELETE_INTERVAL = datetime.timedelta(hours=1)  # GitLab's lease on bulk tag deletes
 BULK_DELETE_REPEATED = (
     "This request has already been made. You can run this at most once an hour "
@@ -137,8 +136,8 @@ class GitLabStandIn:
         registry_host: str,
         signing_key: Any,
         *,
-        issuer: str = "gitlab-issuer",
-        service: str = REGISTRY_SERVICE,
+        issuer: str = DEFAULT_ISSUER,
+        service: str = DEFAULT_SERVICE,
         delay: float = 0.0,
     ) -> None:
         self.delay = delay
