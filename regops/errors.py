@@ -7,6 +7,7 @@
     ├── ValidationError              bad input, names the field (.field)
     │   └── PolicyError              an invalid cleanup policy attribute
     ├── KeyFileError                 a signing key / certificate that is missing or wrong
+    ├── StateError                   a state, audit or journal file that cannot be written (.path)
     ├── TransportError               no HTTP answer (connection, timeout) after retries
     ├── HTTPError                    an HTTP answer that is an error (.method .url .status)
     │   ├── GitLabError              GitLab REST API (.message from GitLab's body)
@@ -22,6 +23,8 @@
     ├── TokenError                   a registry token could not be minted or obtained
     ├── ManifestError                a manifest that is malformed or of an unknown type
     ├── UnsafeDeleteError            a delete that would take down something not asked for
+    ├── DeleteRolledBack             a delete batch failed and was undone: every tag kept its image
+    ├── UnfinishedDeleteError        tags left on a regops placeholder: `regops cleanup recover`
     ├── RegistryStartError           the docker-registry process would not start
     ├── LockHeldError                another run holds the recipe's lock file (.pid)
     ├── UsageError                   a command line asking for something invalid (exit 2)
@@ -73,6 +76,20 @@ class PolicyError(ValidationError):
 
 class KeyFileError(RegopsError):
     """A signing key or certificate that is missing, unreadable or does not fit."""
+
+
+class StateError(RegopsError):
+    """A regops state file (audit log, journal, lock) that cannot be read or written.
+
+    One line: what regops was doing, the path, and the system's reason
+    (``Read-only file system``, ``No space left on device``) — never file content.
+    """
+
+    def __init__(self, path: Path | str, error: OSError, action: str) -> None:
+        self.path = Path(path)
+        self.errno = error.errno
+        reason = error.strerror or type(error).__name__
+        super().__init__(f"{action} {self.path}: {reason}")
 
 
 class TransportError(RegopsError):
@@ -153,6 +170,14 @@ class ManifestError(RegopsError):
 
 class UnsafeDeleteError(RegopsError):
     """A delete that would remove something that was not asked for."""
+
+
+class DeleteRolledBack(RegopsError):
+    """A delete batch failed and was rolled back: every tag of it kept its image."""
+
+
+class UnfinishedDeleteError(RegopsError):
+    """Tags sit on a regops placeholder (an interrupted delete): recover before planning."""
 
 
 class DoesNotExist(RegopsError, LookupError):

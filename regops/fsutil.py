@@ -44,7 +44,7 @@ def atomic_write(
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp_name)
         raise
-    _fsync_folder(folder)
+    fsync_folder(folder)
     return target
 
 
@@ -57,7 +57,7 @@ def _target_mode(target: Path, mode: int | None) -> int:
         return DEFAULT_MODE
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
     """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -69,3 +69,10 @@ def _fsync_folder(folder: Path) -> None:
         pass  # some filesystems refuse fsync on a directory; the data itself is synced
     finally:
         os.close(fd)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte is written (a write may take only part)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

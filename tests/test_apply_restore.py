@@ -249,32 +249,35 @@ def test_token_bucket_paces_with_a_fake_clock():
     assert now[0] == pytest.approx(4.5)
 
 
-class _FailsAfterFirstDelete:
-    """The real client, but ``delete_tags`` deletes the first tag, then fails (a 500)."""
+class _CommitFails:
+    """The real client, but every DELETE of a manifest after the preflight answers 500."""
 
     def __init__(self, client: RegistryClient) -> None:
         self._client = client
+        self.deletes = 0
 
     def __getattr__(self, name):
         return getattr(self._client, name)
 
-    def delete_tags(self, repo, tags):
-        first, *_rest = list(tags)
-        self._client.delete_tags(repo, [first])
-        raise RegistryError("DELETE", f"{self._client.url}/v2/{repo}/manifests/x", 500, "boom")
+    def delete_manifest(self, repo, digest, **kwargs):
+        self.deletes += 1
+        if self.deletes > 1:  # the first is the preflight, which must work
+            raise RegistryError("DELETE", f"{self._client.url}/v2/{repo}/manifests/x", 500, "boom")
+        return self._client.delete_manifest(repo, digest, **kwargs)
 
 
-def test_a_batch_failing_half_way_reports_what_it_really_deleted(client, repo, tmp_path):
+def test_a_batch_whose_commit_fails_is_rolled_back(client, repo, registry_server, minter, tmp_path):
     digests = seed(client, repo)
-    connection = SimpleNamespace(registry=_FailsAfterFirstDelete(client))
+    connection = SimpleNamespace(registry=_CommitFails(client))
     audit = tmp_path / "a.jsonl"
     result = apply_plan(targets(repo, digests, ["old-1", "old-2"]), connection, audit_path=audit)
 
     assert not result.ok
-    assert [o.tag for o in result.deleted] == ["old-1"]
-    assert [o.tag for o in result.failed] == ["old-2"]
-    assert "boom" in result.failed[0].error
-    assert client.manifest_digest(repo, "old-2") == digests["old-2"]  # untouched
-    assert sorted(client.tags(repo)) == ["keep-1", "old-2", "old-3", "twin"]
+    assert sorted(o.tag for o in result.rolled_back) == ["old-1", "old-2"]
+    assert "boom" in result.rolled_back[0].error
+    # every tag is on its own image again, checked by an independent client
+    assert sorted(client.tags(repo)) == ["keep-1", "old-1", "old-2", "old-3", "twin"]
+    for tag in ("old-1", "old-2", "old-3", "keep-1", "twin"):
+        assert skopeo_digest(registry_server.host, repo, tag, minter) == digests[tag]
     results = {r.tag: r.result for r in read_audit_log(audit).results()}
-    assert results == {"old-1": "deleted", "old-2": "failed"}
+    assert results == {"old-1": "rolled_back", "old-2": "rolled_back"}

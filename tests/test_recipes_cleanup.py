@@ -20,7 +20,6 @@ from regops import cli
 from regops.connection import set_default_connection
 from regops.locks import RunLock
 from regops.models import Project
-from regops.ops.apply import plan_project_cleanup
 from regops.ops.audit import read_audit_log
 from regops.registry.tokens import TokenMinter, load_signing_key
 from tests.leaks import assert_hidden
@@ -90,7 +89,8 @@ def web_tags(conn) -> dict[tuple[str, str], str]:
 
 
 def planned(conn) -> set[tuple[str, str]]:
-    plan = plan_project_cleanup(Project.find(WEB, connection=conn), overrides=OVERRIDE_ATTRS)
+    project = Project.find(WEB, connection=conn)
+    plan = project.container_expiration_policy.plan(project, overrides=OVERRIDE_ATTRS)
     return {(p.repository, t.name) for p in plan for t in p.to_delete}
 
 
@@ -133,7 +133,7 @@ def test_execute_deletes_exactly_the_plan_and_restore_brings_it_back(
     code = load_recipe("run_cleanup_policy").main(["--project", WEB, *OVERRIDES, "--execute"])
     out, err = capsys.readouterr()
     assert code == 0, err
-    assert "deleted 9, already gone 0, skipped 0, failed 0" in err
+    assert "deleted 9, already gone 0, skipped 0, rolled back 0, failed 0" in err
     assert "main-005" in out and "older than 7d" in out  # the plan, then the results
     assert_only_planned_gone(fresh_sandbox, conn, before, plan)
     [audit] = audit_files(env)

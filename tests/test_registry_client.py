@@ -12,6 +12,7 @@ import uuid
 import pytest
 
 from regops.errors import (
+    DeleteRolledBack,
     RegistryDenied,
     RegistryError,
     RegistryNotFound,
@@ -20,10 +21,11 @@ from regops.errors import (
     UnsafeDeleteError,
 )
 from regops.registry.cache import CachingReader, ContentCache
-from regops.registry.client import RegistryClient, TagDeleteResult
+from regops.registry.client import RegistryClient
 from regops.registry.keys import generate_key
 from regops.registry.manifest import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 from regops.registry.reference import Digest
+from regops.registry.safe_delete import SafeDelete, TagDeleteResult
 from regops.registry.server import RegistryServer
 from regops.registry.tokens import KeyAuth, RegistryAuth, Scope, TokenMinter
 from tests.fixtures_registry import TEST_ISSUER, TEST_SERVICE, UNUSED_REALM
@@ -176,9 +178,9 @@ def test_delete_one_of_several_tags_sharing_a_digest(client, repo, registry_serv
     digest = push_image(client, repo, shared, ["a", "b", "c", "d"])
     other_digest = push_image(client, repo, other, ["e"])
 
-    result = client.delete_tags(repo, ["b"])
+    result = SafeDelete(client).delete_tags(repo, ["b"])
 
-    assert result == TagDeleteResult(("b",), (), "dummy_manifest")
+    assert result == TagDeleteResult(("b",), (), "placeholder")
     assert client.tags(repo) == ["a", "c", "d", "e"]
     # an independent client sees every other tag on its image, and b gone
     for tag in ("a", "c", "d"):
@@ -195,9 +197,9 @@ def test_delete_several_tags_and_every_tag_of_an_image(client, repo, registry_se
     push_image(client, repo, two, ["2.0"])
     keep_digest = push_image(client, repo, keep, ["latest", "stable"])
 
-    result = client.delete_tags(repo, ["1.0", "1.0.1", "2.0", "ghost"])
+    result = SafeDelete(client).delete_tags(repo, ["1.0", "1.0.1", "2.0", "ghost"])
 
-    assert result.method == "dummy_manifest"
+    assert result.method == "placeholder"
     assert sorted(result.deleted) == ["1.0", "1.0.1", "2.0"]
     assert result.missing == ("ghost",) and result.changed == ()
     assert client.tags(repo) == ["latest", "stable"]
@@ -211,7 +213,7 @@ def test_delete_several_tags_and_every_tag_of_an_image(client, repo, registry_se
 def test_delete_missing_tags_changes_nothing(client, repo):
     digest = push_image(client, repo, simple_image(70), ["keep1", "keep2"])
     before = client.request_count
-    result = client.delete_tags(repo, ["missing", "also-missing"])
+    result = SafeDelete(client).delete_tags(repo, ["missing", "also-missing"])
     assert result == TagDeleteResult((), ("missing", "also-missing"), "none")
     assert client.request_count - before == 1  # only the tags list
     assert client.tags(repo) == ["keep1", "keep2"]
@@ -219,7 +221,7 @@ def test_delete_missing_tags_changes_nothing(client, repo):
 
 
 def test_delete_tags_in_unknown_repository(client, repo):
-    assert client.delete_tags(repo, ["x"]) == TagDeleteResult((), ("x",), "none")
+    assert SafeDelete(client).delete_tags(repo, ["x"]) == TagDeleteResult((), ("x",), "none")
 
 
 def test_delete_manifest_takes_down_every_tag(client, repo):
@@ -243,7 +245,7 @@ def test_unsafe_delete_refused_when_another_tag_points_at_the_dummy(client, repo
 
     client.put_manifest = put_and_copy
     with pytest.raises(UnsafeDeleteError, match="copied") as info:
-        client.delete_tags(repo, ["victim"], check_other_tags=True)
+        SafeDelete(client).delete_tags(repo, ["victim"], check_other_tags=True)
     assert "victim" in str(info.value)
     assert client.tags(repo) == ["bystander", "copied", "victim"]  # nothing deleted
     assert client.manifest_digest(repo, "bystander") == digest
@@ -261,7 +263,7 @@ def test_tag_repushed_during_delete_is_left_alone(client, repo):
         return result
 
     client.put_manifest = put_then_race
-    result = client.delete_tags(repo, ["racy", "gone"])
+    result = SafeDelete(client).delete_tags(repo, ["racy", "gone"])
     assert result.deleted == ("gone",) and result.changed == ("racy",)
     assert client.tags(repo) == ["racy"]
     assert client.manifest_digest(repo, "racy") == digest
@@ -277,29 +279,30 @@ def test_tag_deleted_by_someone_else_during_delete_is_reported_missing(client, r
         return result
 
     client.put_manifest = put_then_delete
-    assert client.delete_tags(repo, ["x"]) == TagDeleteResult((), ("x",), "dummy_manifest")
+    assert SafeDelete(client).delete_tags(repo, ["x"]) == TagDeleteResult((), ("x",), "placeholder")
     assert client.tags(repo) == ["keep"]
     assert client.manifest_digest(repo, "keep") == digest
 
 
-def test_failure_midway_finishes_the_moved_tags_only(client, repo):
+def test_failure_midway_rolls_the_moved_tags_back(client, repo, registry_server, minter):
     first, second = simple_image(97), simple_image(98)
-    push_image(client, repo, first, ["one"])
+    first_digest = push_image(client, repo, first, ["one"])
     second_digest = push_image(client, repo, second, ["two", "bystander"])
     real_put = client.put_manifest
 
     def fail_on_two(name, ref, raw, media_type):
-        if ref == "two":
+        if ref == "two" and Digest.of(raw) != second_digest:  # the move, not the roll back
             raise RegistryError("PUT", f"{client.url}/v2/{name}/manifests/two", 500, "boom")
         return real_put(name, ref, raw, media_type)
 
     client.put_manifest = fail_on_two
-    with pytest.raises(RegistryError, match="boom"):
-        client.delete_tags(repo, ["one", "two"])
-    # "one" was moved onto the temporary manifest: it is finished (deleted), not left on it
-    assert client.tags(repo) == ["bystander", "two"]
-    assert client.manifest_digest(repo, "two") == second_digest
-    assert client.manifest_digest(repo, first.digest) == first.digest  # image kept for GC
+    with pytest.raises(DeleteRolledBack, match="boom"):
+        SafeDelete(client).delete_tags(repo, ["one", "two"])
+    # "one" was moved onto the placeholder, then put back: every tag on its own image
+    assert client.tags(repo) == ["bystander", "one", "two"]
+    assert skopeo_digest(registry_server.host, repo, "one", minter) == first_digest
+    assert skopeo_digest(registry_server.host, repo, "two", minter) == second_digest
+    assert skopeo_digest(registry_server.host, repo, "bystander", minter) == second_digest
 
 
 # --------------------------------------------------------------------------- refusals
@@ -327,7 +330,7 @@ def test_read_only_registry_refuses_delete_and_nothing_changes(frozen_registry, 
     server, digest = frozen_registry
     client = RegistryClient(server.url, KeyAuth(minter))
     with pytest.raises(RegistryUnsupported) as info:
-        client.delete_tags("frozen/app", ["a"])
+        SafeDelete(client).delete_tags("frozen/app", ["a"])
     message = str(info.value)
     assert info.value.status == 405
     assert "no tag was changed" in message and "read-only" in message
@@ -342,7 +345,7 @@ def test_readonly_registry_fixture_refuses_writes(readonly_registry, minter):
         client.upload_blob("ro/app", b"data")
     with pytest.raises(RegistryUnsupported):
         client.delete_manifest("ro/app", Digest.of(b"x"))
-    assert client.delete_tags("ro/app", ["x"]).missing == ("x",)  # nothing to refuse
+    assert SafeDelete(client).delete_tags("ro/app", ["x"]).missing == ("x",)  # nothing to refuse
 
 
 def test_delete_disabled_refuses_before_moving_tags(signing_material, minter, tmp_path):
@@ -358,7 +361,7 @@ def test_delete_disabled_refuses_before_moving_tags(signing_material, minter, tm
         client = RegistryClient(server.url, KeyAuth(minter))
         digest = push_image(client, "nodelete/app", simple_image(110), ["a", "b"])
         with pytest.raises(RegistryUnsupported) as info:
-            client.delete_tags("nodelete/app", ["a"])
+            SafeDelete(client).delete_tags("nodelete/app", ["a"])
         assert "UNSUPPORTED" in info.value.codes
         assert client.tags("nodelete/app") == ["a", "b"]
         assert client.manifest_digest("nodelete/app", "a") == digest

@@ -6,6 +6,7 @@ blob uploads) and GitLab's registry headers (docs/spec/gitlab/api.md).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import parse_qs, urlsplit
@@ -28,13 +29,18 @@ from regops.http import HTTPSettings
 from regops.registry.cache import CachingReader, ContentCache, default_cache_dir
 from regops.registry.client import (
     RegistryClient,
-    TagDeleteResult,
-    dummy_manifest,
     error_from_response,
     repository_scopes,
 )
 from regops.registry.manifest import DOCKER_MANIFEST, MANIFEST_ACCEPT, OCI_INDEX, parse_manifest
 from regops.registry.reference import Digest
+from regops.registry.safe_delete import (
+    PLACEHOLDER_ANNOTATION,
+    Placeholder,
+    SafeDelete,
+    TagDeleteResult,
+    is_placeholder,
+)
 from regops.registry.tokens import AnonymousAuth, RealmAuth, Scope
 from regops.secrets import Secret
 from tests.images import build_index, simple_image
@@ -502,7 +508,7 @@ def test_put_manifest_is_retried_as_idempotent(client, auth):
 
 
 def test_delete_manifest_refuses_tags_without_a_request(client):
-    with pytest.raises(ValidationError, match="use delete_tags"):
+    with pytest.raises(ValidationError, match="use SafeDelete"):
         client.delete_manifest("g/app", "latest")
     with pytest.raises(ValidationError):
         client.delete_manifest("g/app", "sha256:short")
@@ -620,58 +626,106 @@ def test_mount_blob_not_mounted_cancels_upload(client):
     assert responses.calls[1].request.method == "DELETE"
 
 
-# --------------------------------------------------------------------------- delete_tags
+@responses.activate
+def test_delete_manifest_is_retried_and_404_after_a_lost_answer_means_done(client):
+    # An idempotent DELETE: a 503 is retried; with missing_ok a 404 is "already gone".
+    digest = Digest.of(b"m")
+    url = f"{V2}/g/app/manifests/{digest}"
+    responses.delete(url, status=503)
+    responses.delete(url, status=404, json={"errors": [{"code": "MANIFEST_UNKNOWN"}]})
+    assert client.delete_manifest("g/app", digest, missing_ok=True) is False
+    assert [c.request.method for c in responses.calls] == ["DELETE", "DELETE"]
+    responses.delete(url, status=404, json={"errors": [{"code": "MANIFEST_UNKNOWN"}]})
+    with pytest.raises(RegistryNotFound):
+        client.delete_manifest("g/app", digest)
 
 
-def _tag_delete_registry():
+@responses.activate
+def test_upload_blob_starts_over_after_a_lost_put_answer(client):
+    data = b"config"
+    digest = Digest.of(data)
+    blob = f"{V2}/g/app/blobs/{digest}"
+    location = "/v2/g/app/blobs/uploads/u1?_state=s"
+    responses.head(blob, status=404)  # not there yet
+    responses.post(f"{V2}/g/app/blobs/uploads/", status=202, headers={"Location": location})
+    responses.put(f"{V2}/g/app/blobs/uploads/u1", status=503)  # the PUT is not repeated as is
+    responses.head(blob, status=200, headers={"Content-Length": str(len(data))})  # it arrived
+    assert client.upload_blob("g/app", data) == digest
+    methods = [c.request.method for c in responses.calls]
+    assert methods == ["HEAD", "POST", "PUT", "HEAD"]
+
+
+# --------------------------------------------------------------------------- safe delete
+
+
+def _tag_delete_registry(manifests: dict[str, bytes]):
     responses.get(f"{V2}/", json={}, headers={"Gitlab-Container-Registry-Features": "tag_delete"})
     responses.get(f"{REG}/gitlab/v1/", status=401)
     responses.get(f"{V2}/g/app/tags/list", json={"tags": ["a", "b", "c", "keep"]})
+    for tag, raw in manifests.items():
+        responses.get(
+            f"{V2}/g/app/manifests/{tag}",
+            body=raw,
+            headers={"Content-Type": DOCKER_MANIFEST, "Docker-Content-Digest": Digest.of(raw)},
+        )
 
 
 @responses.activate
 def test_delete_tags_with_tag_delete_feature(client):
-    _tag_delete_registry()
+    image = simple_image(1)
+    _tag_delete_registry({"a": image.manifest, "b": image.manifest})
     responses.delete(f"{V2}/g/app/manifests/a", status=202)
     responses.delete(f"{V2}/g/app/manifests/b", status=404)  # gone meanwhile: already done
-    result = client.delete_tags("g/app", ["a", "b", "a", "nope"])
+    result = SafeDelete(client).delete_tags("g/app", ["a", "b", "a", "nope"])
     assert result == TagDeleteResult(("a",), ("nope", "b"), "tag_delete")
     deletes = [c.request.url for c in responses.calls if c.request.method == "DELETE"]
     assert deletes == [f"{V2}/g/app/manifests/a", f"{V2}/g/app/manifests/b"]  # never "keep"
 
 
 @responses.activate
+def test_delete_tag_by_name_is_retried(client):
+    _tag_delete_registry({})
+    responses.delete(f"{V2}/g/app/manifests/a", status=503)
+    responses.delete(f"{V2}/g/app/manifests/a", status=202)
+    assert client.delete_tag("g/app", "a") is True
+    assert [c.request.method for c in responses.calls] == ["DELETE", "DELETE"]
+
+
+@responses.activate
 def test_delete_tags_falls_back_to_tags_reference_path(client):
-    _tag_delete_registry()
+    _tag_delete_registry({"c": simple_image(2).manifest})
     refused = {"errors": [{"code": "DIGEST_INVALID", "message": "provided digest did not match"}]}
     responses.delete(f"{V2}/g/app/manifests/c", status=400, json=refused)
     responses.delete(f"{V2}/g/app/tags/reference/c", status=202)
-    assert client.delete_tags("g/app", ["c"]).deleted == ("c",)
+    assert SafeDelete(client).delete_tags("g/app", ["c"]).deleted == ("c",)
 
 
 @responses.activate
 def test_delete_tags_nothing_present_makes_no_change(client):
     responses.get(f"{V2}/g/app/tags/list", json={"tags": ["keep"]})
-    result = client.delete_tags("g/app", ["x", "y"])
+    result = SafeDelete(client).delete_tags("g/app", ["x", "y"])
     assert result == TagDeleteResult((), ("x", "y"), "none")
     assert [c.request.method for c in responses.calls] == ["GET"]
 
 
 def test_delete_tags_validates_names_first(client):
     with pytest.raises(ValidationError, match="tag"):
-        client.delete_tags("g/app", ["ok", "not ok"])
-    assert client.delete_tags("g/app", []) == TagDeleteResult((), (), "none")
+        SafeDelete(client).delete_tags("g/app", ["ok", "not ok"])
+    assert SafeDelete(client).delete_tags("g/app", []) == TagDeleteResult((), (), "none")
     assert client.request_count == 0
 
 
-def test_dummy_manifest_is_unique_and_config_only():
-    (config1, raw1), (config2, raw2) = dummy_manifest(), dummy_manifest()
-    assert raw1 != raw2 and config1 != config2
-    manifest = parse_manifest(raw1)
-    assert manifest.media_type == DOCKER_MANIFEST
-    assert manifest.layers == () and manifest.total_size == 0
-    assert manifest.config.digest == Digest.of(config1)
-    assert manifest.config.size == len(config1)
+def test_placeholder_is_unique_config_only_and_marked():
+    one, two = Placeholder.create(), Placeholder.create()
+    assert one.manifest != two.manifest and one.config != two.config
+    document = json.loads(one.manifest)
+    assert document["mediaType"] == DOCKER_MANIFEST and document["layers"] == []
+    assert document["config"]["digest"] == "sha256:" + hashlib.sha256(one.config).hexdigest()
+    assert document["config"]["size"] == len(one.config)
+    assert PLACEHOLDER_ANNOTATION in document["annotations"]
+    assert one.digest == "sha256:" + hashlib.sha256(one.manifest).hexdigest()
+    assert is_placeholder(parse_manifest(one.manifest))
+    assert not is_placeholder(parse_manifest(simple_image(3).manifest))
 
 
 # --------------------------------------------------------------------------- content cache

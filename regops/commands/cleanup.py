@@ -5,8 +5,13 @@ The same bodies back the recipes (``recipes/run_cleanup_policy.py``,
 
     regops cleanup plan --project 42 [--policy-override keep_n=5]
     regops cleanup run --project 42 [--user 7] [--execute]
+    regops cleanup recover [--project 42]
     regops cleanup enable [--set older_than=30d] [--execute]
     regops cleanup audit
+
+``run --execute`` first settles every delete batch an interrupted run left
+(``recover``), then plans: a killed run followed by a new one leaves the
+registry as one uninterrupted run would.
 
 Reports go to stdout, one summary line to stderr; exit 0 success, 1 something
 failed, 2 bad usage. Nothing is deleted or changed without ``--execute``.
@@ -77,22 +82,28 @@ def run_body(args: argparse.Namespace, connection: Any) -> Outcome:
         apply_plan,
         check_cleanup_permission,
         default_actor,
-        plan_project_cleanup,
     )
 
+    execute = getattr(args, "execute", False)
     project = Project.find(_project_ref(args.project), connection=connection)
     actor = default_actor()
     if args.user:
         user = User.find(args.user, connection=connection)
         check_cleanup_permission(user, project)
         actor = f"{actor} for user {user.id} ({user.get('username')})"
+    if execute:
+        recovery = _recover_pending(connection, actor)
+        if recovery is not None:
+            return recovery
     try:
-        plan = plan_project_cleanup(project, overrides=args.overrides)
+        plan = _plan(project, args.overrides, connection, actor if execute else None)
     except PolicyError as exc:  # the stored policy is invalid: GitLab's run fails too
         return Outcome(EXIT_FAILED, f"project {project.id}: invalid policy: {exc}")
     print(plan)
-    if not getattr(args, "execute", False):
+    if not execute:
         return Outcome(EXIT_OK, f"dry run, nothing deleted: {plan.summary()}")
+    if plan.placeholder_tags:
+        return Outcome(EXIT_FAILED, f"project {project.id}: tags still on a regops placeholder")
     result = apply_plan(
         plan,
         connection,
@@ -104,6 +115,66 @@ def run_body(args: argparse.Namespace, connection: Any) -> Outcome:
     print(result)
     summary = f"project {project.id}: {result.summary()}; audit log {result.audit_path}"
     return Outcome(EXIT_OK if result.ok else EXIT_FAILED, summary)
+
+
+def _recover_pending(connection: Any, actor: str) -> Outcome | None:
+    """Settle what interrupted runs left; an Outcome (exit 1) when something stays unsettled."""
+    from regops.ops.recovery import recover_pending
+
+    report = recover_pending(_registry(connection), actor=actor)
+    if report.batches:
+        print(report)
+    if not report.ok:
+        return Outcome(EXIT_FAILED, f"not planning: {report.summary()}")
+    return None
+
+
+def _plan(project: Any, overrides: Any, connection: Any, recover_as: str | None) -> Any:
+    """The project's plan; when it finds tags on placeholders and ``recover_as`` is given,
+    settle their batches (from the audit logs) and plan once more."""
+    from regops.models import Project
+    from regops.ops.recovery import recover_placeholders
+
+    plan = project.container_expiration_policy.plan(project, overrides=overrides)
+    if not plan.placeholder_tags or recover_as is None:
+        return plan
+    for repository_plan in plan:
+        if repository_plan.placeholders:
+            report = recover_placeholders(
+                _registry(connection),
+                repository_plan.repository,
+                repository_plan.placeholders,
+                actor=recover_as,
+            )
+            print(report)
+    fresh = Project.find(project.id, connection=connection)
+    return fresh.container_expiration_policy.plan(fresh, overrides=overrides)
+
+
+def _registry(connection: Any) -> Any:
+    if connection.registry is None:
+        raise UsageError("deleting tags needs the registry: set REGOPS_REGISTRY_URL")
+    return connection.registry
+
+
+def recover_body(args: argparse.Namespace, connection: Any) -> Outcome:
+    """Settle every interrupted delete batch (journal), and with ``--project`` those a
+    plan of that project finds on placeholders (audit logs)."""
+    from regops.models import Project
+    from regops.ops.apply import default_actor
+    from regops.ops.recovery import recover_pending
+
+    actor = default_actor()
+    report = recover_pending(_registry(connection), actor=actor)
+    print(report)
+    ok, summary = report.ok, report.summary()
+    for ref in args.project:
+        project = Project.find(_project_ref(ref), connection=connection)
+        plan = _plan(project, None, connection, actor)
+        if plan.placeholder_tags:
+            ok = False
+            summary += f"; project {project.id}: still on placeholders after recovery"
+    return Outcome(EXIT_OK if ok else EXIT_FAILED, summary)
 
 
 def _project_ref(text: str) -> int | str:
@@ -240,13 +311,23 @@ def register(subparsers: Any) -> None:
     run = verbs.add_parser("run", help="plan and, with --execute, delete (audited)")
     add_run_arguments(run)
     run.set_defaults(func=_command(RUN_LOCK, run_body, validate_run))
+    recover = verbs.add_parser(
+        "recover", help="settle delete batches an interrupted run left (roll back or finish)"
+    )
+    recover.add_argument(
+        "--project",
+        action="append",
+        default=[],
+        help="also scan this project for tags on regops placeholders (repeatable)",
+    )
+    recover.set_defaults(func=_command(RUN_LOCK, recover_body, None))
     enable = verbs.add_parser("enable", help="enable disabled policies of projects with images")
     add_enable_arguments(enable)
     enable.set_defaults(func=_command(ENABLE_LOCK, enable_body, validate_enable))
     audit = verbs.add_parser("audit", help="invalid regexes and all-but-latest policies")
     add_audit_arguments(audit)
     audit.set_defaults(func=_command(AUDIT_LOCK, audit_body, None))
-    for verb in (plan, run, enable, audit):
+    for verb in (plan, run, recover, enable, audit):
         scripting.add_common_options(verb)
     parser.set_defaults(func=lambda args: parser.print_help() or scripting.EXIT_USAGE)
 

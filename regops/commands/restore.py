@@ -2,6 +2,7 @@
 
     regops restore ~/.local/state/regops/audit/cleanup-20240102.jsonl --project 42
     regops restore AUDIT.jsonl --tag v1.0 --tag v1.1 --dry-run
+    regops restore AUDIT.jsonl --run 20240102T030405Z-1a2b3c4d
 
 Works until garbage collection removes the images' blobs. Lists every tag
 that can no longer be restored, and why; exit 1 when there is any.
@@ -24,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--project", action="append", default=[], help="only this project id or path (repeatable)"
     )
     parser.add_argument("--tag", action="append", default=[], help="only this tag (repeatable)")
+    parser.add_argument("--run", help="only what this run deleted (its run id)")
     parser.add_argument(
         "--repository", action="append", default=[], help="only this repository path"
     )
@@ -49,6 +51,7 @@ def restore_body(args: argparse.Namespace, connection: Any) -> Outcome:
         repositories=args.repository or None,
         force=args.force,
         dry_run=args.dry_run,
+        run=args.run,
     )
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)

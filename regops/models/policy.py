@@ -224,6 +224,11 @@ class PolicyPlan(list):
     def names_to_delete(self) -> dict[str, list[str]]:
         return {plan.repository: plan.names_to_delete for plan in self}
 
+    @property
+    def placeholder_tags(self) -> list[str]:
+        """``repository:tag`` of tags on a regops placeholder (an interrupted delete)."""
+        return [f"{plan.repository}:{tag}" for plan in self for tag in plan.placeholder_tags]
+
     def to_dicts(self) -> list[dict[str, Any]]:
         return [row for plan in self for row in plan.to_dicts()]
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from regops.errors import GitLabNotFound, RegistryNotFound
 from regops.models.base import Collection, Model, parse_time, relation
 from regops.registry.reference import Digest
+from regops.registry.safe_delete import is_placeholder, is_placeholder_config
 
 if TYPE_CHECKING:
     from regops.connection import Connection
@@ -38,7 +39,7 @@ log = logging.getLogger("regops.models")
 DETAIL_WORKERS = 8  # concurrent detail requests: well under the HTTP pool (32), kind to GitLab
 SHORT_REVISION = 9  # GitLab's Tag#short_revision: revision[0..8]
 DETAIL_FIELDS = ("digest", "revision", "short_revision", "total_size", "created_at")
-REGISTRY_ONLY_FIELDS = ("layers", "media_type", "manifest")
+REGISTRY_ONLY_FIELDS = ("layers", "media_type", "manifest", "placeholder")
 
 
 class Tag(Model):
@@ -214,6 +215,8 @@ def _registry_fetcher(conn: Any, repository: Any) -> Fetcher:
             layers=manifest.layers,
             media_type=manifest.media_type,
             manifest=manifest,
+            placeholder=is_placeholder(manifest)
+            or (config is not None and is_placeholder_config(config)),
         )
         return data, "registry"
 

@@ -1,17 +1,25 @@
 """Applying a cleanup plan: the only path in regops that deletes tags.
 
-For each repository, in batches: re-read every planned tag (one GET) and skip
-it when it now points at another digest (re-pushed since planning); write an
-"intent" record carrying the raw manifest to the audit log and fsync it; then
-delete the batch through :meth:`RegistryClient.delete_tags` (which never takes
-down a tag outside the batch, even one sharing a digest); then write a
-"result" record per tag. A run killed at any point leaves intents without
-results; running the same plan again finishes the work and counts tags that
-are gone as "already_gone".
+For each repository, in batches of at most ``batch_size`` tags:
+
+1. re-read every planned tag (one GET) and skip it when it now points at
+   another digest (re-pushed since planning) or at a regops placeholder (an
+   unfinished batch: recover first);
+2. mark the batch pending in the journal (:mod:`regops.ops.journal`), then
+   write an "intent" record per tag carrying its raw manifest, the batch id
+   and the placeholder's digest to the audit log, fsynced;
+3. delete the batch with :class:`regops.registry.safe_delete.SafeDelete`
+   (never a tag outside the batch; a batch that fails is rolled back);
+4. write a "result" record per tag, then clear the pending mark.
+
+A run killed at any point leaves its batch marked pending with every intent on
+disk; :func:`regops.ops.recovery.recover_pending` (run by ``regops cleanup run
+--execute`` before it plans, and by ``regops cleanup recover``) settles it, so
+the registry ends as an uninterrupted run would have left it.
 
 >>> result = apply_plan(plan, connection, max_requests_per_second=5)  # doctest: +SKIP
 >>> print(result.summary())
-deleted 2, already gone 0, skipped 1, failed 0 (9 registry requests, run 20240102T030405Z-1a2b3c4d)
+deleted 2, already gone 0, skipped 1, rolled back 0, failed 0 (9 registry requests, run 2024…)
 """
 
 from __future__ import annotations
@@ -29,23 +37,43 @@ from typing import Any
 
 from tabulate import tabulate
 
-from regops.errors import CleanupPermissionError, RegistryNotFound, RegopsError, ValidationError
+from regops.errors import (
+    CleanupPermissionError,
+    RegistryNotFound,
+    RegopsError,
+    UnfinishedDeleteError,
+    ValidationError,
+)
 from regops.ops.audit import (
     EVENT_INTENT,
     RESULT_ALREADY_GONE,
     RESULT_DELETED,
     RESULT_FAILED,
+    RESULT_ROLLED_BACK,
     RESULT_SKIPPED_CHANGED,
     AuditRecord,
     AuditWriter,
     encode_manifest,
     new_run_id,
 )
-from regops.secrets import redact
+from regops.ops.journal import BatchEntry, Journal, encode_bytes
+from regops.registry import safe_delete
+from regops.registry.safe_delete import BatchOutcome, DeleteBatch, OriginalTag, SafeDelete
+from regops.secrets import redact, redact_url
 
 log = logging.getLogger("regops.apply")
 
-DEFAULT_BATCH_SIZE = 50  # tags per delete_tags call: bounds the work lost to an interruption
+DEFAULT_BATCH_SIZE = 50  # tags per delete batch: bounds what one interruption leaves to settle
+RECOVER_HINT = "run `regops cleanup recover`, then plan again"
+
+# The audit result of each SafeDelete tag outcome.
+AUDIT_RESULT = {
+    safe_delete.DELETED: RESULT_DELETED,
+    safe_delete.ALREADY_GONE: RESULT_ALREADY_GONE,
+    safe_delete.CHANGED: RESULT_SKIPPED_CHANGED,
+    safe_delete.ROLLED_BACK: RESULT_ROLLED_BACK,
+    safe_delete.STRANDED: RESULT_FAILED,
+}
 
 
 class TokenBucket:
@@ -153,20 +181,25 @@ class ApplyResult:
         return self._with(RESULT_SKIPPED_CHANGED)
 
     @property
+    def rolled_back(self) -> list[TagOutcome]:
+        """Planned tags whose batch failed and was undone: they keep their image."""
+        return self._with(RESULT_ROLLED_BACK)
+
+    @property
     def failed(self) -> list[TagOutcome]:
         return self._with(RESULT_FAILED)
 
     @property
     def ok(self) -> bool:
-        """True when nothing failed (skipped re-pushed tags are not failures)."""
-        return not self.failed
+        """True when every planned tag was dealt with (re-pushed tags skipped are fine)."""
+        return not self.failed and not self.rolled_back
 
     def summary(self) -> str:
         """One line: counts, requests, run id."""
         return (
             f"deleted {len(self.deleted)}, already gone {len(self.already_gone)}, "
-            f"skipped {len(self.skipped)}, failed {len(self.failed)} "
-            f"({self.requests} registry requests, run {self.run_id})"
+            f"skipped {len(self.skipped)}, rolled back {len(self.rolled_back)}, "
+            f"failed {len(self.failed)} ({self.requests} registry requests, run {self.run_id})"
         )
 
     def rows(self) -> list[dict[str, Any]]:
@@ -195,6 +228,12 @@ class ApplyResult:
 
 def targets_from_plan(plan: Any) -> list[DeleteTarget]:
     """The tags a plan deletes, as :class:`DeleteTarget` values (duplicates dropped)."""
+    placeholders = getattr(plan, "placeholder_tags", None)
+    if placeholders:
+        raise UnfinishedDeleteError(
+            f"the plan saw tags on a regops placeholder (an interrupted delete): "
+            f"{', '.join(placeholders[:10])}; {RECOVER_HINT}"
+        )
     items = plan.to_delete if hasattr(plan, "to_delete") else plan
     seen: dict[tuple[str, str], DeleteTarget] = {}
     for item in items:
@@ -276,12 +315,16 @@ def apply_plan(
     max_requests_per_second: float | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     run_id: str | None = None,
+    journal: Journal | None = None,
 ) -> ApplyResult:
     """Delete exactly the plan's tags, audited, rate-limited; see the module docstring.
 
     ``connection`` needs ``.registry`` (a RegistryClient); its GitLab URL, when
     known, goes into the audit records. Returns an :class:`ApplyResult`;
-    per-tag failures are reported there, not raised.
+    per-tag failures are reported there, not raised. A plan that saw tags on
+    a regops placeholder is refused (UnfinishedDeleteError): recover first.
+    An audit log or journal that cannot be written raises StateError before
+    the batch it concerns changes anything.
     """
     if batch_size < 1:
         raise ValidationError("batch_size", f"must be >= 1, got {batch_size}")
@@ -292,6 +335,7 @@ def apply_plan(
     runner = _Runner(
         registry,
         AuditWriter(audit_path),
+        journal or Journal(),
         run_id=run_id or new_run_id(),
         actor=actor or default_actor(),
         gitlab_url=_gitlab_url(connection),
@@ -315,6 +359,7 @@ class _Runner:
         self,
         registry: Any,
         audit: AuditWriter,
+        journal: Journal,
         *,
         run_id: str,
         actor: str,
@@ -322,11 +367,15 @@ class _Runner:
         bucket: TokenBucket | None,
     ) -> None:
         self.registry = registry
+        self.deleter = SafeDelete(registry)
         self.audit = audit
+        self.journal = journal
         self.bucket = bucket
+        self.run_id = run_id
         self.base = {"run_id": run_id, "actor": actor, "gitlab_url": gitlab_url}
         self.result = ApplyResult(run_id=run_id, audit_path=audit.path)
         self.intents = 0
+        self.batches = 0
 
     def run(self, targets: list[DeleteTarget], batch_size: int) -> ApplyResult:
         started, first_request = time.monotonic(), self.registry.request_count
@@ -382,22 +431,68 @@ class _Runner:
         media_type = fields.pop("media_type", None)
         self._record(target, "result", result=result, media_type=media_type, **fields)
         fields.pop("method", None)
+        fields.pop("batch", None)
         self.result.outcomes.append(
             TagOutcome(target.repository, target.tag, target.digest, result, **fields)
         )
 
-    def _batch(self, batch: list[DeleteTarget]) -> None:
-        """Re-check, write intents, delete, write results for one repository batch."""
-        ready: dict[str, tuple[DeleteTarget, str | None]] = {}
-        for target in batch:
-            checked = self._recheck(target)
-            if checked is not None:
-                ready[target.tag] = (target, checked)
-        if ready:
-            self._delete(batch[0].repository, ready)
+    def _batch(self, targets: list[DeleteTarget]) -> None:
+        """Re-check, journal, write intents, delete, write results for one batch."""
+        ready: dict[str, tuple[DeleteTarget, OriginalTag]] = {}
+        for target in targets:
+            original = self._recheck(target)
+            if original is not None:
+                ready[target.tag] = (target, original)
+        if not ready:
+            return
+        try:
+            batch = self.deleter.prepare(targets[0].repository, [o for _, o in ready.values()])
+        except RegopsError as exc:
+            for target, _original in ready.values():
+                self._outcome(target, RESULT_FAILED, error=f"before any change: {exc}")
+            return
+        self.batches += 1
+        batch_id = f"{self.run_id}-{self.batches}"
+        with self.journal.begin(self._entry(batch, batch_id)) as pending:
+            for target, original in ready.values():
+                self._record(
+                    target,
+                    EVENT_INTENT,
+                    media_type=original.media_type,
+                    manifest=encode_manifest(original.raw),
+                    method=batch.method,
+                    batch=batch_id,
+                    placeholder=batch.placeholder_digest,
+                )
+                self.intents += 1
+            try:
+                outcome = self.deleter.execute(batch)
+            except RegopsError as exc:  # refused before any change (read-only, delete off)
+                for target, _original in ready.values():
+                    self._outcome(target, RESULT_FAILED, error=f"nothing changed: {exc}")
+                pending.finish()
+                return
+            for target, _original in ready.values():
+                self._settled(target, outcome, batch_id)
+            if outcome.complete:
+                pending.finish()
 
-    def _recheck(self, target: DeleteTarget) -> str | None:
-        """Write the intent and return the media type when the tag still has its digest."""
+    def _entry(self, batch: DeleteBatch, batch_id: str) -> BatchEntry:
+        placeholder = batch.placeholder
+        return BatchEntry(
+            run_id=self.run_id,
+            batch_id=batch_id,
+            repository=batch.repository,
+            method=batch.method,
+            tags=tuple(batch.names),
+            audit_path=str(self.audit.path.resolve()),
+            registry_url=redact_url(self.registry.url),
+            placeholder_config=encode_bytes(placeholder.config) if placeholder else None,
+            placeholder_manifest=encode_bytes(placeholder.manifest) if placeholder else None,
+        )
+
+    def _recheck(self, target: DeleteTarget) -> OriginalTag | None:
+        """The tag as it is now when it still has its planned digest; else record why not."""
         try:
             manifest = self.registry.get_manifest(target.repository, target.tag)
         except RegistryNotFound:
@@ -406,74 +501,45 @@ class _Runner:
         except RegopsError as exc:
             self._outcome(target, RESULT_FAILED, error=f"re-check: {redact(str(exc))}")
             return None
-        if str(manifest.digest) != target.digest:
-            self._outcome(target, RESULT_SKIPPED_CHANGED, current_digest=str(manifest.digest))
-            return None
-        self._record(
-            target,
-            EVENT_INTENT,
-            media_type=manifest.media_type,
-            manifest=encode_manifest(manifest.raw),
-        )
-        self.intents += 1
-        return manifest.media_type
-
-    def _delete(self, repository: str, ready: dict[str, tuple[DeleteTarget, str | None]]) -> None:
-        try:
-            done = self.registry.delete_tags(repository, list(ready))
-        except RegopsError as exc:
-            self._after_batch_error(ready, redact(str(exc)))
-            return
-        outcome_of = {t: RESULT_DELETED for t in done.deleted}
-        outcome_of.update({t: RESULT_ALREADY_GONE for t in done.missing})
-        changed = set(getattr(done, "changed", ()))
-        for tag, (target, media_type) in ready.items():
-            if tag in changed:
-                self._outcome(
-                    target,
-                    RESULT_SKIPPED_CHANGED,
-                    error="re-pushed while the delete ran",
-                    media_type=media_type,
-                    method=done.method,
-                )
-            elif tag in outcome_of:
-                self._outcome(target, outcome_of[tag], media_type=media_type, method=done.method)
-            else:
-                self._outcome(
-                    target,
-                    RESULT_FAILED,
-                    error="the registry client did not report this tag",
-                    media_type=media_type,
-                )
-
-    def _after_batch_error(
-        self, ready: dict[str, tuple[DeleteTarget, str | None]], error: str
-    ) -> None:
-        """Record what a failed batch really left: a batch can fail half way through.
-
-        Each tag is read again: gone means the batch deleted it before failing
-        (recorded as deleted, with the error); anything else is a failure.
-        """
-        for target, media_type in ready.values():
-            try:
-                current = str(self.registry.manifest_digest(target.repository, target.tag))
-            except RegistryNotFound:
-                self._outcome(
-                    target,
-                    RESULT_DELETED,
-                    error=f"deleted before the batch failed: {error}",
-                    media_type=media_type,
-                )
-                continue
-            except RegopsError:
-                current = None  # cannot tell; the batch error is what to report
+        if safe_delete.is_placeholder(manifest):
             self._outcome(
                 target,
                 RESULT_FAILED,
-                error=error,
-                media_type=media_type,
-                current_digest=current if current not in (None, target.digest) else None,
+                error=f"on a regops placeholder (an interrupted delete); {RECOVER_HINT}",
+                current_digest=str(manifest.digest),
             )
+            return None
+        if str(manifest.digest) != target.digest:
+            self._outcome(target, RESULT_SKIPPED_CHANGED, current_digest=str(manifest.digest))
+            return None
+        return OriginalTag.of(target.tag, manifest)
+
+    def _settled(self, target: DeleteTarget, outcome: BatchOutcome, batch_id: str) -> None:
+        """Record one tag's result from its batch's outcome."""
+        state = outcome.results[target.tag]
+        fields: dict[str, Any] = {"method": outcome.batch.method, "batch": batch_id}
+        fields.update(outcome_details(outcome, target.tag))
+        self._outcome(target, AUDIT_RESULT[state], **fields)
+
+
+def outcome_details(outcome: BatchOutcome, tag: str) -> dict[str, Any]:
+    """``error`` and ``current_digest`` fields saying why a tag ended as it did."""
+    state = outcome.results[tag]
+    if state == safe_delete.CHANGED:
+        current = outcome.current.get(tag)
+        return {
+            "error": "re-pushed while the delete ran",
+            "current_digest": str(current) if current else None,
+        }
+    if state == safe_delete.ROLLED_BACK:
+        return {"error": f"the batch failed and was rolled back: {outcome.error}"}
+    if state == safe_delete.STRANDED:
+        return {
+            "error": f"left on the regops placeholder {outcome.batch.placeholder_digest} "
+            f"({outcome.error}); {RECOVER_HINT}",
+            "current_digest": str(outcome.batch.placeholder_digest),
+        }
+    return {}
 
 
 # ---------------------------------------------------------------------- project runs
@@ -495,15 +561,3 @@ def check_cleanup_permission(user: Any, project: Any) -> int:
             f"({DEVELOPER_ACCESS})"
         )
     return level
-
-
-def plan_project_cleanup(
-    project: Any, *, overrides: Mapping[str, Any] | None = None, **options: Any
-) -> Any:
-    """The project's policy plan (a PolicyPlan), with validated one-off ``overrides``.
-
-    Like GitLab's Rails-console snippet, the policy runs whether or not it is
-    enabled. ``options`` go to :func:`regops.ops.cleanup.plan_cleanup`.
-    """
-    policy = project.container_expiration_policy
-    return policy.plan(project, overrides=overrides, **options)

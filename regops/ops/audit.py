@@ -30,12 +30,13 @@ from pathlib import Path
 from types import TracebackType
 
 from regops.errors import ValidationError
+from regops.fsutil import fsync_folder, write_all
 from regops.locks import PRIVATE_FILE_MODE, ensure_private_dir, state_dir
 from regops.secrets import redact, redact_url
 
 log = logging.getLogger("regops.audit")
 
-AUDIT_FORMAT_VERSION = 1  # bump when a field changes meaning; readers accept <= this
+AUDIT_FORMAT_VERSION = 2  # 2: batch, placeholder, rolled_back; readers accept <= this
 AUDIT_SUBDIR = "audit"
 AUDIT_FILE_TEMPLATE = "cleanup-{date}.jsonl"  # one file per UTC day; runs append
 
@@ -46,8 +47,17 @@ EVENTS = frozenset({EVENT_INTENT, EVENT_RESULT})
 RESULT_DELETED = "deleted"
 RESULT_ALREADY_GONE = "already_gone"  # the tag was missing: deleted earlier or by someone else
 RESULT_SKIPPED_CHANGED = "skipped_changed_digest"  # re-pushed since planning: not deleted
+RESULT_ROLLED_BACK = "rolled_back"  # its batch failed and was undone: the tag kept its image
 RESULT_FAILED = "failed"
-RESULTS = frozenset({RESULT_DELETED, RESULT_ALREADY_GONE, RESULT_SKIPPED_CHANGED, RESULT_FAILED})
+RESULTS = frozenset(
+    {
+        RESULT_DELETED,
+        RESULT_ALREADY_GONE,
+        RESULT_SKIPPED_CHANGED,
+        RESULT_ROLLED_BACK,
+        RESULT_FAILED,
+    }
+)
 
 
 def utc_now() -> dt.datetime:
@@ -63,7 +73,20 @@ def new_run_id() -> str:
 def default_audit_path(now: dt.datetime | None = None) -> Path:
     """``<state dir>/audit/cleanup-YYYYMMDD.jsonl`` for today's (UTC) date."""
     day = (now or utc_now()).astimezone(dt.timezone.utc).strftime("%Y%m%d")
-    return state_dir() / AUDIT_SUBDIR / AUDIT_FILE_TEMPLATE.format(date=day)
+    return default_audit_dir() / AUDIT_FILE_TEMPLATE.format(date=day)
+
+
+def default_audit_dir() -> Path:
+    """``<state dir>/audit``: where runs write their audit logs by default."""
+    return state_dir() / AUDIT_SUBDIR
+
+
+def audit_files(directory: Path | None = None) -> list[Path]:
+    """Every audit log in ``directory`` (default: :func:`default_audit_dir`), oldest first."""
+    folder = directory or default_audit_dir()
+    if not folder.is_dir():
+        return []
+    return sorted(folder.glob(AUDIT_FILE_TEMPLATE.format(date="*")))
 
 
 @dataclass(frozen=True)
@@ -86,6 +109,8 @@ class AuditRecord:
     error: str | None = None
     current_digest: str | None = None  # what the tag pointed at instead (skipped)
     method: str | None = None  # how the registry delete was done
+    batch: str | None = None  # the delete batch (one per repository chunk) the tag was in
+    placeholder: str | None = None  # digest of the batch's placeholder manifest, if any
     v: int = AUDIT_FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -169,7 +194,7 @@ class AuditWriter:
         self._fd = fd
         try:
             if created:
-                _fsync_dir(self.path.parent)
+                fsync_folder(self.path.parent)
             elif _ends_torn(self.path):
                 # A killed writer left half a line; end it so our first record starts clean.
                 log.warning("audit log %s ended with a torn line; starting a new line", self.path)
@@ -188,10 +213,7 @@ class AuditWriter:
 
     def _write_bytes(self, data: bytes) -> None:
         assert self._fd is not None
-        view = memoryview(data)
-        while view:
-            count = os.write(self._fd, view)
-            view = view[count:]
+        write_all(self._fd, data)
         os.fsync(self._fd)
 
     def close(self) -> None:
@@ -219,15 +241,6 @@ def _ends_torn(path: Path) -> bool:
             return False
         handle.seek(-1, os.SEEK_END)
         return handle.read(1) != b"\n"
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a new file's directory entry durable too."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass
@@ -288,13 +301,21 @@ class AuditLog:
             if r.event == EVENT_RESULT and (result is None or r.result == result)
         ]
 
-    def latest_intents(self) -> dict[tuple[str, str], AuditRecord]:
-        """The last intent (with a manifest) per (repository, tag), in log order."""
-        latest: dict[tuple[str, str], AuditRecord] = {}
-        for record in self.records:
-            if record.event == EVENT_INTENT and record.manifest is not None:
-                latest[record.key] = record
-        return latest
+    def batch_intents(self, batch: str) -> list[AuditRecord]:
+        """The intents (with a manifest) written for delete batch ``batch``, in log order."""
+        return [
+            r
+            for r in self.records
+            if r.event == EVENT_INTENT and r.batch == batch and r.manifest is not None
+        ]
+
+    def placeholder_intents(self, placeholder: str) -> list[AuditRecord]:
+        """The intents of the batch whose placeholder has digest ``placeholder``."""
+        return [
+            r
+            for r in self.records
+            if r.event == EVENT_INTENT and r.placeholder == placeholder and r.manifest is not None
+        ]
 
 
 def read_audit_log(paths: Path | str | Iterable[Path | str]) -> AuditLog:

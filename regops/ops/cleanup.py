@@ -59,6 +59,8 @@ KEEP_OVER_LIST_SIZE = "beyond max_list_size"
 KEEP_N = "keep_n"
 KEEP_NEWER = "newer than older_than"
 KEEP_UNKNOWN_DATE = "unknown created_at"
+# A tag on a regops placeholder is unfinished work, not an image: never a candidate.
+KEEP_PLACEHOLDER = "on a regops placeholder: an interrupted delete (run regops cleanup recover)"
 # Why a tag is deleted: the last step that let it through.
 DELETE_OLDER_THAN = "older than {older_than}"
 DELETE_BEYOND_KEEP_N = "beyond the newest {keep_n}"
@@ -133,6 +135,20 @@ class CleanupPlan:
     @property
     def names_to_delete(self) -> list[str]:
         return [tag.name for tag in self.to_delete]
+
+    @property
+    def placeholders(self) -> dict[str, str]:
+        """Tag -> placeholder digest of tags on a regops placeholder (recover them first)."""
+        return {
+            d.name: str(_attr(d.tag, "digest"))
+            for d in self.decisions
+            if d.reason == KEEP_PLACEHOLDER
+        }
+
+    @property
+    def placeholder_tags(self) -> list[str]:
+        """Tags found on a regops placeholder: an interrupted delete to recover first."""
+        return list(self.placeholders)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -270,7 +286,8 @@ def plan_cleanup(
     now = _check_now(now)
     listed = _check_tags(tags)
     builder = _PlanBuilder(rules, now)
-    candidates = builder.keep_latest(listed)
+    candidates = builder.set_aside_placeholders(listed)
+    candidates = builder.keep_latest(candidates)
     candidates = builder.filter_by_name(candidates)
     before_truncate_size = len(candidates)
     candidates = builder.truncate(candidates, _check_max_list_size(max_list_size))
@@ -290,7 +307,7 @@ def plan_cleanup(
         before_truncate_size=before_truncate_size,
         after_truncate_size=after_truncate_size,
         before_delete_size=len(candidates),
-        warnings=builder.anchoring_warnings(listed),
+        warnings=builder.anchoring_warnings(listed) + builder.placeholder_warnings(),
     )
 
 
@@ -315,6 +332,27 @@ class _PlanBuilder:
         else:
             reason = DELETE_MATCHED
         self.decided[tag.name] = TagDecision(tag, True, reason)
+
+    def set_aside_placeholders(self, tags: list[Any]) -> list[Any]:
+        """Keep tags on a regops placeholder out of every step (they are not images).
+
+        Counted as the newest (their date is unknown), they would push real
+        tags out of keep_n; recovery puts their images back first.
+        """
+        for tag in tags:
+            if _attr(tag, "placeholder"):
+                self.keep(tag, KEEP_PLACEHOLDER)
+        return [tag for tag in tags if not _attr(tag, "placeholder")]
+
+    def placeholder_warnings(self) -> list[str]:
+        names = [name for name, d in self.decided.items() if d.reason == KEEP_PLACEHOLDER]
+        if not names:
+            return []
+        return [
+            f"{len(names)} tags are on a regops placeholder (a delete was interrupted): "
+            f"{', '.join(names[:MAX_WARNING_NAMES])}; run `regops cleanup recover` and plan "
+            "again before applying"
+        ]
 
     def keep_latest(self, tags: list[Any]) -> list[Any]:
         if not self.rules.keep_latest:

@@ -6,10 +6,17 @@ until then pushing its manifest bytes back under the tag restores it exactly
 
 - the logged manifest's bytes must hash to the logged digest ("digest mismatch");
 - the tag must not exist now with another digest ("tag re-used"; pushed over
-  only with ``force``); a tag already at its logged digest is left alone;
+  only with ``force``); a tag already at its logged digest is left alone; a
+  tag on a regops placeholder (an interrupted delete) is not a user's re-push
+  and is restored over;
 - every blob the manifest references (config, layers) must still be linked in
   the repository ("blob gone"); for an index or manifest list, every child
   manifest must still exist ("child manifest gone"), and so must its blobs.
+
+Which manifest: per tag, the latest intent of a batch that really moved it,
+skipping intents that recorded a regops placeholder (older regops versions
+could log one when a run followed an interrupted batch) and intents of
+batches that were rolled back; ``run=`` restricts this to one run.
 
 >>> result = restore_from_audit("cleanup-20240102.jsonl", connection)  # doctest: +SKIP
 >>> result.not_restored     # each with the reason
@@ -18,7 +25,7 @@ until then pushing its manifest bytes back under the tag restores it exactly
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,9 +33,16 @@ from typing import Any
 from tabulate import tabulate
 
 from regops.errors import ManifestError, RegistryNotFound, RegopsError, ValidationError
-from regops.ops.audit import AuditLog, AuditRecord, read_audit_log
+from regops.ops.audit import (
+    EVENT_INTENT,
+    RESULT_ROLLED_BACK,
+    AuditLog,
+    AuditRecord,
+    read_audit_log,
+)
 from regops.registry.manifest import Manifest, parse_manifest
 from regops.registry.reference import Digest
+from regops.registry.safe_delete import is_placeholder, is_placeholder_config
 
 log = logging.getLogger("regops.restore")
 
@@ -120,18 +134,40 @@ def select_intents(
     projects: Iterable[str | int] | None = None,
     tags: Iterable[str] | None = None,
     repositories: Iterable[str] | None = None,
+    run: str | None = None,
+    placeholder: Callable[[AuditRecord], bool] | None = None,
 ) -> list[AuditRecord]:
-    """The latest logged manifest per (repository, tag), filtered.
+    """The manifest to restore per (repository, tag), filtered.
 
-    ``projects`` match a record's project id or path; ``tags`` and
-    ``repositories`` match exactly. The latest intent wins: a tag deleted twice
-    (re-pushed in between) comes back as it was before the last delete.
+    ``projects`` match a record's project id or path; ``tags``,
+    ``repositories`` and ``run`` (a run id) match exactly. The latest intent
+    wins (a tag deleted twice, re-pushed in between, comes back as it was
+    before the last delete), except intents of rolled-back batches and those
+    ``placeholder`` says recorded a regops placeholder (default: by the
+    manifest's annotation).
     """
     project_set = {str(p) for p in projects} if projects else None
     tag_set = set(tags) if tags else None
     repo_set = set(repositories) if repositories else None
+    is_placeholder_record = placeholder or _annotated_placeholder
+    undone = {
+        (h.run_id, h.repository, h.tag)
+        for h in audit.histories()
+        if h.result is not None and h.result.result == RESULT_ROLLED_BACK
+    }
+    latest: dict[tuple[str, str], AuditRecord] = {}
+    for record in audit.records:
+        if record.event != EVENT_INTENT or record.manifest is None:
+            continue
+        if run is not None and record.run_id != run:
+            continue
+        if (record.run_id, record.repository, record.tag) in undone:
+            continue
+        if is_placeholder_record(record):
+            continue
+        latest[record.key] = record
     chosen = []
-    for record in audit.latest_intents().values():
+    for record in latest.values():
         if project_set is not None and not (
             {str(record.project_id), str(record.project_path)} & project_set
         ):
@@ -144,6 +180,13 @@ def select_intents(
     return chosen
 
 
+def _annotated_placeholder(record: AuditRecord) -> bool:
+    try:
+        return is_placeholder(_logged_manifest(record))
+    except (ManifestError, ValidationError):
+        return False  # an unreadable record is reported by the restore itself
+
+
 def restore_from_audit(
     audit: AuditLog | Path | str | Iterable[Path | str],
     connection: Any,
@@ -153,6 +196,7 @@ def restore_from_audit(
     repositories: Iterable[str] | None = None,
     force: bool = False,
     dry_run: bool = False,
+    run: str | None = None,
 ) -> RestoreResult:
     """Push logged manifests back under their tags where that is still possible."""
     registry = getattr(connection, "registry", None)
@@ -161,9 +205,19 @@ def restore_from_audit(
     if not isinstance(audit, AuditLog):
         audit = read_audit_log(audit)
     result = RestoreResult(warnings=list(audit.warnings), dry_run=dry_run)
-    selected = select_intents(audit, projects=projects, tags=tags, repositories=repositories)
+    if run is not None and not any(r.run_id == run for r in audit.records):
+        raise ValidationError("run", f"no record of run {run!r} in {_paths(audit)}")
+    placeholders = _PlaceholderCheck(registry)
+    selected = select_intents(
+        audit,
+        projects=projects,
+        tags=tags,
+        repositories=repositories,
+        run=run,
+        placeholder=placeholders.logged,
+    )
     for record in selected:
-        item = _restore_one(registry, record, force=force, dry_run=dry_run)
+        item = _restore_one(registry, record, placeholders, force=force, dry_run=dry_run)
         log.info("%s:%s %s %s", item.repository, item.tag, item.status, item.reason)
         result.items.append(item)
     return result
@@ -182,7 +236,14 @@ def _item(record: AuditRecord, status: str, reason: str = "") -> RestoreItem:
     )
 
 
-def _restore_one(registry: Any, record: AuditRecord, *, force: bool, dry_run: bool) -> RestoreItem:
+def _restore_one(
+    registry: Any,
+    record: AuditRecord,
+    placeholders: _PlaceholderCheck,
+    *,
+    force: bool,
+    dry_run: bool,
+) -> RestoreItem:
     """Check one logged tag and push it back (unless a check fails or dry_run)."""
     try:
         manifest = _logged_manifest(record)
@@ -192,7 +253,8 @@ def _restore_one(registry: Any, record: AuditRecord, *, force: bool, dry_run: bo
         current = _current_digest(registry, record)
         if current == record.digest:
             return _item(record, STATUS_PRESENT, "the tag already points at the logged digest")
-        if current is not None and not force:
+        reused = current is not None and not placeholders.at(record.repository, current)
+        if reused and not force:
             return _item(record, STATUS_TAG_REUSED, f"the tag now points at {current}; use --force")
         problem = _missing_content(registry, record.repository, manifest)
         if problem is not None:
@@ -209,6 +271,51 @@ def _restore_one(registry: Any, record: AuditRecord, *, force: bool, dry_run: bo
         return _item(record, STATUS_FAILED, f"the registry stored {pushed}, not the logged digest")
     note = f"replaced {current}" if current else ""
     return _item(record, STATUS_RESTORED, note)
+
+
+class _PlaceholderCheck:
+    """Is a manifest a regops placeholder? By annotation, else (older ones) by config label.
+
+    The config is fetched only for a config-only image (no layers), once per digest.
+    """
+
+    def __init__(self, registry: Any) -> None:
+        self.registry = registry
+        self._known: dict[tuple[str, str], bool] = {}
+
+    def logged(self, record: AuditRecord) -> bool:
+        """True when an intent recorded a placeholder instead of the tag's image."""
+        try:
+            manifest = _logged_manifest(record)
+        except (ManifestError, ValidationError):
+            return False  # reported as digest_mismatch by the restore itself
+        return self._check(record.repository, manifest)
+
+    def at(self, repository: str, digest: str) -> bool:
+        """True when ``digest`` in ``repository`` is a placeholder."""
+        try:
+            manifest = self.registry.get_manifest(repository, digest)
+        except RegistryNotFound:
+            return False
+        return self._check(repository, manifest)
+
+    def _check(self, repository: str, manifest: Manifest) -> bool:
+        if is_placeholder(manifest):
+            return True
+        if manifest.layers or manifest.config is None:
+            return False
+        key = (repository, str(manifest.digest))
+        if key not in self._known:
+            try:
+                config = self.registry.get_config(repository, manifest.config.digest)
+            except RegistryNotFound:
+                return False
+            self._known[key] = is_placeholder_config(config)
+        return self._known[key]
+
+
+def _paths(audit: AuditLog) -> str:
+    return ", ".join(str(p) for p in audit.paths) or "the audit log"
 
 
 def _logged_manifest(record: AuditRecord) -> Manifest:

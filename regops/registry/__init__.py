@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from regops.registry.cache import CachingReader, ContentCache, default_cache_dir
-from regops.registry.client import RegistryClient, RegistryFeatures, TagDeleteResult
+from regops.registry.client import RegistryClient, RegistryFeatures
 from regops.registry.keys import (
     check_pair,
     generate_key,
@@ -23,6 +23,7 @@ from regops.registry.manifest import (
     parse_manifest,
 )
 from regops.registry.reference import Digest, validate_repository_name, validate_tag
+from regops.registry.safe_delete import SafeDelete, TagDeleteResult
 from regops.registry.server import RegistryServer, RegistryStartError
 from regops.registry.storage import RegistryStorage
 from regops.registry.tokens import (
@@ -61,6 +62,7 @@ __all__ = [
     "RegistryServer",
     "RegistryStartError",
     "RegistryStorage",
+    "SafeDelete",
     "Scope",
     "TagDeleteResult",
     "TokenMinter",

@@ -1,4 +1,4 @@
-"""The registry v2 API client: catalog, tags, manifests, blobs, safe tag deletes.
+"""The registry v2 API client: catalog, tags, manifests, blobs, delete primitives.
 
 Speaks HTTP to one registry through a :mod:`regops.http` session, gets tokens
 from a :class:`~regops.registry.tokens.RegistryAuth`, and turns error answers
@@ -8,8 +8,10 @@ into :class:`~regops.errors.RegistryError` subclasses carrying the body's
 >>> client = RegistryClient("https://registry.example.com", KeyAuth(minter))  # doctest: +SKIP
 >>> client.tags("group/app")  # doctest: +SKIP
 ['1.0', '1.1', 'latest']
->>> client.delete_tags("group/app", ["1.0"])  # doctest: +SKIP
-TagDeleteResult(deleted=('1.0',), missing=(), method='dummy_manifest', changed=())
+
+
+Deleting tags safely (never a sibling tag) is :mod:`regops.registry.safe_delete`,
+built on the primitives here.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,13 +33,18 @@ from regops.errors import (
     RegistryNotFound,
     RegistryUnauthorized,
     RegistryUnsupported,
-    UnsafeDeleteError,
+    RegopsError,
+    TransportError,
     ValidationError,
 )
-from regops.http import HTTPSettings, RetryingSession, make_session
+from regops.http import (
+    RETRY_STATUSES,
+    HTTPSettings,
+    RetryingSession,
+    backoff_seconds,
+    make_session,
+)
 from regops.registry.manifest import (
-    DOCKER_CONFIG,
-    DOCKER_MANIFEST,
     MANIFEST_ACCEPT,
     SCHEMA1_TYPES,
     ImageConfig,
@@ -65,9 +71,6 @@ TAG_DELETE_FEATURE = "tag_delete"
 DIGEST_HEADER = "Docker-Content-Digest"
 GITLAB_API_PATH = "/gitlab/v1/"
 
-METHOD_TAG_DELETE = "tag_delete"  # DELETE /v2/<name>/manifests/<tag> (GitLab's registry)
-METHOD_DUMMY = "dummy_manifest"  # push a throw-away manifest under the tags, delete it
-METHOD_NONE = "none"  # nothing to delete
 PROBE_TAG = "latest"  # any tag name: OPTIONS only asks which methods the route allows
 
 _PULL_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -88,21 +91,6 @@ class RegistryFeatures:
     def is_gitlab(self) -> bool:
         """True for GitLab's fork of the registry."""
         return self.gitlab_version is not None
-
-
-@dataclass(frozen=True)
-class TagDeleteResult:
-    """What :meth:`RegistryClient.delete_tags` did.
-
-    ``deleted``: tags removed. ``missing``: tags that did not exist.
-    ``changed``: tags someone re-pushed while the delete ran; left alone.
-    ``method``: ``tag_delete``, ``dummy_manifest`` or ``none``.
-    """
-
-    deleted: tuple[str, ...]
-    missing: tuple[str, ...]
-    method: str
-    changed: tuple[str, ...] = ()
 
 
 def repository_scopes(method: str, repo: str) -> tuple[Scope, ...]:
@@ -343,26 +331,30 @@ class RegistryClient:
             raise RegistryError("PUT", response.url, response.status_code, "digest mismatch")
         return Digest.parse(header) if header else actual
 
-    def delete_manifest(self, repo: str, digest: str) -> None:
-        """Delete a manifest BY DIGEST.
+    def delete_manifest(self, repo: str, digest: str, *, missing_ok: bool = False) -> bool:
+        """Delete a manifest BY DIGEST: True when deleted, False when absent (``missing_ok``).
 
         DANGER: this removes EVERY tag that points at the digest, not one tag.
-        To delete tags, use :meth:`delete_tags`, which never takes down a
-        sibling tag. Tags are refused here (ValidationError) before any request.
+        To delete tags, use :class:`regops.registry.safe_delete.SafeDelete`,
+        which never takes down a sibling tag. Tags are refused here
+        (ValidationError) before any request. Retried like any idempotent
+        request; a 404 raises RegistryNotFound unless ``missing_ok``.
         """
         repo = validate_repository_name(repo)
         if not isinstance(digest, str) or not digest.startswith("sha256:"):
             raise ValidationError(
                 "digest",
-                f"delete_manifest takes a digest, got {digest!r}; use delete_tags() for tags",
+                f"delete_manifest takes a digest, got {digest!r}; use SafeDelete for tags",
             )
         digest = Digest.parse(digest)
-        self._call(
+        response = self._call(
             "DELETE",
             f"/v2/{repo}/manifests/{digest}",
             repository_scopes("DELETE", repo),
-            expected=(202,),
+            expected=(202, 404) if missing_ok else (202,),
+            idempotent=True,
         )
+        return response.status_code == 202
 
     # ------------------------------------------------------------------ blobs
 
@@ -404,20 +396,34 @@ class RegistryClient:
         return ImageConfig.parse(self.get_blob(repo, digest))
 
     def upload_blob(self, repo: str, data: bytes) -> Digest:
-        """Upload a blob (POST then PUT); skipped when the repository has it already."""
+        """Upload a blob (POST then PUT); skipped when the repository has it already.
+
+        The two steps are not idempotent on their own (a PUT whose answer was
+        lost cannot be repeated on the same upload), so a failed upload is
+        started over, after checking whether the blob arrived after all.
+        """
         repo, digest = validate_repository_name(repo), Digest.of(data)
-        if self.blob_size(repo, digest) is not None:
-            return digest
-        location = self._start_upload(repo, f"/v2/{repo}/blobs/uploads/")
-        self._call(
-            "PUT",
-            _with_query(location, {"digest": str(digest)}),
-            repository_scopes("PUT", repo),
-            expected=(201,),
-            data=data,
-            headers={"Content-Type": "application/octet-stream"},
-        )
-        return digest
+        settings = self._session.settings
+        for attempt in range(1 + settings.max_retries):
+            if self.blob_size(repo, digest) is not None:
+                return digest
+            try:
+                location = self._start_upload(repo, f"/v2/{repo}/blobs/uploads/")
+                self._call(
+                    "PUT",
+                    _with_query(location, {"digest": str(digest)}),
+                    repository_scopes("PUT", repo),
+                    expected=(201,),
+                    data=data,
+                    headers={"Content-Type": "application/octet-stream"},
+                )
+                return digest
+            except (TransportError, RegistryError) as exc:
+                if attempt == settings.max_retries or not _upload_retryable(exc):
+                    raise
+                log.info("blob upload to %s failed (%s); starting it over", repo, exc)
+                settings.sleep(backoff_seconds(settings, attempt))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def mount_blob(self, repo: str, digest: str, from_repo: str) -> bool:
         """Link a blob from another repository without copying: True when mounted.
@@ -449,134 +455,31 @@ class RegistryClient:
             # A push-only token cannot cancel; the registry's upload purger removes it.
             log.info("left an unused upload session in %s: %s", repo, exc)
 
-    # ------------------------------------------------------------------ safe tag delete
+    # ------------------------------------------------------------------ tag deletes
 
-    def delete_tags(
-        self, repo: str, tags: Iterable[str], *, check_other_tags: bool = False
-    ) -> TagDeleteResult:
-        """Delete tags by name, never removing any other tag.
+    def delete_tag(self, repo: str, tag: str) -> bool:
+        """DELETE one tag BY NAME (GitLab's registry): True when deleted, False when absent.
 
-        On a registry with tag delete (GitLab's), one ``DELETE`` per tag. On a
-        plain Distribution registry: a unique throw-away manifest is pushed under
-        each tag (moving the tags off their images), each tag is checked to point
-        at it, and that one manifest is deleted by digest; the images stay,
-        untagged, until garbage collection. The throw-away manifest carries a
-        random uuid, so no tag outside the batch can point at it;
-        ``check_other_tags=True`` proves that too, at the cost of one HEAD per
-        other tag in the repository (UnsafeDeleteError if one does).
-        """
-        repo = validate_repository_name(repo)
-        wanted = list(dict.fromkeys(validate_tag(t) for t in tags))
-        if not wanted:
-            return TagDeleteResult((), (), METHOD_NONE)
-        try:
-            existing = set(self.tags(repo))
-        except RegistryNotFound:
-            existing = set()
-        present = [t for t in wanted if t in existing]
-        missing = [t for t in wanted if t not in existing]
-        if not present:
-            return TagDeleteResult((), tuple(missing), METHOD_NONE)
-        if self.supports_tag_delete(repo):
-            return self._delete_by_tag(repo, present, missing)
-        return self._delete_by_dummy(repo, present, missing, check_other_tags)
-
-    def _delete_by_tag(self, repo: str, present: list[str], missing: list[str]) -> TagDeleteResult:
-        deleted = []
-        for tag in present:
-            (deleted if self._delete_one_tag(repo, tag) else missing).append(tag)
-        return TagDeleteResult(tuple(deleted), tuple(missing), METHOD_TAG_DELETE)
-
-    def _delete_one_tag(self, repo: str, tag: str) -> bool:
-        """DELETE one tag by name: True when deleted, False when it was not there.
-
+        Only on a registry with tag delete (:meth:`supports_tag_delete`); safe
+        deletes go through :class:`regops.registry.safe_delete.SafeDelete`.
         ``/v2/<repo>/manifests/<tag>`` first; a registry that refuses a tag there
         (400 DIGEST_INVALID, 405) gets GitLab's older ``/v2/<repo>/tags/reference/<tag>``.
+        Retried like any idempotent request (a 404 then means it is done).
         """
+        repo, tag = validate_repository_name(repo), validate_tag(tag)
         scopes = repository_scopes("DELETE", repo)
         done = (200, 202, 204, 404)
-        paths = (f"/v2/{repo}/manifests/{tag}", f"/v2/{repo}/tags/reference/{tag}")
-        url = self._url(paths[0])
-        response = self._send("DELETE", url, scopes)
+        url = self._url(f"/v2/{repo}/manifests/{tag}")
+        response = self._send("DELETE", url, scopes, idempotent=True)
         if response.status_code in (400, 405):
-            url = self._url(paths[1])
-            response = self._send("DELETE", url, scopes)
+            url = self._url(f"/v2/{repo}/tags/reference/{tag}")
+            response = self._send("DELETE", url, scopes, idempotent=True)
         if response.status_code not in done:
             raise error_from_response("DELETE", url, response)
         return response.status_code != 404
 
-    def _delete_by_dummy(
-        self, repo: str, present: list[str], missing: list[str], check_other_tags: bool
-    ) -> TagDeleteResult:
-        config_raw, raw = dummy_manifest()
-        dummy = Digest.of(raw)
-        self._preflight_delete(repo, dummy)
-        self.upload_blob(repo, config_raw)
-        moved: list[str] = []
-        try:
-            for tag in present:
-                self.put_manifest(repo, tag, raw, DOCKER_MANIFEST)
-                moved.append(tag)
-        except BaseException:
-            if moved:
-                # Finish what was started: the moved tags were asked for, and
-                # leaving them on the empty manifest would be worse.
-                self._finish_dummy(repo, dummy, moved, check_other_tags)
-            raise
-        deleted, vanished, changed = self._finish_dummy(repo, dummy, moved, check_other_tags)
-        missing = [*missing, *vanished]
-        return TagDeleteResult(tuple(deleted), tuple(missing), METHOD_DUMMY, tuple(changed))
-
-    def _preflight_delete(self, repo: str, dummy: Digest) -> None:
-        """Prove manifest delete works before moving any tag (405 when disabled/read-only)."""
-        url = self._url(f"/v2/{repo}/manifests/{dummy}")
-        response = self._send("DELETE", url, repository_scopes("DELETE", repo))
-        if response.status_code == 404:  # MANIFEST_UNKNOWN: delete works, nothing touched
-            return
-        error = error_from_response("DELETE", url, response)
-        if isinstance(error, RegistryUnsupported):
-            error = RegistryUnsupported(
-                "DELETE",
-                url,
-                response.status_code,
-                f"{repo}: the registry refuses manifest deletes, so tags cannot be deleted; "
-                f"no tag was changed ({error.detail})",
-                error.codes,
-            )
-        raise error
-
-    def _finish_dummy(
-        self, repo: str, dummy: Digest, moved: list[str], check_other_tags: bool
-    ) -> tuple[list[str], list[str], list[str]]:
-        """Check the tags point at the dummy and only they do, then delete it.
-
-        Returns ``(deleted, vanished, changed)``: tags on the dummy, tags someone
-        else deleted meanwhile, tags someone re-pushed meanwhile.
-        """
-        resolved = self._digests(repo, moved)
-        deleted = [t for t in moved if resolved[t] == dummy]
-        vanished = [t for t in moved if resolved[t] is None]
-        changed = [t for t in moved if resolved[t] not in (dummy, None)]
-        if check_other_tags:
-            others = [t for t in self.tags(repo) if t not in set(moved)]
-            holders = sorted(t for t, d in self._digests(repo, others).items() if d == dummy)
-            if holders:
-                raise UnsafeDeleteError(
-                    f"{repo}: tags {', '.join(holders)} outside the batch point at the "
-                    f"temporary manifest {dummy}; not deleting it (tags {', '.join(moved)} "
-                    "were moved onto it and are not deleted yet)"
-                )
-        if deleted:
-            self._call(
-                "DELETE",
-                f"/v2/{repo}/manifests/{dummy}",
-                repository_scopes("DELETE", repo),
-                expected=(202, 404),
-            )
-        return deleted, vanished, changed
-
-    def _digests(self, repo: str, tags: list[str]) -> dict[str, Digest | None]:
-        """Tag -> digest (None when the tag vanished), HEADs run concurrently."""
+    def tag_digests(self, repo: str, tags: Sequence[str]) -> dict[str, Digest | None]:
+        """Tag -> digest (None when the tag is absent): one HEAD per tag, run concurrently."""
 
         def resolve(tag: str) -> Digest | None:
             try:
@@ -588,32 +491,6 @@ class RegistryClient:
             return {t: resolve(t) for t in tags}
         with ThreadPoolExecutor(max_workers=CHECK_WORKERS) as pool:
             return dict(zip(tags, pool.map(resolve, tags), strict=True))
-
-
-def dummy_manifest() -> tuple[bytes, bytes]:
-    """A unique config blob and a config-only schema-2 manifest for it: ``(config, manifest)``.
-
-    The uuid makes the manifest's digest unique to this call, so it can never be
-    the digest of a real image or of another batch's dummy.
-    """
-    config = {
-        "architecture": "",
-        "os": "",
-        "config": {"Labels": {"io.regops.dummy": uuid.uuid4().hex}},
-        "rootfs": {"type": "layers", "diff_ids": []},
-    }
-    config_raw = json.dumps(config, sort_keys=True).encode()
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": DOCKER_MANIFEST,
-        "config": {
-            "mediaType": DOCKER_CONFIG,
-            "size": len(config_raw),
-            "digest": str(Digest.of(config_raw)),
-        },
-        "layers": [],
-    }
-    return config_raw, json.dumps(manifest, indent=3).encode()
 
 
 # --------------------------------------------------------------------------- helpers
@@ -639,6 +516,14 @@ def _with_query(url: str, params: dict[str, str]) -> str:
     """``url`` with ``params`` appended to its query (keeping ``_state``)."""
     separator = "&" if urlsplit(url).query else "?"
     return f"{url}{separator}{urlencode(params)}"
+
+
+def _upload_retryable(exc: RegopsError) -> bool:
+    """A failed upload step worth starting over: no answer, a retryable status, or a lost upload."""
+    if isinstance(exc, TransportError):
+        return True
+    status = getattr(exc, "status", None)
+    return status in RETRY_STATUSES or status == 404  # 404: the upload session was lost
 
 
 def _json_body(method: str, url: str, response: requests.Response) -> dict[str, Any]:

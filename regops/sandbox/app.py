@@ -38,6 +38,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from regops.errors import PolicyError, RegistryError, RegistryNotFound, ValidationError
+from regops.registry.safe_delete import SafeDelete
 from regops.registry.tokens import DEFAULT_ISSUER, DEFAULT_SERVICE, Scope, TokenMinter
 from regops.sandbox import state as st
 from regops.sandbox.state import Project, SandboxState, User, iso, utcnow
@@ -521,7 +522,7 @@ class GitLabStandIn:
         record, _ = self.find_repository(found, rid)
         names = self.safe_tags(record.path)
         if names:
-            self.registry.delete_tags(record.path, names)
+            SafeDelete(self.registry).delete_tags(record.path, names)
         self.state.mark_repository_deleted(record.path)
         return Response(status=202)
 
@@ -572,7 +573,7 @@ class GitLabStandIn:
         plan = plan_cleanup(tags, params, max_list_size=max_list, repository=path)
         names = plan.names_to_delete
         if names:
-            result = self.registry.delete_tags(path, names)
+            result = SafeDelete(self.registry).delete_tags(path, names)
             return list(result.deleted)
         return []
 
@@ -594,7 +595,7 @@ class GitLabStandIn:
         if tag not in self.safe_tags(record.path):
             raise not_found("Tag")
         if request.method == "DELETE":
-            result = self.registry.delete_tags(record.path, [tag])
+            result = SafeDelete(self.registry).delete_tags(record.path, [tag])
             if tag not in result.deleted:
                 raise ApiError(400, {"message": f"could not delete tag {tag}"})
             return Response(status=200)
