@@ -292,6 +292,23 @@ def test_update_project_sends_policy_attributes(gl):
 
 
 @responses.activate
+def test_update_project_is_resent_after_a_503(gl, sleep):
+    # The same values sent twice change nothing: a PUT of a policy is retried like a GET.
+    responses.put(API + "/projects/5", status=503)
+    responses.put(API + "/projects/5", json=project(5))
+    gl.update_project(5, container_expiration_policy_attributes={"keep_n": 5})
+    assert [c.request.method for c in responses.calls] == ["PUT", "PUT"]
+
+
+@responses.activate
+def test_a_plain_put_is_not_resent_after_a_503(gl):
+    responses.put(API + "/projects/5/other", status=503)
+    with pytest.raises(GitLabError):
+        gl.request("PUT", "/projects/5/other")
+    assert len(responses.calls) == 1
+
+
+@responses.activate
 def test_member_uses_members_all(gl):
     responses.get(API + "/projects/9/members/all/1", json=MEMBER)
     assert gl.member(9, 1)["access_level"] == 30

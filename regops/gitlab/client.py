@@ -198,12 +198,18 @@ class GitLabClient:
         params: Mapping[str, Any] | None = None,
         json: Any = None,
         data: Mapping[str, Any] | None = None,
+        idempotent: bool | None = None,
     ) -> requests.Response:
-        """Send one request (waiting out 429s); an error answer raises GitLabError."""
+        """Send one request (waiting out 429s); an error answer raises GitLabError.
+
+        ``idempotent=True`` lets the transport retry a request of another
+        method than GET/HEAD (a PUT of the same values) after a 5xx or a reset.
+        """
         method = method.upper()
         url = self._url(path)
         settings = self.http
-        retries_429 = 0 if method in ("GET", "HEAD") else settings.max_retries
+        transport_retries = method in ("GET", "HEAD") or bool(idempotent)  # 429s included
+        retries_429 = 0 if transport_retries else settings.max_retries
         for attempt in range(retries_429 + 1):
             response = self.session.request(
                 method,
@@ -212,6 +218,7 @@ class GitLabClient:
                 json=json,
                 data=_params(data) if data is not None else None,
                 headers=self._headers(),
+                idempotent=idempotent,
             )
             if response.status_code != RATE_LIMIT_STATUS or attempt == retries_429:
                 break
@@ -380,8 +387,12 @@ class GitLabClient:
         return self.paginate(f"/groups/{encode_id(group)}/projects", params)
 
     def update_project(self, project_id: int | str, **attrs: Any) -> dict:
-        """``PUT /projects/:id``, e.g. ``container_expiration_policy_attributes={...}``."""
-        return self._json("PUT", f"/projects/{encode_id(project_id)}", json=attrs)
+        """``PUT /projects/:id``, e.g. ``container_expiration_policy_attributes={...}``.
+
+        Setting the same values twice is harmless, so the PUT is retried like a GET.
+        """
+        path = f"/projects/{encode_id(project_id)}"
+        return self._json("PUT", path, json=attrs, idempotent=True)
 
     def member(self, project_id: int | str, user_id: int) -> dict:
         """``GET /projects/:id/members/all/:user_id`` (inherited membership included)."""
