@@ -64,7 +64,7 @@ def key_value(text: str) -> tuple[str, str]:
 
 def policy_attributes(pairs: Iterable[tuple[str, str]] | None, option: str) -> dict[str, Any]:
     """Validated, normalised policy attributes from ``key=value`` pairs (UsageError if not)."""
-    from regops.policy_rules import validate_policy_attributes
+    from regops.policy import validate_policy_attributes
 
     given: dict[str, Any] = {}
     for key, value in pairs or ():

@@ -29,6 +29,7 @@ from regops.ops.cleanup import (
     plan_cleanup,
     referenced_blobs,
 )
+from regops.policy import validate_policy_attributes
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 GITLAB_DATES = {
@@ -182,7 +183,6 @@ def test_invalid_regex_raises_policy_error(field: str) -> None:
         ({"keep_n": -1}, "keep_n"),
         ({"keep_n": True}, "keep_n"),
         ({"older_than": "soon"}, "older_than"),
-        ({"older_than": ""}, "older_than"),
         ({"keep_latest": "sometimes"}, "keep_latest"),
         ({"name_regex_delete": 5}, "name_regex_delete"),
         ({"name_regex_delete": r"(a)\1"}, "name_regex_delete"),
@@ -192,6 +192,16 @@ def test_invalid_policy_names_the_field(params: dict[str, Any], field: str) -> N
     with pytest.raises(PolicyError) as caught:
         plan(params)
     assert caught.value.field == field
+
+
+@pytest.mark.parametrize("unset", ["", "null", "None", None])
+def test_unset_keep_n_and_older_than_read_alike_in_a_run_and_a_stored_policy(unset) -> None:
+    # One parser: "null" (and blank) means unset for a run as for a stored policy.
+    everything = plan({"name_regex_delete": ".*", "keep_n": unset, "older_than": unset})
+    assert everything.names_to_delete == plan({"name_regex_delete": ".*"}).names_to_delete
+    assert everything.names_to_delete  # no keep_n, no older_than: every candidate goes
+    stored = validate_policy_attributes({"keep_n": unset, "older_than": unset})
+    assert stored == {"keep_n": None, "older_than": None}
 
 
 def test_blank_name_regex_delete_wins_over_name_regex() -> None:

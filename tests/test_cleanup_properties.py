@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from regops.ops.cleanup import LATEST_TAG, plan_cleanup
-from regops.policy_rules import compile_gitlab_regex
+from regops.policy import compile_gitlab_regex
 
 NOW = datetime(2026, 3, 1, tzinfo=timezone.utc)
 TAG_ALPHABET = "abcAB01.-_"

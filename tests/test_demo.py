@@ -9,8 +9,13 @@ import sys
 
 def test_demo_prints_usage_and_a_cleanup_preview_and_leaves_nothing_running(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GITLAB_", "REGOPS_"))}
-    env.update(HOME=str(tmp_path), REGOPS_STATE_DIR=str(tmp_path / "state"))
-    registries_before = _registry_pids()
+    # The demo's sandbox lives under TMPDIR: its registry is the one whose command line
+    # names this test's folder (other tests, and other users, run registries too).
+    sandbox_tmp = tmp_path / "tmp"
+    sandbox_tmp.mkdir()
+    env.update(
+        HOME=str(tmp_path), REGOPS_STATE_DIR=str(tmp_path / "state"), TMPDIR=str(sandbox_tmp)
+    )
     done = subprocess.run(
         [sys.executable, "-m", "regops", "demo", "--format", "csv"],
         env=env,
@@ -28,14 +33,15 @@ def test_demo_prints_usage_and_a_cleanup_preview_and_leaves_nothing_running(tmp_
     assert "apps/mobile/android: GitLab cannot run this policy: name_regex" in out
     assert "apps/web/frontend: 13 tags, 7 to delete, 6 kept" in out
     assert not (tmp_path / "state").exists()  # a preview: no audit log, nothing deleted
-    assert _registry_pids() <= registries_before  # the demo's registry was stopped
+    assert any(sandbox_tmp.iterdir()) is False  # its temporary sandbox was removed
+    assert _registries_under(sandbox_tmp) == []  # and its registry stopped
 
 
-def _registry_pids() -> set[int]:
-    """Pids of live docker-registry processes (other tests' registries included)."""
-    found = subprocess.run(["ps", "-eo", "pid=,comm="], capture_output=True, text=True, check=True)
-    return {
-        int(pid)
-        for pid, _, name in (line.strip().partition(" ") for line in found.stdout.splitlines())
-        if name.strip() == "docker-registry"
-    }
+def _registries_under(folder) -> list[str]:
+    """Command lines of live docker-registry processes whose config is under ``folder``."""
+    found = subprocess.run(["ps", "-eo", "args="], capture_output=True, text=True, check=True)
+    return [
+        line
+        for line in found.stdout.splitlines()
+        if "docker-registry" in line and str(folder) in line
+    ]

@@ -24,12 +24,12 @@ from typing import Any
 
 from regops import scripting
 from regops.errors import PolicyError, RegopsError
+from regops.policy import LATEST_TAG
 from regops.scripting import EXIT_FAILED, EXIT_OK, Outcome, UsageError
 
 RUN_LOCK = "run_cleanup_policy"
 ENABLE_LOCK = "enable_cleanup_policies"
 AUDIT_LOCK = "audit_cleanup_policies"
-LATEST_TAG = "latest"  # never deleted by a policy run; "all but latest" is what audit flags
 
 
 # ---------------------------------------------------------------------- run / plan
@@ -251,7 +251,7 @@ def add_audit_arguments(parser: argparse.ArgumentParser) -> None:
 def audit_body(args: argparse.Namespace, connection: Any) -> Outcome:
     """CSV lines ``project_id,project path,repository,problem`` for risky policies."""
     from regops.models import ExpirationPolicy
-    from regops.policy_rules import compile_gitlab_regex
+    from regops.policy import compile_gitlab_regex
 
     checked, findings, failed = 0, 0, 0
     for policy in ExpirationPolicy.all(connection=connection):

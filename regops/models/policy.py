@@ -6,7 +6,7 @@
 >>> ExpirationPolicy.where(enabled=False).with_repositories().update_all(enabled=True)
 ... # doctest: +SKIP
 
-Values are validated with GitLab's rules and messages (:mod:`regops.policy_rules`)
+Values are validated with GitLab's rules and messages (:mod:`regops.policy`)
 before any request; after ``PUT /projects/:id`` the project is read again and
 every sent value compared: an update GitLab silently ignored raises
 :class:`PolicyNotApplied` naming the fields.
@@ -27,7 +27,12 @@ from regops.models.base import (
     relation,
     resolve_connection,
 )
-from regops.policy_rules import POLICY_ATTRIBUTES, collect_policy_errors, validate_policy_attributes
+from regops.policy import (
+    POLICY_ATTRIBUTES,
+    CleanupPolicy,
+    collect_policy_errors,
+    validate_policy_attributes,
+)
 
 if TYPE_CHECKING:
     from regops.connection import Connection
@@ -118,6 +123,11 @@ class ExpirationPolicy(Model):
     def attributes(self) -> dict[str, Any]:
         """Rails' attribute names and values (``policy.attributes`` in a Rails console)."""
         return {name: self._data.get(name) for name in ATTRIBUTE_NAMES}
+
+    @property
+    def rules(self) -> CleanupPolicy:
+        """The policy as a cleanup run reads it (PolicyError when GitLab could not run it)."""
+        return CleanupPolicy.parse(self.attributes)
 
     @relation
     def project(self) -> Project:

@@ -38,18 +38,15 @@ from __future__ import annotations
 
 import functools
 import html
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 from tabulate import tabulate
 
-from regops.durations import parse_duration
-from regops.errors import PolicyError, ValidationError
-from regops.policy_rules import compile_gitlab_literal_regex, compile_gitlab_regex
-
-LATEST_TAG = "latest"  # GitLab's Tag#latest?: the name, not the newest tag
+from regops.errors import ValidationError
+from regops.policy import LATEST_TAG, CleanupPolicy, compile_gitlab_literal_regex
 
 # Why a tag is kept (the values of CleanupPlan.kept).
 KEEP_LATEST = "latest"
@@ -71,19 +68,6 @@ MAX_REPR_ROWS = 50
 # Tag names listed in one anchoring warning.
 MAX_WARNING_NAMES = 10
 TABLE_HEADERS = ("repository", "tag", "created_at", "size", "decision", "reason")
-
-
-@dataclass(frozen=True)
-class CleanupRules:
-    """A policy reduced to what a cleanup run uses, validated and typed."""
-
-    name_regex_delete: str | None
-    name_regex_keep: str | None
-    keep_n: int | None
-    older_than: timedelta | None
-    older_than_text: str | None
-    keep_latest: bool = True
-    delete_field: str = "name_regex_delete"
 
 
 @dataclass(frozen=True)
@@ -113,7 +97,7 @@ class CleanupPlan:
 
     decisions: list[TagDecision]
     to_delete: list[Any]
-    rules: CleanupRules
+    policy: CleanupPolicy
     now: datetime
     repository: str | None = None
     finished: bool = True
@@ -276,13 +260,14 @@ def plan_cleanup(
     """Decide every tag as a GitLab cleanup run would; delete nothing.
 
     ``tags``: objects with ``.name`` and ``.created_at`` (aware datetime or None).
-    ``policy``: an ExpirationPolicy-like object or a mapping with the API's
-    parameter names (see :func:`cleanup_rules`).
+    ``policy``: a :class:`~regops.policy.CleanupPolicy`, or what
+    :meth:`CleanupPolicy.parse <regops.policy.CleanupPolicy.parse>` takes (a
+    mapping with the API's parameter names, or a policy object).
 
     >>> plan = plan_cleanup(tags, {"name_regex_delete": ".*", "keep_n": 1})  # doctest: +SKIP
     >>> plan.names_to_delete, plan.kept                                     # doctest: +SKIP
     """
-    rules = cleanup_rules(policy)
+    rules = CleanupPolicy.parse(policy)
     now = _check_now(now)
     listed = _check_tags(tags)
     builder = _PlanBuilder(rules, now)
@@ -299,7 +284,7 @@ def plan_cleanup(
     return CleanupPlan(
         decisions=[builder.decided[tag.name] for tag in listed],
         to_delete=list(candidates),
-        rules=rules,
+        policy=rules,
         now=now,
         repository=repository,
         finished=after_truncate_size == before_truncate_size,
@@ -314,19 +299,19 @@ def plan_cleanup(
 class _PlanBuilder:
     """The steps of GitLab's cleanup service, recording a decision per tag."""
 
-    def __init__(self, rules: CleanupRules, now: datetime) -> None:
+    def __init__(self, rules: CleanupPolicy, now: datetime) -> None:
         self.rules = rules
         self.now = now
         self.decided: dict[str, TagDecision] = {}
-        self.delete_regex = compile_gitlab_regex(rules.name_regex_delete, rules.delete_field)
-        self.keep_regex = compile_gitlab_regex(rules.name_regex_keep, "name_regex_keep")
+        self.delete_regex = rules.delete_regex
+        self.keep_regex = rules.keep_regex
 
     def keep(self, tag: Any, reason: str) -> None:
         self.decided[tag.name] = TagDecision(tag, False, reason)
 
     def delete(self, tag: Any) -> None:
         if self.rules.older_than is not None:
-            reason = DELETE_OLDER_THAN.format(older_than=self.rules.older_than_text)
+            reason = DELETE_OLDER_THAN.format(older_than=self.rules.older_than)
         elif self.rules.keep_n is not None:
             reason = DELETE_BEYOND_KEEP_N.format(keep_n=self.rules.keep_n)
         else:
@@ -411,9 +396,9 @@ class _PlanBuilder:
         return ordered[self.rules.keep_n :]
 
     def filter_older_than(self, tags: list[Any]) -> list[Any]:
-        if self.rules.older_than is None:
+        if self.rules.older_than_delta is None:
             return tags
-        cutoff = self.now - self.rules.older_than
+        cutoff = self.now - self.rules.older_than_delta
         result = []
         for tag in tags:
             created = _created_at(tag)
@@ -428,11 +413,9 @@ class _PlanBuilder:
     def anchoring_warnings(self, tags: list[Any]) -> list[str]:
         """Tags GitLab's literal ``\\A<p>\\z`` anchoring would filter differently."""
         rules = self.rules
-        if not _has_alternation(rules.name_regex_delete) and not _has_alternation(
-            rules.name_regex_keep
-        ):
+        if not _has_alternation(rules.name_regex) and not _has_alternation(rules.name_regex_keep):
             return []
-        literal_delete = compile_gitlab_literal_regex(rules.name_regex_delete, rules.delete_field)
+        literal_delete = compile_gitlab_literal_regex(rules.name_regex, rules.regex_field)
         literal_keep = compile_gitlab_literal_regex(rules.name_regex_keep, "name_regex_keep")
         names = [
             tag.name
@@ -452,95 +435,6 @@ class _PlanBuilder:
             f"top-level '|' anchors only part of the pattern; its own run would filter these "
             f"tags differently from this plan (which anchors the whole pattern): {shown}{more}"
         ]
-
-
-def cleanup_rules(policy: Any) -> CleanupRules:
-    """Read a policy object or a mapping of the API's parameters into CleanupRules.
-
-    Keys: ``name_regex_delete`` (or the older ``name_regex``; ``name_regex_delete``
-    wins when both are present, even if blank, as in GitLab), ``name_regex_keep``,
-    ``keep_n``, ``older_than`` (a ChronicDuration string), ``keep_latest``
-    (default true).
-    """
-    values = _policy_values(policy)
-    if values.get("name_regex_delete") is not None:
-        delete_field, delete_pattern = "name_regex_delete", values["name_regex_delete"]
-    else:
-        delete_field, delete_pattern = "name_regex", values.get("name_regex")
-    older_text = values.get("older_than")
-    older_than = None
-    if older_text is not None:
-        try:
-            older_than = parse_duration(older_text, field="older_than")
-        except ValidationError as exc:
-            raise PolicyError("older_than", exc.reason) from exc
-    rules = CleanupRules(
-        name_regex_delete=_pattern(delete_pattern, delete_field),
-        name_regex_keep=_pattern(values.get("name_regex_keep"), "name_regex_keep"),
-        keep_n=_keep_n(values.get("keep_n")),
-        older_than=older_than,
-        older_than_text=None if older_text is None else str(older_text),
-        keep_latest=_keep_latest(values.get("keep_latest", True)),
-        delete_field=delete_field,
-    )
-    compile_gitlab_regex(rules.name_regex_delete, delete_field)  # PolicyError now, not later
-    compile_gitlab_regex(rules.name_regex_keep, "name_regex_keep")
-    return rules
-
-
-POLICY_KEYS = (
-    "name_regex_delete",
-    "name_regex",
-    "name_regex_keep",
-    "keep_n",
-    "older_than",
-    "keep_latest",
-)
-
-
-def _policy_values(policy: Any) -> dict[str, Any]:
-    """The policy's parameters from a mapping, an object, or its ``attributes``."""
-    if isinstance(policy, Mapping):
-        return {key: policy[key] for key in POLICY_KEYS if key in policy}
-    if policy is None:
-        raise PolicyError("policy", "no cleanup policy given")
-    attributes = getattr(policy, "attributes", None)
-    attributes = attributes if isinstance(attributes, Mapping) else {}
-    values: dict[str, Any] = {}
-    for key in POLICY_KEYS:
-        value = getattr(policy, key, _MISSING)
-        if value is _MISSING:
-            value = attributes.get(key, _MISSING)
-        if value is not _MISSING:
-            values[key] = value
-    return values
-
-
-_MISSING = object()
-
-
-def _pattern(value: Any, field: str) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    raise PolicyError(field, f"expected a regular expression string, got {value!r}")
-
-
-def _keep_n(value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, str) and value.strip().isdigit() and value.strip().isascii():
-        return int(value.strip())
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    raise PolicyError("keep_n", f"expected a whole number of tags to keep, got {value!r}")
-
-
-def _keep_latest(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    raise PolicyError("keep_latest", f"expected true or false, got {value!r}")
 
 
 def _check_now(now: datetime | None) -> datetime:

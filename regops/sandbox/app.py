@@ -38,6 +38,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from regops.errors import PolicyError, RegistryError, RegistryNotFound, ValidationError
+from regops.policy import CleanupPolicy
 from regops.registry.safe_delete import SafeDelete
 from regops.registry.tokens import DEFAULT_ISSUER, DEFAULT_SERVICE, Scope, TokenMinter
 from regops.sandbox import state as st
@@ -383,7 +384,7 @@ class GitLabStandIn:
         found = self.find_project(user, project, st.MAINTAINER)
         attrs = policy_attributes(request)
         if attrs:
-            from regops.policy_rules import policy_error_body
+            from regops.policy import policy_error_body
 
             try:
                 self.state.set_policy(found, attrs)
@@ -546,10 +547,8 @@ class GitLabStandIn:
         found = self.find_project(user, project, st.DEVELOPER)
         record, _ = self.find_repository(found, rid)
         params = bulk_delete_params(request_params(request))
-        from regops.ops.cleanup import cleanup_rules
-
         try:
-            cleanup_rules(params)
+            CleanupPolicy.parse(params)
         except PolicyError as exc:
             raise bad_request(f"{exc.field} should be a valid regular expression") from None
         now = utcnow()

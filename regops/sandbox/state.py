@@ -146,7 +146,7 @@ class RepositoryRecord:
 
 def default_policy(now: datetime.datetime | None = None) -> dict[str, Any]:
     """GitLab's default policy for a new project (disabled), with next_run_at."""
-    from regops.policy_rules import POLICY_DEFAULTS
+    from regops.policy import POLICY_DEFAULTS
 
     policy = dict(POLICY_DEFAULTS)
     policy["next_run_at"] = next_run_at(policy.get("cadence") or "1d", now)
@@ -278,7 +278,7 @@ class SandboxState:
         with self.lock:
             current = {k: v for k, v in project.policy.items() if k != "next_run_at"}
             if validate:
-                from regops.policy_rules import validate_policy_attributes
+                from regops.policy import validate_policy_attributes
 
                 policy = validate_policy_attributes(attrs, current=current)
             else:

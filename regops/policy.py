@@ -1,4 +1,12 @@
-"""GitLab's rules for container expiration (cleanup) policies.
+"""Cleanup policies: GitLab's rules for their attributes, and the value a run uses.
+
+Two things, one set of coercions (``keep_n: "null"`` means unset everywhere):
+
+- :func:`validate_policy_attributes`: what GitLab's API accepts for a stored
+  policy (``PUT /projects/:id`` with ``container_expiration_policy_attributes``);
+- :class:`CleanupPolicy`: the frozen value a cleanup run (the planner, the
+  sandbox's bulk delete, the models) takes, parsed once from a mapping with
+  the API's names or from a policy object.
 
 What ``ContainerExpirationPolicy`` accepts (app/models/container_expiration_policy.rb):
 the allowed values of ``cadence``, ``keep_n`` and ``older_than``, RE2-only
@@ -23,11 +31,16 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import re2
 
-from regops.errors import PolicyError
+from regops.durations import parse_duration
+from regops.errors import PolicyError, ValidationError
+
+LATEST_TAG = "latest"  # GitLab's Tag#latest?: the name, never deleted by a policy run
 
 CADENCE_OPTIONS = ("1d", "7d", "14d", "1month", "3month")
 KEEP_N_OPTIONS = (1, 5, 10, 25, 50, 100)
@@ -284,3 +297,126 @@ def _regex_errors(value: Any) -> list[str]:
         return [MSG_INCLUSION]
     error = re2_error(value)
     return [] if error is None else [MSG_RE2.format(error=error)]
+
+
+# --------------------------------------------------------------------------- the run's value
+
+# What a cleanup run reads from a policy or from the bulk-delete API's parameters.
+RUN_KEYS = ("name_regex_delete", "name_regex", "name_regex_keep", "keep_n", "older_than")
+KEEP_LATEST_KEY = "keep_latest"  # a run parameter only (the bulk-delete API has it)
+
+
+@dataclass(frozen=True)
+class CleanupPolicy:
+    """What one cleanup run uses, validated and typed: parsed once, then passed along.
+
+    ``name_regex`` is GitLab's delete regex (the API also calls it
+    ``name_regex_delete``; ``regex_field`` remembers which name it came from,
+    for messages). Unlike a stored policy, a run takes any ``keep_n`` >= 0 and
+    any duration GitLab can parse (the bulk-delete API does).
+
+    >>> CleanupPolicy.parse({"name_regex_delete": "main-.*", "keep_n": "5"}).keep_n
+    5
+    """
+
+    name_regex: str | None = None
+    name_regex_keep: str | None = None
+    keep_n: int | None = None
+    older_than: str | None = None
+    keep_latest: bool = True
+    regex_field: str = "name_regex"
+
+    def __post_init__(self) -> None:
+        compile_gitlab_regex(self.name_regex, self.regex_field)  # PolicyError now, not later
+        compile_gitlab_regex(self.name_regex_keep, "name_regex_keep")
+        self.older_than_delta  # noqa: B018 - parses (PolicyError) once, now
+
+    @classmethod
+    def parse(cls, policy: Any) -> CleanupPolicy:
+        """From a mapping of the API's names, a policy object, or a CleanupPolicy.
+
+        ``name_regex_delete`` wins over ``name_regex`` when both are given and
+        not None (as in GitLab's service); ``keep_n`` and ``older_than`` accept
+        ``null``/empty for unset; ``keep_latest`` defaults to true.
+        """
+        if isinstance(policy, CleanupPolicy):
+            return policy
+        values = _run_values(policy)
+        if values.get("name_regex_delete") is not None:
+            field, pattern = "name_regex_delete", values["name_regex_delete"]
+        else:
+            field, pattern = "name_regex", values.get("name_regex")
+        return cls(
+            name_regex=_run_pattern(pattern, field),
+            name_regex_keep=_run_pattern(values.get("name_regex_keep"), "name_regex_keep"),
+            keep_n=_run_keep_n(values.get("keep_n")),
+            older_than=_run_older_than(values.get("older_than")),
+            keep_latest=_run_bool(values.get(KEEP_LATEST_KEY, True), KEEP_LATEST_KEY),
+            regex_field=field,
+        )
+
+    @functools.cached_property
+    def older_than_delta(self) -> timedelta | None:
+        """``older_than`` as a duration (None: unset)."""
+        if self.older_than is None:
+            return None
+        try:
+            return parse_duration(self.older_than, field="older_than")
+        except ValidationError as exc:
+            raise PolicyError("older_than", exc.reason) from None
+
+    @functools.cached_property
+    def delete_regex(self) -> Any:
+        """The delete regex, anchored ``\\A(?:p)\\z`` (matches nothing when unset)."""
+        return compile_gitlab_regex(self.name_regex, self.regex_field)
+
+    @functools.cached_property
+    def keep_regex(self) -> Any:
+        return compile_gitlab_regex(self.name_regex_keep, "name_regex_keep")
+
+
+def _run_values(policy: Any) -> dict[str, Any]:
+    """The run's keys from a mapping, an object's attributes, or its ``attributes`` dict."""
+    if policy is None:
+        raise PolicyError("policy", "no cleanup policy given")
+    if isinstance(policy, Mapping):
+        return {k: policy[k] for k in (*RUN_KEYS, KEEP_LATEST_KEY) if k in policy}
+    attributes = getattr(policy, "attributes", None)
+    attributes = attributes if isinstance(attributes, Mapping) else {}
+    values = {}
+    for key in (*RUN_KEYS, KEEP_LATEST_KEY):
+        try:
+            value = getattr(policy, key)
+        except AttributeError:
+            if key not in attributes:
+                continue
+            value = attributes[key]
+        values[key] = value
+    return values
+
+
+def _run_pattern(value: Any, field: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise PolicyError(field, f"expected a regular expression string, got {value!r}")
+
+
+def _run_keep_n(value: Any) -> int | None:
+    coerced, ok = _coerce_int(value)
+    if not ok or (coerced is not None and coerced < 0):
+        raise PolicyError("keep_n", f"expected a whole number of tags to keep, got {value!r}")
+    return coerced
+
+
+def _run_older_than(value: Any) -> str | None:
+    coerced, ok = _coerce("older_than", value)
+    if not ok:
+        raise PolicyError("older_than", f"expected a duration like 14d, got {value!r}")
+    return coerced
+
+
+def _run_bool(value: Any, field: str) -> bool:
+    coerced, ok = _coerce_bool(value)
+    if not ok:
+        raise PolicyError(field, f"expected true or false, got {value!r}")
+    return bool(coerced)

@@ -14,7 +14,7 @@ import re
 import pytest
 
 from regops.errors import PolicyError, ValidationError
-from regops.policy_rules import (
+from regops.policy import (
     ALLOWED,
     MSG_BLANK,
     MSG_INCLUSION,
