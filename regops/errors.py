@@ -21,6 +21,8 @@
     │       └── RegistryUnsupported  405 (delete disabled, read-only mode)
     ├── TokenError                   a registry token could not be minted or obtained
     ├── ManifestError                a manifest that is malformed or of an unknown type
+    ├── StorageError                 registry storage not as the registry writes it (.path)
+    ├── StateError                   regops' own files (state, locks, audit log) not writable
     ├── UnsafeDeleteError            a delete that would take down something not asked for
     ├── RegistryStartError           the docker-registry process would not start
     ├── LockHeldError                another run holds the recipe's lock file (.pid)
@@ -149,6 +151,24 @@ class TokenError(RegopsError):
 
 class ManifestError(RegopsError):
     """A manifest that is malformed or of a media type regops does not know."""
+
+
+class StorageError(RegopsError):
+    """A registry storage file that is not what the registry writes (never its content)."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = str(path)
+        super().__init__(f"{path}: {problem}")
+
+
+class StateError(RegopsError):
+    """regops cannot create or write its own files: the path and the OS's reason, one line."""
+
+    def __init__(self, action: str, path: str | Path, exc: OSError) -> None:
+        self.path = str(path)
+        self.errno = exc.errno
+        reason = exc.strerror or type(exc).__name__
+        super().__init__(f"cannot {action} {path}: {reason}")
 
 
 class UnsafeDeleteError(RegopsError):
