@@ -6,10 +6,11 @@
 Same CSV as the Rails console snippet ("Registry Disk Space Usage by Project"):
 ``project_id,creator_id,registry_size_bytes,project path``, one row per project
 whose tags add up to more than 0 bytes. The file is replaced atomically: a
-reader never sees half of it, and an interrupted run leaves the old one.
-``--extended`` adds what each project really pins on disk (shared layers
-counted once). Exit code 1 (and the reasons on stderr) when any project
-could not be read completely.
+reader never sees half of it, and an interrupted, failed or incomplete run
+leaves the old one. ``--extended`` adds what each project really pins on disk
+(shared layers counted once). Exit code 1 (and, on stderr, the incomplete
+projects and that the previous file was kept) when any project could not be
+read completely.
 
 Connection settings come from the environment or config files (see
 ``regops config``): GITLAB_URL, GITLAB_PRIVATE_TOKEN, REGOPS_REGISTRY_URL, ...

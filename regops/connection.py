@@ -99,8 +99,10 @@ class Connection:
         if mode == "realm":
             username = s.registry_username or self._token_username()
             secret = s.registry_password or s.token
-            hosts = [h for h in (s.gitlab_host, self.registry_host) if h]
-            return tokens.RealmAuth(username, secret, allowed_hosts=hosts)
+            # The token goes to GitLab's own origin only (scheme, host and port), plus
+            # the registry's origin (RealmAuth.bind); never to another port of a host.
+            origins = [s.gitlab_url] if s.gitlab_url else []
+            return tokens.RealmAuth(username, secret, allowed_origins=origins)
         if mode == "basic":
             return tokens.BasicAuth(s.registry_username or "", s.registry_password or "")
         return tokens.AnonymousAuth()

@@ -7,7 +7,6 @@
     ├── ValidationError              bad input, names the field (.field)
     │   └── PolicyError              an invalid cleanup policy attribute
     ├── KeyFileError                 a signing key / certificate that is missing or wrong
-    ├── StateError                   a state, audit or journal file that cannot be written (.path)
     ├── TransportError               no HTTP answer (connection, timeout) after retries
     ├── HTTPError                    an HTTP answer that is an error (.method .url .status)
     │   ├── GitLabError              GitLab REST API (.message from GitLab's body)
@@ -22,6 +21,8 @@
     │       └── RegistryUnsupported  405 (delete disabled, read-only mode)
     ├── TokenError                   a registry token could not be minted or obtained
     ├── ManifestError                a manifest that is malformed or of an unknown type
+    ├── StorageError                 registry storage not as the registry writes it (.path)
+    ├── StateError                   regops' own files (state, locks, journal, audit) not writable
     ├── UnsafeDeleteError            a delete that would take down something not asked for
     ├── DeleteRolledBack             a delete batch failed and was undone: every tag kept its image
     ├── UnfinishedDeleteError        tags left on a regops placeholder: `regops cleanup recover`
@@ -76,20 +77,6 @@ class PolicyError(ValidationError):
 
 class KeyFileError(RegopsError):
     """A signing key or certificate that is missing, unreadable or does not fit."""
-
-
-class StateError(RegopsError):
-    """A regops state file (audit log, journal, lock) that cannot be read or written.
-
-    One line: what regops was doing, the path, and the system's reason
-    (``Read-only file system``, ``No space left on device``) — never file content.
-    """
-
-    def __init__(self, path: Path | str, error: OSError, action: str) -> None:
-        self.path = Path(path)
-        self.errno = error.errno
-        reason = error.strerror or type(error).__name__
-        super().__init__(f"{action} {self.path}: {reason}")
 
 
 class TransportError(RegopsError):
@@ -166,6 +153,24 @@ class TokenError(RegopsError):
 
 class ManifestError(RegopsError):
     """A manifest that is malformed or of a media type regops does not know."""
+
+
+class StorageError(RegopsError):
+    """A registry storage file that is not what the registry writes (never its content)."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = str(path)
+        super().__init__(f"{path}: {problem}")
+
+
+class StateError(RegopsError):
+    """regops cannot create or write its own files: the path and the OS's reason, one line."""
+
+    def __init__(self, action: str, path: str | Path, exc: OSError) -> None:
+        self.path = str(path)
+        self.errno = exc.errno
+        reason = exc.strerror or type(exc).__name__
+        super().__init__(f"cannot {action} {path}: {reason}")
 
 
 class UnsafeDeleteError(RegopsError):

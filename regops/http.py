@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -38,6 +39,9 @@ RETRY_STATUSES = frozenset({429, 502, 503, 504})
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Headers that carry credentials: registry tokens, GitLab personal/project and CI job tokens.
 CREDENTIAL_HEADERS = ("Authorization", "PRIVATE-TOKEN", "JOB-TOKEN")
+DEFAULT_PORTS = {"http": 80, "https": 443}  # so https://h and https://h:443 are one origin
+
+Origin = tuple[str, str, int]  # (scheme, host, port): where credentials may go
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,32 @@ class HTTPSettings:
     max_retry_after: float = MAX_RETRY_AFTER
     user_agent: str = USER_AGENT
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
+
+
+def url_origin(url: str) -> Origin | None:
+    """``(scheme, host, port)`` of an http(s) URL, lower-cased, default port filled in.
+
+    None when ``url`` is not an http(s) URL with a host (or has a bad port).
+
+    >>> url_origin("HTTPS://GitLab.example.com/jwt/auth")
+    ('https', 'gitlab.example.com', 443)
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except (ValueError, TypeError, AttributeError):
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS or not parts.hostname:
+        return None
+    return (scheme, parts.hostname.lower(), port or DEFAULT_PORTS[scheme])
+
+
+def origin_text(origin: Origin) -> str:
+    """``scheme://host:port`` of an origin, for messages."""
+    scheme, host, port = origin
+    shown = f"[{host}]" if ":" in host else host  # an IPv6 address
+    return f"{scheme}://{shown}:{port}"
 
 
 def backoff_seconds(settings: HTTPSettings, attempt: int) -> float:

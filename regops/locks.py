@@ -11,6 +11,7 @@ and command line, for the error another run gets.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -22,7 +23,7 @@ from types import TracebackType
 
 import platformdirs
 
-from regops.errors import LockHeldError, ValidationError
+from regops.errors import LockHeldError, StateError, ValidationError
 
 APP_NAME = "regops"
 STATE_DIR_ENV = "REGOPS_STATE_DIR"  # overrides the platform state directory (tests, containers)
@@ -39,9 +40,34 @@ def state_dir() -> Path:
 
 
 def ensure_private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) readable by the owner only; return it."""
-    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+    """Create ``path`` and every missing parent readable by the owner only; return it.
+
+    Folders that exist (``~/.local``, say) keep their mode. StateError, one line
+    with the folder and the OS's reason, when one cannot be created.
+    """
+    missing = []
+    current = Path(path)
+    try:
+        while not current.is_dir():
+            missing.append(current)
+            if current.parent == current:
+                break
+            current = current.parent
+    except OSError as exc:  # e.g. a parent we may not look into
+        raise StateError("create the folder", current, exc) from None
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=PRIVATE_DIR_MODE)  # mkdir(parents=True) gives parents 0777-umask
+        except FileExistsError:
+            if not folder.is_dir():  # a file where the folder should be
+                raise StateError("create the folder", folder, _not_a_folder(folder)) from None
+        except OSError as exc:
+            raise StateError("create the folder", folder, exc) from None
     return path
+
+
+def _not_a_folder(path: Path) -> OSError:
+    return NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path))
 
 
 def lock_path(name: str, directory: Path | None = None) -> Path:
@@ -72,21 +98,30 @@ class RunLock:
         if self._fd is not None:
             return self
         ensure_private_dir(self.path.parent)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+        except OSError as exc:
+            raise StateError("open the lock file", self.path, exc) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _read_holder(fd)
             os.close(fd)
             raise LockHeldError(self.path, holder) from None
+        except OSError as exc:
+            os.close(fd)
+            raise StateError("lock", self.path, exc) from None
         except BaseException:
             os.close(fd)
             raise
         self._fd = fd
         try:
             _write_holder(fd)
-        except BaseException:
+        except OSError as exc:
             self.release()  # never keep a lock the caller does not know it holds
+            raise StateError("write the lock file", self.path, exc) from None
+        except BaseException:
+            self.release()
             raise
         return self
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import errno
 import json
 import multiprocessing
 import os
@@ -11,8 +12,8 @@ import stat
 
 import pytest
 
-from regops.errors import ValidationError
-from regops.locks import LockHeldError, RunLock, state_dir
+from regops.errors import StateError, ValidationError
+from regops.locks import LockHeldError, RunLock, ensure_private_dir, state_dir
 from regops.ops.audit import (
     EVENT_INTENT,
     RESULT_DELETED,
@@ -219,3 +220,97 @@ def test_lock_is_released_when_the_holder_is_killed(tmp_path):
 def test_lock_name_must_be_a_file_name(tmp_path):
     with pytest.raises(ValidationError):
         RunLock("../etc/passwd", directory=tmp_path)
+
+
+# ---------------------------------------------------------------------- unwritable state
+
+
+def _failing(real, errno_value: int, when):
+    """``real`` (os.open or os.write) raising OSError(errno_value) when ``when(arg)`` holds."""
+
+    def call(target, *args, **kwargs):
+        if when(target):
+            raise OSError(errno_value, os.strerror(errno_value))
+        return real(target, *args, **kwargs)
+
+    return call
+
+
+def _fd_path(fd: int) -> str:
+    return os.readlink(f"/proc/self/fd/{fd}")
+
+
+def test_private_dirs_are_created_0700_at_every_level(tmp_path):
+    existing = tmp_path / "home" / ".local"
+    existing.mkdir(parents=True)
+    existing.chmod(0o755)
+    old_umask = os.umask(0o022)
+    try:
+        target = existing / "state" / "regops" / "locks"
+        assert ensure_private_dir(target) == target
+    finally:
+        os.umask(old_umask)
+    modes = {
+        p.name: stat.S_IMODE(p.stat().st_mode)
+        for p in (existing, target.parent.parent, target.parent, target)
+    }
+    assert modes == {".local": 0o755, "state": 0o700, "regops": 0o700, "locks": 0o700}
+
+
+def test_a_file_in_the_way_of_a_state_folder_is_one_line(tmp_path):
+    blocker = tmp_path / "state"
+    blocker.write_text("not a folder")
+    with pytest.raises(StateError) as info:
+        ensure_private_dir(blocker / "audit")
+    assert str(info.value) == f"cannot create the folder {blocker}: Not a directory"
+    with pytest.raises(StateError) as info:
+        ensure_private_dir(blocker)
+    assert str(info.value) == f"cannot create the folder {blocker}: Not a directory"
+
+
+def test_audit_log_on_a_read_only_file_system_is_one_line(tmp_path, monkeypatch):
+    path = tmp_path / "audit" / "cleanup.jsonl"
+    monkeypatch.setattr(os, "open", _failing(os.open, errno.EROFS, lambda p: str(p) == str(path)))
+    with pytest.raises(StateError) as info:
+        AuditWriter(path).open()
+    assert str(info.value) == f"cannot open the audit log {path}: Read-only file system"
+
+
+def test_audit_log_full_disk_while_writing_is_one_line(tmp_path, monkeypatch):
+    path = tmp_path / "cleanup.jsonl"
+    writer = AuditWriter(path).open()
+    monkeypatch.setattr(
+        os, "write", _failing(os.write, errno.ENOSPC, lambda fd: _fd_path(fd) == str(path))
+    )
+    with pytest.raises(StateError) as info:
+        writer.write(intent())
+    writer.close()
+    assert str(info.value) == f"cannot write to the audit log {path}: No space left on device"
+    assert writer.written == 0
+
+
+def test_lock_in_an_unusable_state_dir_is_one_line(tmp_path, monkeypatch):
+    blocker = tmp_path / "state"
+    blocker.write_text("")
+    with pytest.raises(StateError) as info:
+        RunLock("job", directory=blocker / "locks").acquire()
+    assert str(info.value) == f"cannot create the folder {blocker}: Not a directory"
+
+    lock_file = tmp_path / "locks" / "job.lock"
+    is_lock = lambda p: str(p) == str(lock_file)  # noqa: E731
+    monkeypatch.setattr(os, "open", _failing(os.open, errno.EROFS, is_lock))
+    with pytest.raises(StateError) as info:
+        RunLock("job", directory=lock_file.parent).acquire()
+    assert str(info.value) == f"cannot open the lock file {lock_file}: Read-only file system"
+
+
+def test_lock_holder_not_written_is_one_line_and_the_lock_is_released(tmp_path, monkeypatch):
+    lock_file = tmp_path / "job.lock"
+    with monkeypatch.context() as patch:
+        full = _failing(os.write, errno.ENOSPC, lambda fd: _fd_path(fd) == str(lock_file))
+        patch.setattr(os, "write", full)
+        with pytest.raises(StateError) as info:
+            RunLock("job", directory=tmp_path).acquire()
+    assert str(info.value) == f"cannot write the lock file {lock_file}: No space left on device"
+    with RunLock("job", directory=tmp_path) as lock:  # not left held
+        assert lock.held

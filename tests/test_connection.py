@@ -98,7 +98,8 @@ def test_realm_auth_asks_gitlab_for_the_user_name_once(tmp_path):
     assert isinstance(auth, RealmAuth)
     assert auth.username == "root"
     assert auth.token == Secret(TOKEN)
-    assert {"gitlab.example.com", "registry.example.com:5050"} <= auth.allowed_hosts
+    # GitLab's exact origin only (the registry's own is trusted through bind()).
+    assert auth.allowed_origins == {("https", "gitlab.example.com", 443)}
     assert conn.registry is conn.registry  # built once
     conn.describe()
     assert users.call_count == 1

@@ -5,6 +5,7 @@ Each payload names the doc page (gitlab doc/api/...) its shape comes from.
 
 from __future__ import annotations
 
+import itertools
 import json
 from urllib.parse import parse_qs, urlsplit
 
@@ -19,6 +20,7 @@ from regops.errors import (
     GitLabUnauthorized,
     ValidationError,
 )
+from regops.gitlab import client as gitlab_client
 from regops.gitlab.client import GitLabClient, encode_id, flatten_message
 from regops.http import HTTPSettings
 from regops.secrets import Secret
@@ -555,6 +557,82 @@ def test_non_list_page_is_an_error(gl):
     responses.get(API + "/projects/9/registry/repositories", json={"message": "oops"})
     with pytest.raises(GitLabError, match="expected a list"):
         list(gl.project_repositories(9))
+
+
+LOOP_GUARD = 50  # items taken from a looping list before the test gives up on an error
+
+
+@responses.activate
+def test_next_link_to_the_same_page_is_an_error_not_a_loop(gl):
+    url = API + "/projects/9/registry/repositories/2/tags"
+    same = f"{url}?per_page=100"  # what GitLab answers when it repeats the page it served
+    responses.get(url, json=TAGS, headers={"Link": f'<{same}>; rel="next"'})
+    with pytest.raises(GitLabError) as info:
+        list(itertools.islice(gl.repository_tags(9, 2), LOOP_GUARD))
+    assert str(info.value) == (
+        f"GET {same} -> 200: the next-page link points at a page already read "
+        "(after 1 pages): refusing to loop"
+    )
+    assert len(responses.calls) == 1
+
+
+@responses.activate
+def test_next_link_back_to_an_earlier_page_is_an_error_with_secrets_redacted(gl):
+    # Page 2 links back to itself; the link carries a token in its query (a proxy's doing).
+    url = API + "/groups/7/projects"
+    page2 = f"{url}?page=2&per_page=100&private_token={TOKEN}"
+    first = {"per_page": "100", "include_subgroups": "true", "order_by": "id", "sort": "asc"}
+    responses.get(
+        url,
+        json=[project(1, "g/a")],
+        headers={"Link": f'<{page2}>; rel="next"'},
+        match=[responses.matchers.query_param_matcher(first)],
+    )
+    responses.get(
+        url,
+        json=[project(2, "g/b")],
+        headers={"Link": f'<{page2}>; rel="next"'},
+        match=[responses.matchers.query_param_matcher({"page": "2"}, strict_match=False)],
+    )
+    with pytest.raises(GitLabError, match="page already read") as info:
+        list(itertools.islice(gl.group_projects(7), LOOP_GUARD))
+    assert TOKEN not in str(info.value)
+    assert f"GET {url}?page=2&per_page=100&private_token=*** -> 200" in str(info.value)
+    assert len(responses.calls) == 2
+
+
+@responses.activate
+def test_x_next_page_repeating_a_page_is_an_error(gl):
+    url = API + "/projects/9/registry/repositories"
+    responses.get(url, json=REPOSITORIES, headers={"X-Next-Page": "2"})
+    with pytest.raises(GitLabError, match="page already read"):
+        list(itertools.islice(gl.project_repositories(9), LOOP_GUARD))
+    assert len(responses.calls) == 2  # page 1, page 2 (which names itself next)
+
+
+@responses.activate
+def test_page_count_is_bounded(gl, monkeypatch):
+    monkeypatch.setattr(gitlab_client, "MAX_PAGES", 3, raising=False)
+    url = API + "/projects/9/registry/repositories/2/tags"
+
+    def endless(request):
+        page = int(parse_qs(urlsplit(request.url).query).get("page", ["1"])[0])
+        link = f'<{url}?page={page + 1}&per_page=100>; rel="next"'
+        return 200, {"Link": link}, json.dumps(TAGS[:1])
+
+    responses.add_callback(responses.GET, url, callback=endless)
+    with pytest.raises(GitLabError, match="more than 3 pages"):
+        list(itertools.islice(gl.repository_tags(9, 2), LOOP_GUARD))
+    assert len(responses.calls) == 3
+
+
+@responses.activate
+def test_list_page_that_is_not_json_is_a_one_line_error(gl):
+    url = API + "/projects/9/registry/repositories"
+    responses.get(url, body="<html><body>502 Bad Gateway</body></html>", status=200)
+    with pytest.raises(GitLabError) as info:
+        list(gl.project_repositories(9))
+    assert str(info.value) == f"GET {url}?per_page=100 -> 200: answer is not JSON"
 
 
 # -- rate limiting -----------------------------------------------------------------------

@@ -6,6 +6,7 @@ tag outside the plan must still resolve to its old digest.
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import os
 import signal
@@ -21,6 +22,7 @@ from regops.connection import set_default_connection
 from regops.locks import RunLock
 from regops.models import Project
 from regops.ops.audit import read_audit_log
+from regops.registry.storage import RegistryStorage
 from regops.registry.tokens import TokenMinter, load_signing_key
 from tests.leaks import assert_hidden
 from tests.skopeo import skopeo_digest
@@ -264,6 +266,45 @@ def test_the_lock_refuses_an_overlapping_run(env, conn, capsys):
     assert code == 1 and f"pid {os.getpid()}" in err
     assert web_tags(conn) == before
     assert load_recipe("run_cleanup_policy").main(["--project", WEB, *OVERRIDES]) == 0
+
+
+def _storage_tags(sandbox, keys) -> dict[tuple[str, str], str | None]:
+    """(repository, tag) -> digest read from the registry's link files (not over HTTP)."""
+    storage = RegistryStorage(sandbox.storage_path)
+    return {(repo, tag): storage.tag_digest(repo, tag) for repo, tag in keys}
+
+
+@pytest.mark.parametrize("broken", ["audit folder", "state folder", "disk full"])
+def test_unwritable_state_is_one_line_and_deletes_nothing(
+    env, conn, fresh_sandbox, tmp_path, capsys, monkeypatch, broken
+):
+    before = web_tags(conn)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a folder should be (ENOTDIR, as root cannot get EROFS)")
+    audit = Path(env["REGOPS_STATE_DIR"]) / "audit" / "cleanup.jsonl"
+    expected = f"cannot create the folder {blocker}: Not a directory"
+    if broken == "audit folder":
+        audit = blocker / "audit" / "cleanup.jsonl"
+    elif broken == "state folder":
+        monkeypatch.setenv("REGOPS_STATE_DIR", str(blocker / "state"))
+    else:
+        real_write = os.write
+
+        def full_disk(fd, data):
+            if os.readlink(f"/proc/self/fd/{fd}") == str(audit):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return real_write(fd, data)
+
+        monkeypatch.setattr(os, "write", full_disk)
+        expected = f"cannot write to the audit log {audit}: No space left on device"
+    args = ["cleanup", "run", "--project", WEB, *OVERRIDES, "--execute", "--audit-log", str(audit)]
+    code = cli.main(args)
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err == f"run_cleanup_policy: failed: {expected}\n"
+    assert _storage_tags(fresh_sandbox, before) == before  # every tag, on disk
+    repo, tag = sorted(EXPECTED_PLAN)[0]  # one the run would have deleted, seen by skopeo
+    assert sandbox_digest(fresh_sandbox, repo, tag) == before[(repo, tag)]
 
 
 def test_quiet_prints_nothing_on_success(env, capsys):

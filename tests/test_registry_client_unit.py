@@ -7,6 +7,7 @@ blob uploads) and GitLab's registry headers (docs/spec/gitlab/api.md).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import parse_qs, urlsplit
@@ -26,6 +27,7 @@ from regops.errors import (
     ValidationError,
 )
 from regops.http import HTTPSettings
+from regops.registry import client as registry_client
 from regops.registry.cache import CachingReader, ContentCache, default_cache_dir
 from regops.registry.client import (
     RegistryClient,
@@ -48,6 +50,7 @@ from tests.images import build_index, simple_image
 REG = "https://registry.example.com"
 V2 = REG + "/v2"
 TOKEN_VALUE = "unit-registry-token-abcdef"
+LOOP_GUARD = 50  # names taken from a looping catalog before the test gives up on an error
 ERR_UNKNOWN = {"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}]}
 
 
@@ -170,6 +173,68 @@ def test_catalog_link_loop_is_an_error(client):
     )
     with pytest.raises(RegistryError, match="loops back"):
         list(client.catalog(page_size=5))
+
+
+@responses.activate
+def test_catalog_link_back_to_an_earlier_page_is_an_error(client):
+    responses.get(
+        f"{V2}/_catalog",
+        json={"repositories": ["a"]},
+        headers={"Link": '</v2/_catalog?last=a&n=1>; rel="next"'},
+        match=[responses.matchers.query_param_matcher({"n": "1"})],
+    )
+    responses.get(
+        f"{V2}/_catalog",
+        json={"repositories": ["b"]},
+        headers={"Link": '</v2/_catalog?n=1>; rel="next"'},  # back to the first page
+        match=[responses.matchers.query_param_matcher({"last": "a", "n": "1"})],
+    )
+    with pytest.raises(RegistryError) as info:
+        list(itertools.islice(client.catalog(page_size=1), LOOP_GUARD))
+    assert str(info.value) == (
+        f"GET {V2}/_catalog?n=1 -> 200: Link header loops back to a page already read"
+    )
+    assert len(responses.calls) == 2
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        "https://evil.example.org/v2/g/app/tags/list?last=a&n=1",  # another host
+        "https://registry.example.com:5050/v2/g/app/tags/list?last=a&n=1",  # another port
+        "http://registry.example.com/v2/g/app/tags/list?last=a&n=1",  # another scheme
+        "//evil.example.org/v2/g/app/tags/list?last=a&n=1",  # scheme-relative
+    ],
+)
+@responses.activate
+def test_tags_link_to_another_origin_is_refused_not_merged(client, link):
+    responses.get(
+        f"{V2}/g/app/tags/list", json={"tags": ["a"]}, headers={"Link": f'<{link}>; rel="next"'}
+    )
+    shown = link if link.startswith("http") else "https:" + link
+    foreign = responses.get(shown.split("?")[0], json={"tags": ["evil"]})
+    with pytest.raises(RegistryError) as info:
+        client.tags("g/app")
+    assert str(info.value) == (
+        f"GET {shown} -> 200: the next-page Link leads away from {REG}: refusing to follow it"
+    )
+    assert foreign.call_count == 0
+    assert len(responses.calls) == 1
+
+
+@responses.activate
+def test_catalog_page_count_is_bounded(client, monkeypatch):
+    monkeypatch.setattr(registry_client, "MAX_PAGES", 3)
+
+    def endless(request):
+        last = int(parse_qs(urlsplit(request.url).query).get("last", ["0"])[0])
+        link = f'</v2/_catalog?last={last + 1}&n=1>; rel="next"'
+        return 200, {"Link": link}, json.dumps({"repositories": [f"r{last + 1}"]})
+
+    responses.add_callback(responses.GET, f"{V2}/_catalog", callback=endless)
+    with pytest.raises(RegistryError, match="more than 3 pages"):
+        list(client.catalog(page_size=1))
+    assert len(responses.calls) == 3
 
 
 @responses.activate

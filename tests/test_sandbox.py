@@ -245,7 +245,8 @@ def test_a_push_token_creates_the_repository_record(fresh_sandbox):
     from regops.sandbox.images import push_image, simple_image
 
     dev = fresh_sandbox.user("dev")
-    client = RegistryClient(fresh_sandbox.registry_url, RealmAuth("dev", dev.token))
+    auth = RealmAuth("dev", dev.token, allowed_origins=[fresh_sandbox.gitlab_url])
+    client = RegistryClient(fresh_sandbox.registry_url, auth)
     push_image(client, "apps/web/newly-pushed", simple_image(7), ["v1"])
     record = fresh_sandbox.state.repositories["apps/web/newly-pushed"]
     assert fresh_sandbox.connect().gitlab.repository(record.id)["name"] == "newly-pushed"

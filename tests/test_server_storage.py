@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
+import traceback
 
 import pytest
 import yaml
 
-from regops.errors import ValidationError
+from regops.errors import StorageError, ValidationError
 from regops.registry.reference import Digest, validate_repository_name, validate_tag
 from regops.registry.server import RegistryServer, RegistryStartError
 from regops.registry.storage import RegistryStorage
 from regops.registry.tokens import Scope
 from tests.fixtures_registry import TEST_ISSUER, TEST_SERVICE, push_blob, push_image
+from tests.leaks import assert_hidden
 
 
 def _bearer(minter, repo, *actions):
@@ -265,3 +268,130 @@ def test_blobs_skip_stray_files_and_folders(tmp_path):
     (base / "zz" / "not-a-digest" / "data").write_bytes(b"x")
     assert list(storage.blobs()) == [real]
     assert storage.total_blob_bytes() == len(b"a real blob")
+
+
+# --------------------------------------------------------------------------- unsafe storage
+
+FAKE_KEY = (  # shaped like the registry's signing key; not a key at all
+    "-----BEGIN RSA PRIVATE KEY-----\n"
+    "MIIEowIBAAKCAQEAfakefakefakeFAKEKEYbodyLINEonexxxxxxxxxxxxxxxxxxxxxx\n"
+    "q2VzZWNyZXRrZXlsaW5ldHdvZmFrZWZha2VmYWtlZmFrZWZha2VmYWtlZmFrZWZha2U\n"
+    "-----END RSA PRIVATE KEY-----\n"
+)
+DIGEST_A = "sha256:" + "a" * 64
+DIGEST_B = "sha256:" + "b" * 64
+
+
+def _tree(root, repo="g/app"):
+    """A storage root with ``repo:v1`` -> DIGEST_A and one manifest revision, built by hand."""
+    repo_dir = root / "docker" / "registry" / "v2" / "repositories" / repo
+    current = repo_dir / "_manifests" / "tags" / "v1" / "current"
+    current.mkdir(parents=True)
+    (current / "link").write_text(DIGEST_A)
+    revision = repo_dir / "_manifests" / "revisions" / "sha256" / ("a" * 64)
+    revision.mkdir(parents=True)
+    (revision / "link").write_text(DIGEST_A)
+    (repo_dir / "_layers").mkdir()
+    return repo_dir
+
+
+def _assert_no_key(exc):
+    shown = "".join(traceback.format_exception(exc)) + repr(exc)  # chained errors too
+    assert "-----" not in shown  # not even the start of the PEM
+    for line in FAKE_KEY.splitlines():
+        assert_hidden(line, shown, what="a line of the key file")
+
+
+@pytest.mark.parametrize("how", ["file", "symlink inside", "symlink outside"])
+def test_a_link_that_is_no_digest_never_shows_its_content(tmp_path, how):
+    root = tmp_path / "storage"
+    repo_dir = _tree(root)
+    link = repo_dir / "_manifests" / "tags" / "v1" / "current" / "link"
+    link.unlink()
+    key_file = {
+        "file": link,
+        "symlink inside": root / "registry.key",
+        "symlink outside": tmp_path / "gitlab-registry.key",
+    }[how]
+    key_file.write_text(FAKE_KEY)
+    if key_file != link:
+        link.symlink_to(key_file)
+    storage = RegistryStorage(root)
+    with pytest.raises(StorageError) as info:
+        storage.tag_digest("g/app", "v1")
+    if how == "symlink outside":
+        assert str(info.value) == f"{link}: a symlink leads outside the storage root {root}"
+    else:
+        assert str(info.value) == f"{link}: not a digest link"
+    _assert_no_key(info.value)
+
+
+def test_a_tag_folder_symlinked_out_of_the_root_is_refused(tmp_path):
+    root = tmp_path / "storage"
+    repo_dir = _tree(root)
+    outside = tmp_path / "elsewhere" / "current"
+    outside.mkdir(parents=True)
+    (outside / "link").write_text(DIGEST_B)
+    tags_dir = repo_dir / "_manifests" / "tags"
+    (tags_dir / "planted").symlink_to(outside.parent)
+    storage = RegistryStorage(root)
+    assert storage.tag_digest("g/app", "v1") == DIGEST_A  # the real tag still reads
+    with pytest.raises(StorageError) as info:
+        storage.tag_digest("g/app", "planted")
+    assert str(info.value) == (
+        f"{tags_dir}/planted/current/link: a symlink leads outside the storage root {root}"
+    )
+    with pytest.raises(StorageError, match="outside the storage root"):
+        storage.tags("g/app")
+
+
+def test_current_folder_and_repository_symlinked_out_of_the_root_are_refused(tmp_path):
+    root = tmp_path / "storage"
+    repo_dir = _tree(root)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "link").write_text(DIGEST_B)
+    planted = repo_dir / "_manifests" / "tags" / "w1"
+    planted.mkdir()
+    (planted / "current").symlink_to(outside)
+    storage = RegistryStorage(root)
+    with pytest.raises(StorageError, match=f"{planted}/current/link: a symlink leads outside"):
+        storage.tag_digest("g/app", "w1")
+    # A whole repository folder pointing outside: refused before any read in it.
+    shutil.copytree(repo_dir, tmp_path / "copied-repo", symlinks=True)
+    (repo_dir.parent / "mirror").symlink_to(tmp_path / "copied-repo")
+    for read in (
+        lambda: storage.tag_digest("g/mirror", "v1"),
+        lambda: storage.tags("g/mirror"),
+        lambda: storage.manifest_revisions("g/mirror"),
+        lambda: storage.layer_links("g/mirror"),
+        lambda: storage.uploads("g/mirror"),
+    ):
+        with pytest.raises(
+            StorageError, match=r"repositories/g/mirror/_\w+.*outside the storage root"
+        ):
+            read()
+
+
+def test_a_revision_link_symlinked_out_of_the_root_is_refused(tmp_path):
+    root = tmp_path / "storage"
+    repo_dir = _tree(root)
+    outside = tmp_path / "link-elsewhere"
+    outside.write_text(DIGEST_B)
+    revision = repo_dir / "_manifests" / "revisions" / "sha256" / ("b" * 64)
+    revision.mkdir()
+    (revision / "link").symlink_to(outside)
+    with pytest.raises(StorageError, match=f"{revision}/link: a symlink leads outside"):
+        RegistryStorage(root).manifest_revisions("g/app")
+
+
+def test_symlinks_that_stay_inside_the_root_are_read(tmp_path):
+    root = tmp_path / "storage"
+    repo_dir = _tree(root)
+    (repo_dir / "_manifests" / "tags" / "alias").symlink_to(repo_dir / "_manifests" / "tags" / "v1")
+    linked_root = tmp_path / "root-link"  # the configured root itself may be a symlink
+    linked_root.symlink_to(root)
+    for storage in (RegistryStorage(root), RegistryStorage(linked_root)):
+        assert storage.tags("g/app") == ["alias", "v1"]
+        assert storage.tag_digest("g/app", "alias") == DIGEST_A
+        assert storage.manifest_revisions("g/app") == [DIGEST_A]

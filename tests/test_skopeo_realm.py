@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import urlsplit
 
 import jwt
 import pytest
 import requests
 
-from regops.errors import RegistryDenied, RegistryUnauthorized
+from regops.errors import RegistryDenied, RegistryUnauthorized, TokenError
+from regops.registry.client import RegistryClient
 from regops.registry.keys import load_certificate
+from regops.registry.tokens import RealmAuth
 from tests.skopeo import skopeo_list_tags
 
 pytestmark = pytest.mark.registry
@@ -102,6 +105,19 @@ def test_realm_auth_connection_reads_tags_but_not_catalog(sandbox, user_connecti
         list(registry.catalog())
     with pytest.raises((RegistryDenied, RegistryUnauthorized)):
         registry.tags("platform/tools/ci")  # not a member
+
+
+def test_realm_on_gitlab_port_needs_gitlab_origin_trusted(sandbox):
+    """Registry and GitLab stand-in share 127.0.0.1 on two ports: the port decides."""
+    gitlab, registry = urlsplit(sandbox.gitlab_url), urlsplit(sandbox.registry_url)
+    assert gitlab.hostname == registry.hostname and gitlab.port != registry.port
+    token = sandbox.user_token.reveal()
+    bare = RegistryClient(sandbox.registry_url, RealmAuth("dev", token))
+    with pytest.raises(TokenError, match=f"realm http://127.0.0.1:{gitlab.port}: not the"):
+        bare.tags("apps/web")
+    assert bare.request_count == 1  # the registry's 401; nothing went to the realm
+    trusted = RealmAuth("dev", token, allowed_origins=[sandbox.gitlab_url])
+    assert "latest" in RegistryClient(sandbox.registry_url, trusted).tags("apps/web")
 
 
 def test_key_auth_connection_lists_catalog(sandbox_connection):

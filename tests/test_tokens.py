@@ -474,7 +474,8 @@ def call(session, auth, method, url, scopes):
 @pytest.mark.registry
 def test_realm_auth_follows_challenge_and_caches(realm_registry, http_session):
     realm, registry = realm_registry
-    auth = RealmAuth(REALM_USER, REALM_PASSWORD).bind(registry.url)
+    # The realm is GitLab's origin (as Connection passes settings.gitlab_url).
+    auth = RealmAuth(REALM_USER, REALM_PASSWORD, allowed_origins=[realm.url]).bind(registry.url)
     scopes = [CATALOG]
     assert auth.authorization(scopes, http_session) is None  # realm not known yet
     response = call(http_session, auth, "GET", f"{registry.url}/v2/_catalog", scopes)
@@ -502,9 +503,11 @@ def test_realm_auth_refuses_a_third_host_without_sending(realm, minter, http_ses
         assert "127.0.0.2" in str(info.value)
         assert REALM_PASSWORD not in str(info.value)
         assert other.requests == []
-        # Listed in allowed_hosts (host:port form): trusted.
+        # Listed in allowed_origins: trusted.
         port = urlsplit(other.url).port
-        allowed = RealmAuth(REALM_USER, REALM_PASSWORD, allowed_hosts=[f"127.0.0.2:{port}"])
+        allowed = RealmAuth(
+            REALM_USER, REALM_PASSWORD, allowed_origins=[f"http://127.0.0.2:{port}"]
+        )
         allowed.bind("http://127.0.0.1:5000")
         assert allowed.refresh(_challenge(other.url, "registry:catalog:*"), [CATALOG], http_session)
         assert len(other.requests) == 1
@@ -512,9 +515,70 @@ def test_realm_auth_refuses_a_third_host_without_sending(realm, minter, http_ses
         other.close()
 
 
-def test_realm_auth_same_host_as_registry_is_trusted(realm, http_session):
-    auth = RealmAuth(REALM_USER, REALM_PASSWORD, registry_url="http://127.0.0.1:1")
+def test_realm_auth_registry_origin_is_trusted(realm, http_session):
+    port = urlsplit(realm.url).port
+    auth = RealmAuth(REALM_USER, REALM_PASSWORD, registry_url=f"http://127.0.0.1:{port}")
     assert auth.refresh(_challenge(realm.url, "registry:catalog:*"), [CATALOG], http_session)
+    assert len(realm.requests) == 1 and realm.requests[0]["user"] == REALM_USER
+
+
+def test_realm_auth_refuses_the_registry_host_on_another_port(realm, http_session):
+    """Same host, other port: another server (another user's, maybe); no credentials."""
+    auth = RealmAuth(REALM_USER, REALM_PASSWORD, registry_url="http://127.0.0.1:1")
+    with pytest.raises(TokenError) as info:
+        auth.refresh(_challenge(realm.url, "registry:catalog:*"), [CATALOG], http_session)
+    port = urlsplit(realm.url).port
+    assert str(info.value) == (
+        f"refusing to send credentials to token realm http://127.0.0.1:{port}: not the "
+        "registry's origin nor an allowed one (scheme, host and port must all match)"
+    )
+    assert realm.requests == []
+    # The same for an allowed origin on that host: the port is part of it.
+    allowed = RealmAuth(REALM_USER, REALM_PASSWORD, allowed_origins=["http://127.0.0.1:2"])
+    allowed.bind("http://127.0.0.1:1")
+    with pytest.raises(TokenError, match=f"127.0.0.1:{port}"):
+        allowed.refresh(_challenge(realm.url, "registry:catalog:*"), [CATALOG], http_session)
+    assert realm.requests == []
+
+
+def test_realm_auth_refuses_the_registry_origin_under_another_scheme(realm, http_session):
+    """https://host:port realm for an http://host:port registry: another origin."""
+    port = urlsplit(realm.url).port
+    auth = RealmAuth(REALM_USER, REALM_PASSWORD, registry_url=f"http://127.0.0.1:{port}")
+    secure = f"https://127.0.0.1:{port}/jwt/auth"
+    with pytest.raises(TokenError, match=f"https://127.0.0.1:{port}: not the registry's origin"):
+        auth.refresh(_challenge(secure, "registry:catalog:*"), [CATALOG], http_session)
+    assert realm.requests == []
+
+
+def test_realm_auth_default_port_is_the_same_origin():
+    auth = RealmAuth(REALM_USER, REALM_PASSWORD, allowed_origins=["https://gitlab.example.com"])
+    auth.bind("https://registry.example.com:5050")
+    auth.check_realm("https://GITLAB.example.com:443/jwt/auth")  # no error
+    auth.check_realm("https://registry.example.com:5050/jwt/auth")
+    for refused in (
+        "https://gitlab.example.com:8443/jwt/auth",
+        "https://registry.example.com/jwt/auth",
+        "https://registry.example.com:5051/jwt/auth",
+    ):
+        with pytest.raises(TokenError, match="refusing to send credentials"):
+            auth.check_realm(refused)
+
+
+@pytest.mark.parametrize("value", ["gitlab.example.com", "gitlab.example.com:443", "ftp://x", ""])
+def test_realm_auth_allowed_origins_need_a_scheme(value):
+    with pytest.raises(ValidationError, match="allowed_origins"):
+        RealmAuth(REALM_USER, REALM_PASSWORD, allowed_origins=[value])
+
+
+@pytest.mark.registry
+def test_real_registry_challenge_to_another_port_gets_no_credentials(realm_registry, http_session):
+    """The real registry on 127.0.0.1:R challenges with a realm on 127.0.0.1:P."""
+    realm, registry = realm_registry
+    auth = RealmAuth(REALM_USER, REALM_PASSWORD).bind(registry.url)
+    with pytest.raises(TokenError, match="refusing to send credentials"):
+        call(http_session, auth, "GET", f"{registry.url}/v2/_catalog", [CATALOG])
+    assert realm.requests == []
 
 
 def test_realm_auth_configured_realm_is_trusted_but_not_others(realm, minter, http_session):
@@ -530,7 +594,7 @@ def test_realm_auth_configured_realm_is_trusted_but_not_others(realm, minter, ht
 
 
 def test_realm_auth_refuses_http_realm_for_https_registry(realm, http_session):
-    auth = RealmAuth(REALM_USER, REALM_PASSWORD, allowed_hosts=["127.0.0.1"])
+    auth = RealmAuth(REALM_USER, REALM_PASSWORD, allowed_origins=[realm.url])
     auth.bind("https://127.0.0.1:5000")
     with pytest.raises(TokenError, match="plain-HTTP"):
         auth.refresh(_challenge(realm.url, "registry:catalog:*"), [CATALOG], http_session)

@@ -20,6 +20,7 @@ from regops.errors import ConfigError, ValidationError
 from regops.ops import usage
 from regops.ops.usage import ProjectRef, ProjectUsage, UsageReport, UsageSummary
 from regops.registry.cache import ContentCache
+from regops.registry.keys import generate_key, private_key_pem
 from regops.registry.manifest import parse_manifest
 from regops.registry.storage import RegistryStorage
 from regops.sandbox import Sandbox
@@ -350,7 +351,7 @@ def test_a_broken_repository_is_reported_never_undercounted(broken, mode):
 
 
 def test_cli_exit_code_and_stderr_on_failure(broken, tmp_path):
-    sandbox, _, _, broken_tag = broken
+    sandbox, _, broken_project, broken_tag = broken
     target = tmp_path / "out.csv"
     result = subprocess.run(
         [sys.executable, "-m", "regops", "usage", "--extended", "-o", str(target)],
@@ -362,7 +363,104 @@ def test_cli_exit_code_and_stderr_on_failure(broken, tmp_path):
     assert result.returncode == 1
     assert "INCOMPLETE" in result.stderr and broken_tag in result.stderr
     assert "projects INCOMPLETE" in result.stderr  # the summary line
-    assert ",true" in target.read_text()  # written, with the incomplete flag
+    assert result.stderr.endswith(
+        f"regops usage: {target} not written: incomplete projects {broken_project}\n"
+    )
+    assert not target.exists()  # an incomplete report never lands in --output
+
+
+KEPT_PROJECTS = ("platform/tools", "apps/web")  # platform/tools/ci:1.0 is an index
+
+
+def _csv_from_raw_json(sandbox) -> bytes:
+    """The Rails recipe's CSV for KEPT_PROJECTS, from GitLab's and the registry's raw JSON.
+
+    registry_size_bytes: per tag, the sum of the manifest's ``layers[].size`` (GitLab's
+    Tag#total_size: config excluded, nothing for an index); rows above 0 only.
+    """
+    connection = sandbox.connect()
+    gitlab, registry = connection.gitlab, connection.registry
+    lines = ["project_id,creator_id,registry_size_bytes,project path"]
+    for path in KEPT_PROJECTS:
+        project = gitlab.project(path)
+        total = 0
+        for repository in gitlab.project_repositories(project["id"]):
+            for tag in registry.tags(repository["path"]):
+                raw = json.loads(registry.get_manifest(repository["path"], tag).raw)
+                total += sum(layer["size"] for layer in raw.get("layers", []))
+        if total:
+            lines.append(f"{project['id']},{project['creator_id'] or ''},{total},{path}")
+    connection.close()
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _usage_args(target: Path) -> list[str]:
+    selection = [arg for path in KEPT_PROJECTS for arg in ("--project", path)]
+    return ["-o", str(target), *selection, "--no-cache", "--no-progress"]
+
+
+def _load_recipe():
+    spec = importlib.util.spec_from_file_location("recipe_usage", RECIPE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_an_incomplete_run_keeps_the_previous_report(fresh_sandbox, tmp_path, monkeypatch, capsys):
+    for key, value in _env(fresh_sandbox, tmp_path).items():
+        monkeypatch.setenv(key, value)
+    expected = _csv_from_raw_json(fresh_sandbox)
+    assert expected.count(b"\n") == 1 + len(KEPT_PROJECTS)  # both projects have a size
+    target = tmp_path / "reports" / "registry.csv"
+    target.parent.mkdir()
+    assert cli.main(["usage", *_usage_args(target)]) == 0
+    assert target.read_bytes() == expected
+    capsys.readouterr()
+
+    # One manifest of apps/web answers an error from now on: its blob is gone from disk.
+    registry = fresh_sandbox.connect().registry
+    repo, tag = "apps/web/frontend", "main-011"
+    digest = registry.manifest_digest(repo, tag)
+    data = fresh_sandbox.storage_path / "docker/registry/v2/blobs/sha256" / digest.hex[:2]
+    (data / digest.hex / "data").unlink()
+
+    for run in (
+        lambda: cli.main(["usage", *_usage_args(target)]),
+        lambda: _load_recipe().main(_usage_args(target)),
+    ):
+        code = run()
+        err = capsys.readouterr().err
+        assert code == 1
+        assert target.read_bytes() == expected  # not one byte changed
+        assert f"INCOMPLETE apps/web: {repo}:{tag}: " in err
+        assert err.endswith(
+            f"regops usage: {target} not replaced (the previous file is kept): "
+            "incomplete projects apps/web\n"
+        )
+        assert [p.name for p in target.parent.iterdir()] == ["registry.csv"]  # no temp file
+
+
+def test_a_failed_run_with_a_wrong_key_keeps_the_previous_report(
+    demo, tmp_path, monkeypatch, capsys
+):
+    for key, value in _env(demo, tmp_path).items():
+        monkeypatch.setenv(key, value)
+    target = tmp_path / "registry.csv"
+    assert cli.main(["usage", *_usage_args(target)]) == 0
+    expected = _csv_from_raw_json(demo)
+    assert target.read_bytes() == expected
+    wrong = tmp_path / "other-registry.key"
+    wrong.write_text(private_key_pem(generate_key("ec")).reveal())
+    monkeypatch.setenv("REGOPS_REGISTRY_KEY", str(wrong))
+    capsys.readouterr()
+    code = cli.main(["usage", *_usage_args(target)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert target.read_bytes() == expected  # not replaced by a header-only report
+    assert err.endswith(
+        f"regops usage: {target} not replaced (the previous file is kept): "
+        f"incomplete projects {', '.join(KEPT_PROJECTS)}\n"
+    )
 
 
 def test_interrupt_leaves_no_partial_output(demo, tmp_path):

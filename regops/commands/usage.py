@@ -4,7 +4,9 @@ Writes the Rails recipe's CSV (``project_id,creator_id,registry_size_bytes,proje
 to stdout or, atomically, to ``--output``. ``--extended`` adds repositories,
 tags, unique_bytes (what the project really pins on disk) and incomplete, and
 a last row with the instance-wide deduplicated total. Exit code 1 when any
-project could not be read completely (the reasons are on stderr).
+project could not be read completely (the reasons are on stderr); then
+``--output`` is left as it was: a previous complete report is never replaced
+by one with wrong sizes.
 
 Cron: silent unless something fails. On a terminal: a progress bar and one
 summary line on stderr.
@@ -23,6 +25,7 @@ from regops.scripting import EXIT_FAILED as EXIT_INCOMPLETE
 from regops.scripting import EXIT_OK, positive_int
 
 ERRORS_SHOWN_PER_PROJECT = 3  # stderr stays readable in a cron mail; JSON has them all
+PROJECTS_NAMED = 10  # incomplete projects named in the "not replaced" line; the rest counted
 TAG_SOURCES = ("registry", "storage")
 
 
@@ -98,8 +101,24 @@ def run(args: argparse.Namespace, connection: Any = None) -> int:
         storage=storage_from(args, connection),
         progress=sys.stderr.isatty() and not args.no_progress,
     )
-    report.write(args.output, args.format)
+    output = None if args.output in (None, "-") else Path(args.output)
+    if output is not None and not report.ok:
+        code = finish(report)
+        print(f"regops usage: {kept_message(output, report)}", file=sys.stderr)
+        return code
+    report.write(output, args.format)
     return finish(report)
+
+
+def kept_message(output: Path, report: UsageReport) -> str:
+    """Why ``output`` was left alone: which projects are incomplete, and what it still holds."""
+    names = [p.full_path for p in report.incomplete]
+    shown = ", ".join(names[:PROJECTS_NAMED])
+    if len(names) > PROJECTS_NAMED:
+        shown += f" and {len(names) - PROJECTS_NAMED} more"
+    if output.exists():
+        return f"{output} not replaced (the previous file is kept): incomplete projects {shown}"
+    return f"{output} not written: incomplete projects {shown}"
 
 
 def cache_from(args: argparse.Namespace) -> Any:

@@ -42,6 +42,9 @@ log = logging.getLogger("regops.gitlab")
 
 API_PATH = "/api/v4"
 PER_PAGE = 100  # GitLab's maximum page size for both offset and keyset pagination
+# 10 million rows at 100 a page, more than any list of one instance holds: a chain of
+# next-page links longer than this is a GitLab or proxy bug, not data.
+MAX_PAGES = 100_000
 RATE_LIMIT_STATUS = 429
 MAX_DETAIL_CHARS = 500  # an HTML error page must not flood an exception message
 TOKEN_HEADERS = {"private": "PRIVATE-TOKEN", "oauth": "Authorization", "job": "JOB-TOKEN"}
@@ -245,15 +248,7 @@ class GitLabClient:
         return cls(method, response.url or "", status, detail)
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self.request(method, path, **kwargs)
-        if not response.content:
-            return None
-        try:
-            return response.json()
-        except ValueError:
-            raise GitLabError(
-                method, response.url, response.status_code, "answer is not JSON"
-            ) from None
+        return _parse_json(method, self.request(method, path, **kwargs))
 
     def get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
         """GET one resource as parsed JSON."""
@@ -268,8 +263,10 @@ class GitLabClient:
 
         Keyset (``/projects``): ``pagination=keyset&order_by=id&sort=asc`` unless
         given, next page from the ``Link`` header. Offset: ``per_page=100``, next
-        page from ``Link`` or ``X-Next-Page``. A response announcing more pages
-        (``X-Total-Pages``) without a way to reach them raises GitLabError.
+        page from ``Link`` or ``X-Next-Page``. GitLabError, rather than a short or
+        endless list: a response announcing more pages (``X-Total-Pages``) without a
+        way to reach them, a next-page link to a page already read, more than
+        ``MAX_PAGES`` pages, a page that is not a JSON list.
         """
         query = dict(params or {})
         query.setdefault("per_page", PER_PAGE)
@@ -278,15 +275,33 @@ class GitLabClient:
             query.setdefault("order_by", "id")
             query.setdefault("sort", "asc")
         url: str | None = self._url(path)
-        pages = 0
+        read: set[tuple[str, ...]] = set()  # pages requested so far, by URL and sorted query
         while url is not None:
+            page = _page_key(url, query)
+            if page in read:
+                raise GitLabError(
+                    "GET",
+                    _full_url(url, query),
+                    200,
+                    f"the next-page link points at a page already read (after {len(read)} "
+                    "pages): refusing to loop",
+                )
+            if len(read) >= MAX_PAGES:
+                raise GitLabError(
+                    "GET",
+                    _full_url(url, query),
+                    200,
+                    f"more than {MAX_PAGES} pages: refusing to follow the next-page links further",
+                )
+            read.add(page)
             response = self.request("GET", url, params=query)
-            pages += 1
-            items = response.json() if response.content else []
+            items = _parse_json("GET", response)
+            if items is None:
+                items = []
             if not isinstance(items, list):
                 raise GitLabError("GET", response.url, response.status_code, "expected a list")
             yield from items
-            url, query = self._next_page(response, query, pages)
+            url, query = self._next_page(response, query, len(read))
 
     def _next_page(
         self, response: requests.Response, query: dict, pages: int
@@ -461,6 +476,32 @@ def _check_project_filters(filters: Mapping[str, Any]) -> None:
         raise ValidationError(
             ",".join(sorted(unknown)), f"not a GET /projects filter ({sorted(PROJECT_FILTERS)})"
         )
+
+
+def _parse_json(method: str, response: requests.Response) -> Any:
+    """The answer's JSON (None when empty); GitLabError naming the request when not JSON."""
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        raise GitLabError(
+            method, response.url, response.status_code, "answer is not JSON"
+        ) from None
+
+
+def _full_url(url: str, params: Mapping[str, Any]) -> str:
+    """``url`` with ``params`` encoded into its query, as requests would send it."""
+    prepared = requests.PreparedRequest()
+    prepared.prepare_url(url, _params(params))
+    return prepared.url or url
+
+
+def _page_key(url: str, params: Mapping[str, Any]) -> tuple[str, ...]:
+    """One page of a list: origin, path and the sorted query (parameter order differs)."""
+    parts = urlsplit(_full_url(url, params))
+    query = sorted(parse_qsl(parts.query, keep_blank_values=True))
+    return (parts.scheme, parts.netloc, parts.path, *(f"{k}={v}" for k, v in query))
 
 
 def _base_url(url: str) -> str:

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 
-from regops.errors import ValidationError
+from regops.errors import StateError, ValidationError
 from regops.fsutil import fsync_folder, write_all
 from regops.locks import PRIVATE_FILE_MODE, ensure_private_dir, state_dir
 from regops.secrets import redact, redact_url
@@ -185,13 +185,19 @@ class AuditWriter:
         return f"AuditWriter({str(self.path)!r}, written={self.written})"
 
     def open(self) -> AuditWriter:
-        """Open for appending (creating it 0600), mending a torn last line first."""
+        """Open for appending (creating it 0600), mending a torn last line first.
+
+        StateError (the path and the OS's reason, one line) when the log cannot be
+        created or written: a cleanup opens it before its first delete.
+        """
         if self._fd is not None:
             return self
         ensure_private_dir(self.path.parent)
-        created = not self.path.exists()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE_MODE)
-        self._fd = fd
+        try:
+            created = not self.path.exists()
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE_MODE)
+        except OSError as exc:
+            raise StateError("open the audit log", self.path, exc) from None
         try:
             if created:
                 fsync_folder(self.path.parent)
@@ -199,8 +205,11 @@ class AuditWriter:
                 # A killed writer left half a line; end it so our first record starts clean.
                 log.warning("audit log %s ended with a torn line; starting a new line", self.path)
                 self._write_bytes(b"\n")
-        except BaseException:
+        except OSError as exc:
             self.close()  # __exit__ never runs when __enter__ raises
+            raise StateError("open the audit log", self.path, exc) from None
+        except BaseException:
+            self.close()
             raise
         return self
 
@@ -213,8 +222,11 @@ class AuditWriter:
 
     def _write_bytes(self, data: bytes) -> None:
         assert self._fd is not None
-        write_all(self._fd, data)
-        os.fsync(self._fd)
+        try:
+            write_all(self._fd, data)
+            os.fsync(self._fd)
+        except OSError as exc:  # ENOSPC, EIO: the record is not durable; stop the run
+            raise StateError("write to the audit log", self.path, exc) from None
 
     def close(self) -> None:
         if self._fd is not None:

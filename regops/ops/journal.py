@@ -116,7 +116,7 @@ class PendingBatch:
             self.path.unlink(missing_ok=True)
             fsync_folder(self.path.parent)
         except OSError as exc:
-            raise StateError(self.path, exc, "cannot remove the pending-batch marker") from None
+            raise StateError("remove the pending-batch marker", self.path, exc) from None
         finally:
             self.release()
 
@@ -155,7 +155,7 @@ class Journal:
             ensure_private_dir(self.directory)
             fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
         except OSError as exc:
-            raise StateError(partial, exc, "cannot write the pending-batch marker") from None
+            raise StateError("write the pending-batch marker", partial, exc) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             write_all(fd, entry.to_json())
@@ -165,7 +165,7 @@ class Journal:
         except OSError as exc:
             os.close(fd)
             partial.unlink(missing_ok=True)
-            raise StateError(path, exc, "cannot write the pending-batch marker") from None
+            raise StateError("write the pending-batch marker", path, exc) from None
         return PendingBatch(path, fd, entry)
 
     def unfinished(self) -> Iterator[PendingBatch]:
@@ -193,7 +193,7 @@ class Journal:
         except FileNotFoundError:
             return None  # finished meanwhile
         except OSError as exc:
-            raise StateError(path, exc, "cannot read the pending-batch marker") from None
+            raise StateError("read the pending-batch marker", path, exc) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

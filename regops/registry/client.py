@@ -53,7 +53,7 @@ from regops.registry.manifest import (
 )
 from regops.registry.reference import Digest, validate_repository_name, validate_tag
 from regops.registry.tokens import AnonymousAuth, RegistryAuth, Scope, parse_challenge
-from regops.secrets import redact
+from regops.secrets import redact, redact_url
 
 log = logging.getLogger("regops.registry")
 
@@ -269,11 +269,21 @@ class RegistryClient:
         return sorted(self._paged(url, "tags", repository_scopes("GET", repo)))
 
     def _paged(self, url: str, key: str, scopes: Sequence[Scope]) -> Iterator[str]:
+        """The ``key`` list of every page, following ``Link: rel="next"`` on this registry.
+
+        RegistryError, never a merged or endless list: a next link to another
+        origin (scheme, host or port) or to a page already read, more than
+        ``MAX_PAGES`` pages.
+        """
         seen: set[str] = set()
         while url:
-            if url in seen or len(seen) >= MAX_PAGES:
+            if url in seen:
                 raise RegistryError(
                     "GET", url, 200, "Link header loops back to a page already read"
+                )
+            if len(seen) >= MAX_PAGES:
+                raise RegistryError(
+                    "GET", url, 200, f"more than {MAX_PAGES} pages: not following the Link further"
                 )
             seen.add(url)
             response = self._call("GET", url, scopes)
@@ -283,6 +293,14 @@ class RegistryClient:
             yield from (str(item) for item in items or ())
             following = response.links.get("next", {}).get("url")
             url = urljoin(response.url or url, following) if following else ""
+            if url and not self._same_origin(url):
+                raise RegistryError(
+                    "GET",
+                    url,
+                    200,
+                    f"the next-page Link leads away from {redact_url(self.url)}: "
+                    "refusing to follow it",
+                )
 
     # ------------------------------------------------------------------ manifests
 

@@ -11,11 +11,13 @@ what garbage collection or a cleanup really left on disk; it never writes.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from regops.errors import ValidationError
+from regops.errors import StorageError, ValidationError
 from regops.registry.reference import Digest, validate_repository_name, validate_tag
 
 V2_PREFIX = Path("docker", "registry", "v2")
@@ -25,15 +27,24 @@ UPLOADS_DIR = "_uploads"
 LINK_FILE = "link"
 DATA_FILE = "data"
 MAX_LINK_BYTES = 4096  # a link holds one digest (71 bytes); more than this is not a link
+SEP = os.sep  # paths are joined as strings on the per-tag path (os.path.join costs ~1 us a part)
 
 
 class RegistryStorage:
-    """Read-only access to a filesystem-driver registry storage root."""
+    """Read-only access to a filesystem-driver registry storage root.
+
+    Nothing under ``repositories/`` is read through a symlink that leads outside
+    the root (StorageError naming the path), and a file that is not a digest link
+    is reported by its path, never by its content.
+    """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self.v2 = self.root / V2_PREFIX
         self._repositories = str(self.v2 / "repositories")  # plain str: joined per tag
+        self._real_root = os.path.realpath(self.root)
+        # Folders already resolved under the root; each is resolved once per object.
+        self._checked_dirs: set[str] = set()
 
     def __repr__(self) -> str:
         return f"RegistryStorage({str(self.root)!r})"
@@ -74,8 +85,11 @@ class RegistryStorage:
 
     # ------------------------------------------------------------------ repositories
 
-    def _repo_dir(self, repo: str) -> Path:
-        return self.v2 / "repositories" / validate_repository_name(repo)
+    def _repo_dir(self, repo: str, *parts: str) -> str:
+        """A folder of ``repo`` (``_manifests/tags``, ...), checked to stay under the root."""
+        return self._checked_dir(
+            SEP.join((self._repositories, validate_repository_name(repo), *parts))
+        )
 
     def repositories(self) -> list[str]:
         """Repository names (folders that hold ``_layers``), sorted."""
@@ -83,7 +97,7 @@ class RegistryStorage:
         if not base.is_dir():
             return []
         names = []
-        for dirpath, dirnames, _files in os.walk(base):
+        for dirpath, dirnames, _files in os.walk(base):  # symlinked folders: not entered
             if LAYERS_DIR in dirnames:
                 names.append(Path(dirpath).relative_to(base).as_posix())
             dirnames[:] = [d for d in dirnames if not d.startswith("_")]
@@ -91,59 +105,116 @@ class RegistryStorage:
 
     def tags(self, repo: str) -> list[str]:
         """Tag names of ``repo`` that point at something (``current/link`` exists), sorted."""
-        base = self._repo_dir(repo) / MANIFESTS_DIR / "tags"
-        if not base.is_dir():
-            return []
-        return sorted(p.name for p in base.iterdir() if (p / "current" / LINK_FILE).is_file())
+        base = self._repo_dir(repo, MANIFESTS_DIR, "tags")
+        return sorted(n for n in _list_dir(base) if self._is_file(base, n, "current", LINK_FILE))
 
     def tag_digest(self, repo: str, tag: str) -> Digest | None:
         """The manifest digest ``repo:tag`` points at, None when the tag is absent."""
-        # os.path, not pathlib: a usage scan reads one link per tag, and six Path joins
-        # per tag cost more than reading the file.
-        link = os.path.join(
-            self._repositories,
-            validate_repository_name(repo),
-            MANIFESTS_DIR,
-            "tags",
-            validate_tag(tag),
-            "current",
-            LINK_FILE,
-        )
-        return _read_link(link)
+        # str joins, not pathlib or os.path.join: a usage scan reads one link per tag,
+        # and six Path joins per tag cost more than reading the file.
+        base = self._repo_dir(repo, MANIFESTS_DIR, "tags")
+        return self._read_link(base, validate_tag(tag), "current", LINK_FILE)
 
     def manifest_revisions(self, repo: str) -> list[Digest]:
         """Manifests linked in ``repo`` (tagged or not), sorted."""
-        return self._links(self._repo_dir(repo) / MANIFESTS_DIR / "revisions" / "sha256")
+        return self._links(self._repo_dir(repo, MANIFESTS_DIR, "revisions", "sha256"))
 
     def layer_links(self, repo: str) -> list[Digest]:
         """Blobs linked into ``repo`` (layers and configs), sorted."""
-        return self._links(self._repo_dir(repo) / LAYERS_DIR / "sha256")
+        return self._links(self._repo_dir(repo, LAYERS_DIR, "sha256"))
 
     def uploads(self, repo: str) -> list[str]:
         """Ids of in-progress uploads in ``repo``."""
-        base = self._repo_dir(repo) / UPLOADS_DIR
-        return sorted(p.name for p in base.iterdir()) if base.is_dir() else []
+        return sorted(_list_dir(self._repo_dir(repo, UPLOADS_DIR)))
 
-    @staticmethod
-    def _links(base: Path) -> list[Digest]:
-        if not base.is_dir():
-            return []
-        found = (_read_link(p / LINK_FILE) for p in base.iterdir())
+    def _links(self, base: str) -> list[Digest]:
+        found = (self._read_link(base, name, LINK_FILE) for name in _list_dir(base))
         return sorted(d for d in found if d is not None)
 
+    # ------------------------------------------------------------------ safe reads
 
-def _read_link(path: str | Path) -> Digest | None:
-    """The digest in a ``link`` file; None when missing; ValidationError when corrupt."""
-    try:  # os.open/os.read: a text-mode file object costs more than this whole read
-        handle = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
+    def _check_inside(self, path: str) -> None:
+        """StorageError unless ``path``, every symlink resolved, stays under the root."""
+        real = os.path.realpath(path)
+        if real != self._real_root and not real.startswith(self._real_root + os.sep):
+            raise StorageError(path, f"a symlink leads outside the storage root {self.root}")
+
+    def _checked_dir(self, directory: str) -> str:
+        """``directory`` once it resolved under the root (cached: resolving costs ~60 us)."""
+        if directory not in self._checked_dirs:
+            self._check_inside(directory)
+            if os.path.isdir(directory):  # a missing one is checked again when it appears
+                self._checked_dirs.add(directory)
+        return directory
+
+    def _below(self, directory: str, *parts: str) -> tuple[str, bool]:
+        """``directory/parts…`` and whether it is already resolved and checked.
+
+        Cheap: the folders between ``directory`` (checked) and the last part are
+        lstat'ed; only a symlink among them costs resolving the whole path.
+        FileNotFoundError when one of them is missing.
+        """
+        current = directory
+        for part in parts[:-1]:
+            current = f"{current}{SEP}{part}"
+            if stat.S_ISLNK(os.lstat(current).st_mode):
+                path = SEP.join((directory, *parts))
+                self._check_inside(path)
+                return path, True
+        return f"{current}{SEP}{parts[-1]}", False
+
+    def _open(self, path: str, resolved: bool) -> int:
+        """A read-only descriptor; the last component, if a symlink, must stay under the root."""
+        if not resolved:
+            try:
+                return os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError as exc:
+                if exc.errno != errno.ELOOP:  # ELOOP: the file itself is a symlink
+                    raise
+            self._check_inside(path)
+        return os.open(path, os.O_RDONLY)
+
+    def _is_file(self, directory: str, *parts: str) -> bool:
+        """True when ``directory/parts…`` is a regular file under the root."""
+        try:
+            path, resolved = self._below(directory, *parts)
+            if not resolved and stat.S_ISLNK(os.lstat(path).st_mode):
+                self._check_inside(path)
+            return stat.S_ISREG(os.stat(path).st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+
+    def _read_link(self, directory: str, *parts: str) -> Digest | None:
+        """The digest in the ``link`` file ``directory/parts…``; None when missing.
+
+        StorageError when it is not a digest link (naming the path only: the
+        content may be anything a symlink pointed at, a private key say).
+        """
+        try:  # os.open/os.read: a text-mode file object costs more than this whole read
+            handle = self._open(*self._below(directory, *parts))
+        except FileNotFoundError:
+            return None
+        try:
+            data = os.read(handle, MAX_LINK_BYTES)
+        finally:
+            os.close(handle)
+        digest = _digest_or_none(data)
+        if digest is None:
+            raise StorageError(SEP.join((directory, *parts)), "not a digest link")
+        return digest
+
+
+def _list_dir(directory: str) -> list[str]:
+    """The names in ``directory``; [] when it does not exist."""
+    try:
+        return os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _digest_or_none(data: bytes) -> Digest | None:
+    """The digest ``data`` holds, or None; the error (which quotes the data) is dropped here."""
+    try:
+        return Digest(data.decode("ascii").strip())
+    except (UnicodeDecodeError, ValidationError):
         return None
-    try:
-        data = os.read(handle, MAX_LINK_BYTES)
-    finally:
-        os.close(handle)
-    try:
-        text = data.decode("ascii").strip()
-    except UnicodeDecodeError:
-        raise ValidationError("link", f"{path} does not hold a digest") from None
-    return Digest.parse(text, field=f"link {path}")

@@ -27,6 +27,7 @@ import jwt
 
 from regops.config import DEFAULT_ISSUER, DEFAULT_SERVICE
 from regops.errors import KeyFileError, TokenError, ValidationError
+from regops.http import origin_text, url_origin
 from regops.registry.keys import PrivateKey, libtrust_kid, load_private_key, signing_algorithm
 from regops.secrets import Secret, redact_url
 
@@ -456,16 +457,19 @@ class KeyAuth(_CachingAuth):
 class RealmAuth(_CachingAuth):
     """Tokens from the challenge's realm (GitLab ``/jwt/auth``) with HTTP basic.
 
-    Credentials go only to a realm on the registry's own host (see :meth:`bind`),
-    on one of ``allowed_hosts`` (``host`` or ``host:port``), or on the host of
-    an explicitly given ``realm``; a challenge pointing elsewhere is refused.
+    Credentials go only to a realm on an exact origin (scheme, host AND port)
+    that is trusted: the registry's own (see :meth:`bind`), one of
+    ``allowed_origins`` (``https://gitlab.example.com``; a path is ignored), or
+    that of an explicitly given ``realm``. A challenge pointing anywhere else,
+    the registry's host on another port included, is refused, as is a plain-HTTP
+    realm for an HTTPS registry.
     """
 
     def __init__(
         self,
         username: str | None,
         token: str | Secret | None,
-        allowed_hosts: Iterable[str] = (),
+        allowed_origins: Iterable[str] = (),
         *,
         registry_url: str | None = None,
         realm: str | None = None,
@@ -476,13 +480,19 @@ class RealmAuth(_CachingAuth):
         super().__init__(renew_before=renew_before, clock=clock)
         self.username = username
         self.token = Secret(token) if token is not None else None
-        trusted = {h.lower() for h in allowed_hosts}
-        if realm:  # a realm the caller configured is trusted like an allowed host
-            parts = urlsplit(realm)
-            if parts.hostname:
-                port = f":{parts.port}" if parts.port else ""
-                trusted.add(f"{parts.hostname.lower()}{port}")
-        self.allowed_hosts = frozenset(trusted)
+        trusted = set()
+        for value in allowed_origins:
+            origin = url_origin(value)
+            if origin is None:
+                raise ValidationError(
+                    "allowed_origins",
+                    f"expected an http(s)://host[:port] origin, got {redact_url(str(value))!r}",
+                )
+            trusted.add(origin)
+        configured = url_origin(realm) if realm else None
+        if configured is not None:  # a realm the caller configured is trusted like an allowed one
+            trusted.add(configured)
+        self.allowed_origins = frozenset(trusted)
         self.registry_url: str | None = None
         self.realm = realm
         self.service = service
@@ -490,33 +500,34 @@ class RealmAuth(_CachingAuth):
             self.bind(registry_url)
 
     def bind(self, registry_url: str) -> RealmAuth:
-        """Trust realms on the host of ``registry_url``; returns self."""
+        """Trust realms on the exact origin of ``registry_url``; returns self."""
         self.registry_url = registry_url.rstrip("/")
         return self
 
     def __repr__(self) -> str:
+        origins = sorted(origin_text(o) for o in self.allowed_origins)
         return (
             f"RealmAuth(username={self.username!r}, token={self.token!r}, "
-            f"realm={self.realm!r}, allowed_hosts={sorted(self.allowed_hosts)!r})"
+            f"realm={self.realm!r}, allowed_origins={origins!r})"
         )
 
     def check_realm(self, realm: str) -> None:
         """Raise TokenError unless credentials may be sent to ``realm``."""
-        parts = urlsplit(realm)
-        host = (parts.hostname or "").lower()
-        if parts.scheme not in ("http", "https") or not host:
+        origin = url_origin(realm)
+        if origin is None:
             raise TokenError(f"registry token realm {redact_url(realm)!r} is not an HTTP URL")
-        hostport = f"{host}:{parts.port}" if parts.port else host
-        registry = urlsplit(self.registry_url) if self.registry_url else None
-        if registry and registry.scheme == "https" and parts.scheme != "https":
-            raise TokenError(f"refusing plain-HTTP token realm {hostport} for an HTTPS registry")
-        trusted = set(self.allowed_hosts)
-        if registry and registry.hostname:
-            trusted.add(registry.hostname.lower())
-        if host not in trusted and hostport not in trusted:
+        registry = url_origin(self.registry_url) if self.registry_url else None
+        if registry and registry[0] == "https" and origin[0] != "https":
             raise TokenError(
-                f"refusing to send credentials to token realm host {hostport}: not the "
-                "registry's host nor in allowed_hosts"
+                f"refusing plain-HTTP token realm {origin_text(origin)} for an HTTPS registry"
+            )
+        trusted = set(self.allowed_origins)
+        if registry:
+            trusted.add(registry)
+        if origin not in trusted:
+            raise TokenError(
+                f"refusing to send credentials to token realm {origin_text(origin)}: not the "
+                "registry's origin nor an allowed one (scheme, host and port must all match)"
             )
 
     def _obtain(
