@@ -10,8 +10,8 @@ import pytest
 
 from regops.http import HTTPSettings, make_session
 from regops.registry.keys import generate_key, write_key_and_certificate
-from regops.registry.server import RegistryServer
 from regops.registry.tokens import KeyAuth, TokenMinter, load_signing_key
+from regops.sandbox.registry_server import RegistryServer
 
 TEST_RSA_BITS = 2048  # the minimum accepted; 4096-bit keys take seconds to generate
 TEST_ISSUER = "test-issuer"

@@ -26,8 +26,8 @@ from regops.registry.keys import generate_key
 from regops.registry.manifest import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 from regops.registry.reference import Digest
 from regops.registry.safe_delete import SafeDelete, TagDeleteResult
-from regops.registry.server import RegistryServer
 from regops.registry.tokens import KeyAuth, RegistryAuth, Scope, TokenMinter
+from regops.sandbox.registry_server import RegistryServer
 from tests.fixtures_registry import TEST_ISSUER, TEST_SERVICE, UNUSED_REALM
 from tests.images import (
     build_image,

@@ -11,9 +11,9 @@ import yaml
 
 from regops.errors import StorageError, ValidationError
 from regops.registry.reference import Digest, validate_repository_name, validate_tag
-from regops.registry.server import RegistryServer, RegistryStartError
 from regops.registry.storage import RegistryStorage
 from regops.registry.tokens import Scope
+from regops.sandbox.registry_server import RegistryServer, RegistryStartError
 from tests.fixtures_registry import TEST_ISSUER, TEST_SERVICE, push_blob, push_image
 from tests.leaks import assert_hidden
 

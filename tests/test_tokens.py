@@ -222,7 +222,7 @@ def test_registry_looks_the_key_up_by_libtrust_kid(registry_server, minter, sign
 @pytest.mark.registry
 def test_registry_accepts_es256_tokens(tmp_path, http_session):
     from regops.registry.keys import write_key_and_certificate
-    from regops.registry.server import RegistryServer
+    from regops.sandbox.registry_server import RegistryServer
 
     key = generate_key("ec")
     _, cert = write_key_and_certificate(tmp_path / "ec", key)
@@ -429,7 +429,7 @@ def realm(minter):
 @pytest.fixture(scope="module")
 def realm_and_registry(minter, signing_material, tmp_path_factory):
     """A realm server and a real registry whose challenges point at it."""
-    from regops.registry.server import RegistryServer
+    from regops.sandbox.registry_server import RegistryServer
 
     server = Realm(minter)
     registry = RegistryServer(

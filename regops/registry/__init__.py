@@ -1,4 +1,8 @@
-"""The registry half of regops: v2 API client, tokens, manifests, storage, keys."""
+"""The registry half of regops: v2 API client, safe deletes, tokens, manifests, storage, keys.
+
+The process runner for the real registry (a test and sandbox tool) is
+:mod:`regops.sandbox.registry_server`, not part of this surface.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +28,6 @@ from regops.registry.manifest import (
 )
 from regops.registry.reference import Digest, validate_repository_name, validate_tag
 from regops.registry.safe_delete import SafeDelete, TagDeleteResult
-from regops.registry.server import RegistryServer, RegistryStartError
 from regops.registry.storage import RegistryStorage
 from regops.registry.tokens import (
     AnonymousAuth,
@@ -59,8 +62,6 @@ __all__ = [
     "RegistryAuth",
     "RegistryClient",
     "RegistryFeatures",
-    "RegistryServer",
-    "RegistryStartError",
     "RegistryStorage",
     "SafeDelete",
     "Scope",

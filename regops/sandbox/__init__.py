@@ -28,7 +28,6 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 from regops.errors import ConfigError, ValidationError
 from regops.http import HTTPSettings
 from regops.registry.keys import check_pair, generate_key, write_key_and_certificate
-from regops.registry.server import RegistryServer
 from regops.registry.tokens import (
     DEFAULT_ISSUER,
     DEFAULT_SERVICE,
@@ -36,7 +35,8 @@ from regops.registry.tokens import (
     TokenMinter,
     load_signing_key,
 )
-from regops.sandbox.state import SandboxState, User
+from regops.sandbox.registry_server import RegistryServer
+from regops.sandbox.state import SandboxState, UserRecord
 from regops.secrets import Secret, redact
 
 __all__ = ["Sandbox", "run_seeded"]
@@ -247,7 +247,7 @@ class Sandbox:
         self._running()
         return self._admin_registry
 
-    def user(self, username: str) -> User:
+    def user(self, username: str) -> UserRecord:
         """A sandbox user by name (ValidationError when unknown)."""
         found = self.state.user_by_username(username) if self.state else None
         if found is None:
@@ -285,7 +285,7 @@ class Sandbox:
             env["REGOPS_REGISTRY_KEY"] = str(self.key_path)
         return env
 
-    def _account(self, user: str) -> User:
+    def _account(self, user: str) -> UserRecord:
         name = {"admin": ADMIN_USERNAME, "user": USER_USERNAME}.get(user, user)
         return self.user(name)
 

@@ -2,7 +2,7 @@
 
 A werkzeug WSGI application over :class:`~regops.sandbox.state.SandboxState`
 and the real registry. Response shapes, status codes and error bodies follow
-GitLab's (``{"message": "404 Project Not Found"}``, ``{"error": ...}`` for
+GitLab's (``{"message": "404 ProjectRecord Not Found"}``, ``{"error": ...}`` for
 bad parameters); container repositories are computed from the registry's
 catalog like GitLab's legacy registry integration, and tag details cost
 exactly one manifest read and one config read, like GitLab's.
@@ -42,7 +42,7 @@ from regops.policy import CleanupPolicy
 from regops.registry.safe_delete import SafeDelete
 from regops.registry.tokens import DEFAULT_ISSUER, DEFAULT_SERVICE, Scope, TokenMinter
 from regops.sandbox import state as st
-from regops.sandbox.state import Project, SandboxState, User, iso, utcnow
+from regops.sandbox.state import ProjectRecord, SandboxState, UserRecord, iso, utcnow
 from regops.secrets import SECRET_QUERY_KEYS
 
 log = logging.getLogger("regops.sandbox")
@@ -190,7 +190,7 @@ class GitLabStandIn:
             return _json({"message": "500 Internal Server Error"}, 500)
 
     # --------------------------------------------------------------- helpers
-    def authenticate(self, request: Request, *, required: bool = True) -> User | None:
+    def authenticate(self, request: Request, *, required: bool = True) -> UserRecord | None:
         """The user from PRIVATE-TOKEN, private_token / access_token query, or Bearer."""
         token = request.headers.get("PRIVATE-TOKEN") or request.args.get("private_token")
         token = token or request.args.get("access_token") or request.headers.get("JOB-TOKEN")
@@ -206,7 +206,9 @@ class GitLabStandIn:
             raise UNAUTHORIZED
         return user
 
-    def find_project(self, user: User | None, ident: str, min_level: int = st.GUEST) -> Project:
+    def find_project(
+        self, user: UserRecord | None, ident: str, min_level: int = st.GUEST
+    ) -> ProjectRecord:
         """A project by id or full path that ``user`` may see (404), at ``min_level`` (403)."""
         project = None
         if ident.isdigit():
@@ -222,14 +224,14 @@ class GitLabStandIn:
             raise FORBIDDEN
         return project
 
-    def level(self, project: Project, user: User) -> int:
+    def level(self, project: ProjectRecord, user: UserRecord) -> int:
         return st.OWNER if user.is_admin else self.state.access_level(project, user)
 
     def gitlab_url(self, request: Request) -> str:
         return request.host_url.rstrip("/")
 
     # ------------------------------------------------------------ serializers
-    def user_json(self, user: User, request: Request, *, with_admin: bool) -> dict[str, Any]:
+    def user_json(self, user: UserRecord, request: Request, *, with_admin: bool) -> dict[str, Any]:
         data = {
             "id": user.id,
             "username": user.username,
@@ -244,7 +246,7 @@ class GitLabStandIn:
             data["is_admin"] = user.is_admin
         return data
 
-    def namespace_json(self, project: Project, request: Request) -> dict[str, Any]:
+    def namespace_json(self, project: ProjectRecord, request: Request) -> dict[str, Any]:
         base = self.gitlab_url(request)
         if project.namespace_kind == "group":
             group = self.state.groups[project.namespace_id]
@@ -270,14 +272,14 @@ class GitLabStandIn:
             "web_url": f"{base}/{owner.username}",
         }
 
-    def namespace_name(self, project: Project) -> str:
+    def namespace_name(self, project: ProjectRecord) -> str:
         if project.namespace_kind == "group":
             names = [g.name for g in reversed(self.state.group_ancestry(project.namespace_id))]
         else:
             names = [self.state.users[project.namespace_id - 10_000].name]
         return " / ".join([*names, project.name])
 
-    def project_json(self, project: Project, request: Request) -> dict[str, Any]:
+    def project_json(self, project: ProjectRecord, request: Request) -> dict[str, Any]:
         policy = {key: project.policy.get(key) for key in POLICY_FIELDS}
         policy["next_run_at"] = iso(project.policy.get("next_run_at"))
         full = project.full_path
@@ -345,7 +347,7 @@ class GitLabStandIn:
         projects = in_tree if subgroups else [p for p in in_tree if p.namespace_id == found.id]
         return self.project_list(request, projects)
 
-    def project_list(self, request: Request, projects: list[Project]) -> Response:
+    def project_list(self, request: Request, projects: list[ProjectRecord]) -> Response:
         order_by = request.args.get("order_by", "created_at")
         sort = request.args.get("sort", "desc")
         if sort not in ("asc", "desc"):
@@ -404,7 +406,7 @@ class GitLabStandIn:
         return _json(data)
 
     # -------------------------------------------------------- registry data
-    def project_repositories(self, project: Project) -> list[tuple[st.RepositoryRecord, str]]:
+    def project_repositories(self, project: ProjectRecord) -> list[tuple[st.RepositoryRecord, str]]:
         """(record, name) of every registry repository of the project, by id."""
         full = project.full_path.lower()
         found = []
@@ -434,7 +436,7 @@ class GitLabStandIn:
         self,
         record: st.RepositoryRecord,
         name: str,
-        project: Project,
+        project: ProjectRecord,
         request: Request,
         *,
         tags: bool = False,
@@ -468,7 +470,7 @@ class GitLabStandIn:
             "location": f"{self.registry_host}/{path}:{tag}",
         }
 
-    def find_repository(self, project: Project, rid: int) -> tuple[st.RepositoryRecord, str]:
+    def find_repository(self, project: ProjectRecord, rid: int) -> tuple[st.RepositoryRecord, str]:
         """A known repository of the project, by id: a database lookup in GitLab.
 
         No catalog read: like GitLab's ``container_repositories`` row, the record
@@ -538,7 +540,9 @@ class GitLabStandIn:
             request, names, lambda page: [self.tag_row(record.path, t) for t in page]
         )
 
-    def bulk_delete(self, request: Request, user: User | None, project: str, rid: int) -> Response:
+    def bulk_delete(
+        self, request: Request, user: UserRecord | None, project: str, rid: int
+    ) -> Response:
         """GitLab's bulk tag delete: validated, leased for an hour, then run (202).
 
         GitLab runs it in a worker; the stand-in runs it before answering, so
@@ -668,7 +672,7 @@ class GitLabStandIn:
         token = minter.mint(granted).reveal()
         return _json({"token": token})
 
-    def basic_user(self, request: Request, params: Mapping[str, Any]) -> User | None:
+    def basic_user(self, request: Request, params: Mapping[str, Any]) -> UserRecord | None:
         """The user from HTTP basic (or a password-grant form); 401 when wrong."""
         auth = request.authorization
         username = password = None
@@ -683,7 +687,7 @@ class GitLabStandIn:
             raise ApiError(401, {"errors": [{"code": "UNAUTHORIZED", "message": JWT_UNAUTHORIZED}]})
         return user
 
-    def grant(self, user: User | None, text: str) -> Scope | None:
+    def grant(self, user: UserRecord | None, text: str) -> Scope | None:
         """The part of one requested scope GitLab would grant ``user`` (None: nothing)."""
         try:
             scope = Scope.parse(text)
@@ -869,7 +873,10 @@ def offset_page(
 
 
 def keyset_page(
-    request: Request, projects: list[Project], rows: Callable[[list[Any]], list[Any]], sort: str
+    request: Request,
+    projects: list[ProjectRecord],
+    rows: Callable[[list[Any]], list[Any]],
+    sort: str,
 ) -> Response:
     """One page of keyset pagination (``id_after`` / ``id_before``): only a Link header."""
     _, per_page = _page_args(request)

@@ -86,7 +86,7 @@ def new_token() -> Secret:
 
 
 @dataclass
-class User:
+class UserRecord:
     """A GitLab user with one personal access token."""
 
     id: int
@@ -99,7 +99,7 @@ class User:
 
 
 @dataclass
-class Group:
+class GroupRecord:
     """A group (namespace of kind ``group``), possibly nested."""
 
     id: int
@@ -115,7 +115,7 @@ class Group:
 
 
 @dataclass
-class Project:
+class ProjectRecord:
     """A project: where it lives, who made it, and its cleanup policy."""
 
     id: int
@@ -166,9 +166,9 @@ class SandboxState:
     def __init__(self, data_dir: str | os.PathLike[str] | None = None) -> None:
         self.lock = threading.RLock()
         self.data_dir = Path(data_dir) if data_dir else None
-        self.users: dict[int, User] = {}
-        self.groups: dict[int, Group] = {}
-        self.projects: dict[int, Project] = {}
+        self.users: dict[int, UserRecord] = {}
+        self.groups: dict[int, GroupRecord] = {}
+        self.projects: dict[int, ProjectRecord] = {}
         # (project_id or group key, user_id) -> access level; groups keyed "g<id>".
         self.project_members: dict[tuple[int, int], int] = {}
         self.group_members: dict[tuple[int, int], int] = {}
@@ -194,12 +194,14 @@ class SandboxState:
             return value
 
     # ------------------------------------------------------------ creation
-    def add_user(self, username: str, *, admin: bool = False, name: str | None = None) -> User:
+    def add_user(
+        self, username: str, *, admin: bool = False, name: str | None = None
+    ) -> UserRecord:
         """A new user with a fresh random token."""
         with self.lock:
             if self.user_by_username(username):
                 raise ValidationError("username", f"{username!r} is taken")
-            user = User(
+            user = UserRecord(
                 id=self._new_id("user"),
                 username=username,
                 name=name or username.title(),
@@ -211,12 +213,12 @@ class SandboxState:
             return user
 
     def add_group(
-        self, path: str, *, parent: Group | None = None, name: str | None = None
-    ) -> Group:
+        self, path: str, *, parent: GroupRecord | None = None, name: str | None = None
+    ) -> GroupRecord:
         """A new group (``parent`` makes it a subgroup)."""
         with self.lock:
             full_path = f"{parent.full_path}/{path}" if parent else path
-            group = Group(
+            group = GroupRecord(
                 id=self._new_id("namespace", start=100),
                 name=name or path.replace("-", " ").title(),
                 path=path,
@@ -229,23 +231,23 @@ class SandboxState:
 
     def add_project(
         self,
-        namespace: Group | User,
+        namespace: GroupRecord | UserRecord,
         path: str,
         *,
-        creator: User,
+        creator: UserRecord,
         name: str | None = None,
         created_at: datetime.datetime | None = None,
-    ) -> Project:
+    ) -> ProjectRecord:
         """A new project in a group or a user's namespace, with GitLab's default policy."""
         with self.lock:
-            if isinstance(namespace, Group):
+            if isinstance(namespace, GroupRecord):
                 ns_id, kind, ns_path = namespace.id, "group", namespace.full_path
             else:
                 ns_id, kind, ns_path = namespace.id + 10_000, "user", namespace.username
             if self.project_by_path(f"{ns_path}/{path}"):
                 raise ValidationError("path", f"{ns_path}/{path} has already been taken")
             now = created_at or utcnow()
-            project = Project(
+            project = ProjectRecord(
                 id=self._new_id("project"),
                 name=name or path,
                 path=path,
@@ -261,16 +263,20 @@ class SandboxState:
             self.save()
             return project
 
-    def add_member(self, target: Project | Group, user: User, access_level: int) -> None:
+    def add_member(
+        self, target: ProjectRecord | GroupRecord, user: UserRecord, access_level: int
+    ) -> None:
         """Make ``user`` a member of a project or group at ``access_level``."""
         with self.lock:
-            if isinstance(target, Project):
+            if isinstance(target, ProjectRecord):
                 self.project_members[(target.id, user.id)] = access_level
             else:
                 self.group_members[(target.id, user.id)] = access_level
             self.save()
 
-    def set_policy(self, project: Project, attrs: Mapping[str, Any], *, validate=True) -> None:
+    def set_policy(
+        self, project: ProjectRecord, attrs: Mapping[str, Any], *, validate=True
+    ) -> None:
         """Update a project's policy; next_run_at is reset to now + cadence (GitLab's rule).
 
         ``validate=False`` stores what it is given (for seeding a broken policy).
@@ -293,11 +299,11 @@ class SandboxState:
             self.save()
 
     # ------------------------------------------------------------- lookups
-    def user_by_username(self, username: str) -> User | None:
+    def user_by_username(self, username: str) -> UserRecord | None:
         with self.lock:
             return next((u for u in self.users.values() if u.username == username), None)
 
-    def user_by_token(self, token: str) -> User | None:
+    def user_by_token(self, token: str) -> UserRecord | None:
         """The user whose personal access token this is (constant-time compare)."""
         if not token:
             return None
@@ -308,19 +314,19 @@ class SandboxState:
                 return user
         return None
 
-    def project_by_path(self, full_path: str) -> Project | None:
+    def project_by_path(self, full_path: str) -> ProjectRecord | None:
         lowered = full_path.lower()
         with self.lock:
             projects = list(self.projects.values())
         return next((p for p in projects if p.full_path.lower() == lowered), None)
 
-    def group_by_path(self, full_path: str) -> Group | None:
+    def group_by_path(self, full_path: str) -> GroupRecord | None:
         lowered = full_path.lower()
         with self.lock:
             groups = list(self.groups.values())
         return next((g for g in groups if g.full_path.lower() == lowered), None)
 
-    def group_ancestry(self, group_id: int) -> list[Group]:
+    def group_ancestry(self, group_id: int) -> list[GroupRecord]:
         """The group and its parents, innermost first."""
         chain = []
         with self.lock:
@@ -330,7 +336,7 @@ class SandboxState:
                 group = self.groups.get(group.parent_id) if group.parent_id else None
         return chain
 
-    def access_level(self, project: Project, user: User) -> int:
+    def access_level(self, project: ProjectRecord, user: UserRecord) -> int:
         """The user's effective access level on a project (direct or inherited; 0 = none)."""
         with self.lock:
             levels = [self.project_members.get((project.id, user.id), 0)]
@@ -341,7 +347,7 @@ class SandboxState:
                 levels.append(OWNER)
             return max(levels)
 
-    def visible_projects(self, user: User) -> list[Project]:
+    def visible_projects(self, user: UserRecord) -> list[ProjectRecord]:
         """Projects the user may see: all for an admin, member projects otherwise."""
         with self.lock:
             projects = sorted(self.projects.values(), key=lambda p: p.id)
@@ -349,10 +355,10 @@ class SandboxState:
                 return projects
             return [p for p in projects if self.access_level(p, user) >= GUEST]
 
-    def project_for_repository(self, path: str) -> Project | None:
+    def project_for_repository(self, path: str) -> ProjectRecord | None:
         """The project owning a repository path: the longest project path that prefixes it."""
         lowered = path.lower()
-        best: Project | None = None
+        best: ProjectRecord | None = None
         with self.lock:
             projects = list(self.projects.values())
         for project in projects:
@@ -399,14 +405,14 @@ class SandboxState:
                 self.deleted_repositories.discard(path)
                 self.save()
 
-    def group_tree_ids(self, group: Group) -> set[int]:
+    def group_tree_ids(self, group: GroupRecord) -> set[int]:
         """The ids of ``group`` and of every subgroup below it."""
         prefix = group.full_path + "/"
         with self.lock:
             below = {g.id for g in self.groups.values() if g.full_path.startswith(prefix)}
         return {group.id} | below
 
-    def is_group_member(self, group: Group, user: User) -> bool:
+    def is_group_member(self, group: GroupRecord, user: UserRecord) -> bool:
         """Whether ``user`` is a member of ``group`` or one of its parents."""
         with self.lock:
             chain = self.group_ancestry(group.id)
@@ -488,13 +494,13 @@ class SandboxState:
         for raw in data["users"]:
             raw = _dates(raw, "created_at")
             raw["token"] = Secret(raw["token"])
-            state.users[raw["id"]] = User(**raw)
+            state.users[raw["id"]] = UserRecord(**raw)
         for raw in data["groups"]:
-            state.groups[raw["id"]] = Group(**_dates(raw, "created_at"))
+            state.groups[raw["id"]] = GroupRecord(**_dates(raw, "created_at"))
         for raw in data["projects"]:
             raw = _dates(raw, "created_at", "last_activity_at")
             raw["policy"] = _dates(raw["policy"], "next_run_at")
-            state.projects[raw["id"]] = Project(**raw)
+            state.projects[raw["id"]] = ProjectRecord(**raw)
         state.project_members = {(p, u): lvl for p, u, lvl in data["project_members"]}
         state.group_members = {(g, u): lvl for g, u, lvl in data["group_members"]}
         for raw in data["repositories"]:
