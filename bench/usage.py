@@ -44,6 +44,7 @@ from proxy import DEFAULT_DELAY, ProxyGroup, SpawnedProxies
 from regops.ops import usage
 from regops.registry.cache import ContentCache
 from regops.registry.manifest import parse_manifest
+from regops.registry.resolver import TagResolver
 from regops.registry.storage import RegistryStorage
 from regops.sandbox import Sandbox
 
@@ -124,11 +125,12 @@ def _measure(sandbox: Sandbox, gitlab_url: str, registry_url: str, args: Any) ->
                 continue
             cache_dir = Path(caches) / mode
             for label, name in (("b", "cold"), ("c", "warm")):
+                conn = connection()
                 report = usage.by_project(
                     projects,
-                    connection=connection(),
+                    gitlab=conn.gitlab,
+                    resolver=TagResolver(conn.registry, ContentCache(cache_dir)),
                     workers=args.workers,
-                    cache=ContentCache(cache_dir),
                     storage=store,
                 )
                 run = Run(f"({label}) regops, {name} cache, tags via {mode}", report)

@@ -85,6 +85,7 @@ ENV_FIELDS = (
     ("REGOPS_REGISTRY_USER", "registry_username"),
     ("REGOPS_REGISTRY_PASSWORD", "registry_password"),
     ("REGOPS_REGISTRY_STORAGE", "registry_storage_path"),
+    ("REGOPS_CACHE_DIR", "cache_dir"),
     ("REGOPS_GITLAB_YML", "gitlab_yml_path"),
     ("REGOPS_SSL_VERIFY", "ssl_verify"),
     ("REGOPS_TIMEOUT", "timeout"),
@@ -108,6 +109,7 @@ INI_FIELDS = (
     ("regops_registry_user", "registry_username"),
     ("regops_registry_password", "registry_password"),
     ("regops_registry_storage", "registry_storage_path"),
+    ("regops_cache_dir", "cache_dir"),
     ("regops_gitlab_yml", "gitlab_yml_path"),
 )
 ARGUMENT_ALIASES = {"url": "gitlab_url", "registry_key": "registry_key_path"}
@@ -131,6 +133,7 @@ class Settings:
     registry_username: str | None = None
     registry_password: Secret | None = None
     registry_storage_path: str | None = None
+    cache_dir: str | None = None  # manifests by digest; None: the user cache dir; "none": memory
     ssl_verify: bool | str = True
     timeout: float = READ_TIMEOUT
     gitlab_yml_path: str | None = None

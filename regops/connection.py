@@ -12,25 +12,33 @@ when none was made, one resolved from the environment and config files.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 from regops.config import Settings, resolve_settings, url_host
 from regops.errors import ConfigError, GitLabError
 from regops.gitlab.client import GitLabClient
+from regops.registry import tokens
+from regops.registry.cache import ContentCache, default_cache_dir
+from regops.registry.client import RegistryClient
+from regops.registry.resolver import TagResolver
 from regops.secrets import redact_url
 
-if TYPE_CHECKING:
-    from regops.registry.client import RegistryClient
+NO_CACHE_WORDS = frozenset({"none", "off", "memory"})  # cache_dir values: keep it in memory
 
 _default: Connection | None = None
 _lock = threading.Lock()
 
 
 class Connection:
-    """A GitLab client (``.gitlab``) and a registry client (``.registry``, or None).
+    """A GitLab client (``.gitlab``), a registry client (``.registry``, or None),
+    and the tag resolver every reader of tags shares (``.resolver``).
 
     Nothing is sent on creation; the registry client is built on first use
     (realm auth without a user name asks GitLab who the token belongs to).
+    The resolver reads manifests by digest through the on-disk content cache
+    (``cache_dir``; the user cache directory by default), so a second session
+    reads from disk what the first fetched.
     """
 
     def __init__(self, settings: Settings, *, gitlab: GitLabClient | None = None) -> None:
@@ -41,6 +49,7 @@ class Connection:
         )
         self._registry: RegistryClient | None = None
         self._registry_built = False
+        self._resolver: TagResolver | None = None
         self._user: dict | None = None
         self._lock = threading.Lock()
 
@@ -71,6 +80,31 @@ class Connection:
                     self._registry_built = True
         return self._registry
 
+    @property
+    def cache(self) -> ContentCache:
+        """The content cache the resolver reads through."""
+        resolver = self.resolver
+        if resolver is None:
+            raise ConfigError("no registry configured: nothing to cache")
+        return resolver.cache
+
+    @property
+    def resolver(self) -> TagResolver | None:
+        """The connection's tag resolver (None without a registry)."""
+        registry = self.registry
+        if registry is None:
+            return None
+        with self._lock:
+            if self._resolver is None:
+                self._resolver = TagResolver(registry, self._content_cache())
+            return self._resolver
+
+    def _content_cache(self) -> ContentCache:
+        setting = self.settings.cache_dir
+        if setting is not None and setting.strip().lower() in NO_CACHE_WORDS:
+            return ContentCache()
+        return ContentCache(Path(setting) if setting else default_cache_dir())
+
     def current_user(self) -> dict:
         """``GET /user``, fetched once."""
         if self._user is None:
@@ -81,13 +115,9 @@ class Connection:
         s = self.settings
         if not s.registry_url:
             return None
-        from regops.registry.client import RegistryClient
-
         return RegistryClient(s.registry_url, self._registry_auth(), http=self.http)
 
-    def _registry_auth(self) -> Any:
-        from regops.registry import tokens
-
+    def _registry_auth(self) -> tokens.RegistryAuth:
         s = self.settings
         mode = s.registry_auth or "anonymous"
         if mode == "key":
@@ -116,7 +146,7 @@ class Connection:
                 f"(asking GitLab GET /user for it failed: {exc})"
             ) from None
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> dict[str, object]:
         """GitLab URL, version, user, is_admin and registry mode, for banners (2 requests)."""
         s = self.settings
         user = self.current_user()

@@ -2,8 +2,8 @@
 
 Like ``gitlab-rails console`` for the container registry. The namespace holds
 ``regops``, ``connect``, ``Project``, ``ContainerRepository``, ``Tag``,
-``ExpirationPolicy``, ``User``, ``plan_cleanup`` and ``conn`` (the default
-connection). Non-interactive runs (``-c CODE``, ``FILE.py``) get the same
+``ExpirationPolicy``, ``User``, ``plan_cleanup``, ``usage_by_project`` and
+``conn`` (the default connection). Non-interactive runs (``-c CODE``, ``FILE.py``) get the same
 namespace; ``-c`` prints the value of a final expression (as IPython does),
 so ``regops console -c "Project.last(3)"`` shows a table.
 
@@ -20,9 +20,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import regops
-from regops.connection import Connection, set_default_connection
+from regops.connection import Connection, connect, set_default_connection
 from regops.errors import RegopsError
-from regops.models import ContainerRepository, ExpirationPolicy, Project, Tag, User
+from regops.models import (
+    ContainerRepository,
+    ExpirationPolicy,
+    Project,
+    Tag,
+    User,
+    usage_by_project,
+)
 from regops.ops.cleanup import plan_cleanup
 
 if TYPE_CHECKING:
@@ -37,6 +44,7 @@ PRELOADED = (
     "ExpirationPolicy",
     "User",
     "plan_cleanup",
+    "usage_by_project",
     "conn",
 )
 EXAMPLE = "Project.last(3)"
@@ -54,6 +62,7 @@ def namespace(conn: Connection) -> dict[str, Any]:
         "ExpirationPolicy": ExpirationPolicy,
         "User": User,
         "plan_cleanup": plan_cleanup,
+        "usage_by_project": usage_by_project,
         "conn": conn,
     }
     ns["connect"] = _connect_into(ns)
@@ -62,7 +71,6 @@ def namespace(conn: Connection) -> dict[str, Any]:
 
 def _connect_into(ns: dict[str, Any]) -> Callable[..., Connection]:
     """``regops.connect`` that also rebinds the console's ``conn``."""
-    from regops.connection import connect
 
     def console_connect(*args: Any, **kwargs: Any) -> Connection:
         conn = connect(*args, **kwargs)

@@ -23,7 +23,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from regops import __version__
-from regops.errors import TransportError
+from regops.errors import TransportError, ValidationError
 from regops.secrets import redact, redact_url
 
 log = logging.getLogger("regops.http")
@@ -109,11 +109,61 @@ def retry_after_seconds(response: requests.Response) -> float | None:
     return None
 
 
+class TokenBucket:
+    """A token bucket: on average at most ``rate`` requests per second, bursts of ``burst``.
+
+    ``take(n)`` waits until ``n`` tokens are there. Shared by threads.
+
+    >>> bucket = TokenBucket(5)
+    >>> bucket.take()        # returns at once, then paces callers at 5/s
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        burst: float | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not rate or rate <= 0:
+            raise ValidationError("requests_per_second", f"must be > 0, got {rate!r}")
+        self.rate = float(rate)
+        self.burst = float(burst) if burst else max(1.0, self.rate)
+        self._clock, self._sleep = clock, sleep
+        self._tokens = self.burst
+        self._stamp = clock()
+        self._lock = threading.Lock()
+        self.waited = 0.0
+
+    def __repr__(self) -> str:
+        return f"TokenBucket(rate={self.rate:g}/s, burst={self.burst:g})"
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+
+    def take(self, count: float = 1.0) -> None:
+        """Wait until ``count`` tokens are available, then spend them."""
+        with self._lock:
+            self._refill()
+            missing = count - self._tokens
+            if missing > 0:
+                delay = missing / self.rate
+                self._sleep(delay)
+                self.waited += delay
+                self._refill()
+            self._tokens -= count
+
+
 class RetryingSession(requests.Session):
     """A Session with default timeouts, retries for idempotent requests, and redaction.
 
     ``request(..., idempotent=True)`` marks a request of another method (a
-    manifest PUT) as safe to repeat.
+    manifest PUT) as safe to repeat; ``request(..., pace=bucket)`` waits for
+    a :class:`TokenBucket` token before every attempt (retries included), so
+    one client can be paced without pacing the others sharing the session.
     """
 
     def __init__(self, settings: HTTPSettings) -> None:
@@ -131,13 +181,23 @@ class RetryingSession(requests.Session):
     def __repr__(self) -> str:
         return f"<RetryingSession ua={self.settings.user_agent!r} timeout={self.settings.timeout}>"
 
-    def request(self, method, url, *args, idempotent: bool | None = None, **kwargs):
+    def request(
+        self,
+        method,
+        url,
+        *args,
+        idempotent: bool | None = None,
+        pace: TokenBucket | None = None,
+        **kwargs,
+    ):
         kwargs.setdefault("timeout", self.settings.timeout)
         method = method.upper()
         retryable = method in IDEMPOTENT_METHODS if idempotent is None else idempotent
         attempts = 1 + (self.settings.max_retries if retryable else 0)
         for attempt in range(attempts):
             last = attempt == attempts - 1
+            if pace is not None:
+                pace.take()
             with self._count_lock:
                 self.request_count += 1
             try:

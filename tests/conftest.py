@@ -7,8 +7,10 @@ pytest_plugins = ["tests.fixtures_registry", "tests.fixtures_sandbox"]
 
 @pytest.fixture(autouse=True)
 def _private_state_dir(tmp_path_factory, monkeypatch):
-    """Every test gets its own regops state directory (audit logs, journal, locks).
+    """Every test gets its own regops state and cache directories (audit logs, journal,
+    locks, manifests): nothing of the user's is read or written.
 
-    A test that wants a particular one sets REGOPS_STATE_DIR itself.
+    A test that wants particular ones sets REGOPS_STATE_DIR / REGOPS_CACHE_DIR itself.
     """
     monkeypatch.setenv("REGOPS_STATE_DIR", str(tmp_path_factory.mktemp("state")))
+    monkeypatch.setenv("REGOPS_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))

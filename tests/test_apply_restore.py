@@ -10,12 +10,12 @@ import itertools
 import shutil
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from regops.errors import RegistryError
-from regops.ops.apply import DeleteTarget, TokenBucket, apply_plan
+from regops.http import TokenBucket
+from regops.ops.apply import DeleteTarget, apply_plan
 from regops.ops.audit import AuditWriter, read_audit_log
 from regops.ops.restore import restore_from_audit
 from regops.registry.client import RegistryClient
@@ -34,8 +34,8 @@ def client(registry_server, minter) -> RegistryClient:
 
 @pytest.fixture
 def connection(client):
-    """What apply/restore need from a Connection: a registry client (and a GitLab URL)."""
-    return SimpleNamespace(registry=client, gitlab=SimpleNamespace(url="http://gitlab.test"))
+    """What apply and restore take: the registry client."""
+    return client
 
 
 @pytest.fixture
@@ -244,9 +244,8 @@ def test_token_bucket_paces_with_a_fake_clock():
     for _ in range(5):
         bucket.take()
     assert now[0] == pytest.approx(2.0)  # 5 requests at 2/s with a burst of 1
-    bucket.charge(4)  # four requests made inside a batch call
-    bucket.take()
-    assert now[0] == pytest.approx(4.5)
+    bucket.take(3)  # three at once wait for three tokens
+    assert now[0] == pytest.approx(3.5)
 
 
 class _CommitFails:
@@ -268,7 +267,7 @@ class _CommitFails:
 
 def test_a_batch_whose_commit_fails_is_rolled_back(client, repo, registry_server, minter, tmp_path):
     digests = seed(client, repo)
-    connection = SimpleNamespace(registry=_CommitFails(client))
+    connection = _CommitFails(client)
     audit = tmp_path / "a.jsonl"
     result = apply_plan(targets(repo, digests, ["old-1", "old-2"]), connection, audit_path=audit)
 

@@ -16,16 +16,20 @@ import responses
 
 from regops.config import Settings
 from regops.connection import Connection
-from regops.errors import DoesNotExist, PolicyError, ValidationError
+from regops.errors import (
+    DoesNotExist,
+    PolicyError,
+    PolicyNotApplied,
+    UpdateAllError,
+    ValidationError,
+)
 from regops.models import (
     ContainerRepository,
     ExpirationPolicy,
-    PolicyNotApplied,
     Project,
     Tag,
     User,
 )
-from regops.models.policy import UpdateAllError
 from regops.secrets import Secret
 
 BASE = "https://gitlab.example.com"

@@ -26,8 +26,7 @@ nbclient = pytest.importorskip("nbclient")
 kernelspec = pytest.importorskip("jupyter_client.kernelspec")
 jupyter_manager = pytest.importorskip("jupyter_client.manager")
 
-from regops.models import Project  # noqa: E402
-from regops.ops import usage  # noqa: E402
+from regops.models import Project, usage_by_project  # noqa: E402
 from regops.ops.audit import EVENT_INTENT, read_audit_log  # noqa: E402
 from regops.ops.cleanup import plan_cleanup  # noqa: E402
 from tests.leaks import assert_hidden  # noqa: E402
@@ -291,8 +290,8 @@ def test_registry_usage_notebook(sandbox, tmp_path, kernel_dir, connection_to):
     notebook = run_notebook("01_registry_usage.ipynb", sandbox, tmp_path, kernel_dir)
     last = parameter("01_registry_usage.ipynb", "LAST")
     projects = Project.last(last, connection=connection)
-    expected = usage.by_project(projects, connection=connection)
-    expected_extended = usage.by_project(projects, connection=connection, extended=True)
+    expected = usage_by_project(projects, connection=connection)
+    expected_extended = usage_by_project(projects, connection=connection, extended=True)
     assert expected.ok and len(expected) >= 3
 
     rows = one_table(tagged(notebook, "usage"))

@@ -106,7 +106,7 @@ CHILD = textwrap.dedent(
             return call
 
     targets = [DeleteTarget(args["repo"], t, d) for t, d in args["targets"]]
-    apply_plan(targets, SimpleNamespace(registry=Dying()), audit_path=args["audit"],
+    apply_plan(targets, Dying(), audit_path=args["audit"],
                journal=Journal(args["journal"]), batch_size=args["batch_size"])
     """
 )
@@ -178,7 +178,7 @@ def test_a_run_killed_at_any_step_is_settled_and_the_rerun_ends_as_one_run(
     # The rerun deletes the plan; the registry ends as one uninterrupted run leaves it.
     audit = tmp_path / "audit.jsonl"
     rerun = [DeleteTarget(repo, t, digests[t]) for t in PLANNED]
-    result = apply_plan(rerun, SimpleNamespace(registry=client), audit_path=audit, journal=journal)
+    result = apply_plan(rerun, client, audit_path=audit, journal=journal)
     assert result.ok, result
     assert storage_tags(registry_server, repo) == {t: before[t] for t in KEPT}
     for tag in KEPT:
@@ -187,7 +187,7 @@ def test_a_run_killed_at_any_step_is_settled_and_the_rerun_ends_as_one_run(
         assert skopeo_digest(registry_server.host, repo, tag, minter) is None
 
     # Restore brings every planned tag back to its original digest.
-    restored = restore_from_audit(audit, SimpleNamespace(registry=client))
+    restored = restore_from_audit(audit, client)
     assert restored.ok, restored
     assert storage_tags(registry_server, repo) == before
 
@@ -212,7 +212,7 @@ def test_an_unwritable_journal_stops_before_any_change(client, repo, registry_se
     with pytest.raises(StateError) as info:
         apply_plan(
             targets,
-            SimpleNamespace(registry=client),
+            client,
             audit_path=tmp_path / "a.jsonl",
             journal=Journal(blocked),
         )
@@ -249,7 +249,7 @@ def test_plan_sets_tags_on_a_placeholder_aside_and_apply_refuses_it():
     assert plan.placeholders == {"stranded": "sha256:" + "a" * 64}
     assert any("placeholder" in w for w in plan.warnings)
     with pytest.raises(UnfinishedDeleteError, match="stranded"):
-        apply_plan(plan, SimpleNamespace(registry=object()))
+        apply_plan(plan, object())
 
 
 def test_recover_placeholders_rolls_back_from_the_audit_log_or_finishes(
@@ -282,7 +282,7 @@ def test_recover_placeholders_rolls_back_from_the_audit_log_or_finishes(
             return client.put_manifest(repo_, tag, raw, media_type)
 
     with pytest.raises(KeyboardInterrupt):
-        apply_plan(rerun, SimpleNamespace(registry=FailingCommit()), audit_path=audit,
+        apply_plan(rerun, FailingCommit(), audit_path=audit,
                    journal=journal)  # fmt: skip
     stranded = storage_tags(registry_server, repo)
     placeholder = stranded["old-1"]
@@ -335,11 +335,11 @@ def test_restore_skips_placeholder_intents_and_overwrites_a_stranded_tag(
                     manifest=encode_manifest(raw),
                 )
             )
-    result = restore_from_audit(audit, SimpleNamespace(registry=client))
+    result = restore_from_audit(audit, client)
     assert [(i.tag, i.status) for i in result.items] == [("old-1", "restored")]
     assert storage_tags(registry_server, repo)["old-1"] == digests["old-1"]
     with pytest.raises(Exception, match="run-9"):
-        restore_from_audit(audit, SimpleNamespace(registry=client), run="run-9")
-    again = restore_from_audit(audit, SimpleNamespace(registry=client), run="run-1")
+        restore_from_audit(audit, client, run="run-9")
+    again = restore_from_audit(audit, client, run="run-1")
     assert [i.status for i in again.items] == ["already_present"]
     assert read_audit_log(audit).records[0].run_id == "run-1"

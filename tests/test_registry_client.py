@@ -20,11 +20,12 @@ from regops.errors import (
     RegistryUnsupported,
     UnsafeDeleteError,
 )
-from regops.registry.cache import CachingReader, ContentCache
+from regops.registry.cache import ContentCache
 from regops.registry.client import RegistryClient
 from regops.registry.keys import generate_key
 from regops.registry.manifest import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 from regops.registry.reference import Digest
+from regops.registry.resolver import TagResolver
 from regops.registry.safe_delete import SafeDelete, TagDeleteResult
 from regops.registry.tokens import KeyAuth, RegistryAuth, Scope, TokenMinter
 from regops.sandbox.registry_server import RegistryServer
@@ -422,17 +423,22 @@ def test_token_without_delete_scope_is_denied(registry_server, minter, client, r
 # --------------------------------------------------------------------------- cache
 
 
-def test_caching_reader_fetches_each_digest_once(client, repo, tmp_path):
+def test_resolver_fetches_each_digest_once_and_a_second_one_reads_the_disk(
+    client, repo, tmp_path
+):
     image = simple_image(130, layers=2)
     digest = push_image(client, repo, image, ["v1"])
     cache = ContentCache(tmp_path / "cache")
-    reader = CachingReader(client, cache)
+    resolver = TagResolver(client, cache)
+    before = client.request_count
     for _ in range(3):
-        assert reader.manifest(repo, digest).total_size == image.total_size
-        assert reader.config(repo, image.config_digest).created is not None
-    assert reader.requests == 2 and cache.misses == 2 and cache.hits == 4
-    # a second reader over the same directory needs no request at all
-    second = CachingReader(client, ContentCache(tmp_path / "cache"))
+        assert resolver.manifest(repo, digest).raw == image.manifest
+        assert json.loads(resolver.config(repo, image.config_digest).raw) == json.loads(
+            image.config
+        )
+    assert client.request_count - before == 2 and cache.misses == 2
+    # a second resolver over the same directory needs no request at all
+    second = TagResolver(client, ContentCache(tmp_path / "cache"))
     before = client.request_count
     assert second.manifest(repo, digest).raw == image.manifest
     assert json.loads(second.config(repo, image.config_digest).raw) == json.loads(image.config)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import parse_qs, urlsplit
 
@@ -28,7 +30,7 @@ from regops.errors import (
 )
 from regops.http import HTTPSettings
 from regops.registry import client as registry_client
-from regops.registry.cache import CachingReader, ContentCache, default_cache_dir
+from regops.registry.cache import ContentCache, default_cache_dir
 from regops.registry.client import (
     RegistryClient,
     error_from_response,
@@ -36,6 +38,7 @@ from regops.registry.client import (
 )
 from regops.registry.manifest import DOCKER_MANIFEST, MANIFEST_ACCEPT, OCI_INDEX, parse_manifest
 from regops.registry.reference import Digest
+from regops.registry.resolver import TagResolver
 from regops.registry.safe_delete import (
     PLACEHOLDER_ANNOTATION,
     Placeholder,
@@ -873,26 +876,38 @@ def test_default_cache_dir_is_under_the_user_cache():
 
 
 class CountingClient:
-    """Stands in for RegistryClient: serves one image, counts calls."""
+    """Stands in for RegistryClient: serves one image, counts calls, slow on purpose."""
 
-    def __init__(self, image) -> None:
+    url = "https://registry.example.com"
+
+    def __init__(self, image, delay: float = 0.0) -> None:
         self.image = image
         self.calls = 0
+        self.delay = delay
+        self.lock = threading.Lock()
+
+    def _count(self) -> None:
+        with self.lock:
+            self.calls += 1
+        time.sleep(self.delay)  # long enough for every other thread to ask meanwhile
 
     def get_manifest(self, repo, digest):
-        self.calls += 1
+        self._count()
         return parse_manifest(self.image.manifest, digest=digest)
 
     def get_blob(self, repo, digest):
-        self.calls += 1
+        self._count()
         return self.image.config
 
 
-def test_caching_reader_counts_registry_fetches():
+def test_resolver_fetches_each_digest_once_even_under_concurrency():
     image = simple_image(7)
-    client = CountingClient(image)
-    reader = CachingReader(client, ContentCache())  # type: ignore[arg-type]
-    for _ in range(3):
-        assert reader.manifest("g/a", image.digest).digest == image.digest
-        assert reader.config("g/b", image.config_digest).created is not None
-    assert client.calls == reader.requests == 2
+    client = CountingClient(image, delay=0.05)
+    resolver = TagResolver(client, ContentCache())  # type: ignore[arg-type]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        manifests = list(pool.map(lambda _: resolver.manifest("g/a", image.digest), range(16)))
+        configs = list(pool.map(lambda _: resolver.config("g/b", image.config_digest), range(16)))
+    assert client.calls == 2  # one manifest, one config, whatever the number of threads
+    assert all(m.digest == image.digest for m in manifests)
+    assert all(c.created is not None for c in configs)
+    assert resolver.requests == 2 and resolver.memo_hits == 30

@@ -17,16 +17,24 @@ import pytest
 from regops import cli
 from regops.commands import usage as usage_command
 from regops.errors import ConfigError, ValidationError
+from regops.models import usage_by_project
 from regops.ops import usage
 from regops.ops.usage import ProjectRef, ProjectUsage, UsageReport, UsageSummary
 from regops.registry.cache import ContentCache
 from regops.registry.keys import generate_key, private_key_pem
 from regops.registry.manifest import parse_manifest
+from regops.registry.resolver import TagResolver
 from regops.registry.storage import RegistryStorage
 from regops.sandbox import Sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "registry_usage_by_project.py"
+def scan(refs, connection, cache=None, **options):
+    """``usage.by_project`` through ``connection``'s clients, with its own cache."""
+    resolver = TagResolver(connection.registry, cache if cache is not None else ContentCache())
+    return usage.by_project(refs, gitlab=connection.gitlab, resolver=resolver, **options)
+
+
 pytestmark = pytest.mark.registry
 
 
@@ -194,7 +202,7 @@ def test_select_projects_options_do_not_combine():
 
 
 def test_sizes_equal_the_naive_baseline_tag_by_tag(demo, demo_refs, naive):
-    report = usage.by_project(demo_refs, connection=demo.connect())
+    report = scan(demo_refs, demo.connect())
     assert report.ok and naive.ok
     for fast, slow in zip(report.projects, naive.projects, strict=True):
         assert fast.project_id == slow.project_id
@@ -209,7 +217,7 @@ def test_sizes_equal_the_naive_baseline_tag_by_tag(demo, demo_refs, naive):
 
 
 def test_http_mode_makes_one_request_per_tag_plus_tag_lists(demo, demo_refs):
-    report = usage.by_project(demo_refs, connection=demo.connect(), workers=4)
+    report = scan(demo_refs, demo.connect(), workers=4)
     s = report.summary
     assert s.registry_requests == s.repositories + s.tags
     assert s.gitlab_requests == len(demo_refs)  # one repositories call per project
@@ -217,7 +225,7 @@ def test_http_mode_makes_one_request_per_tag_plus_tag_lists(demo, demo_refs):
 
 def test_unique_bytes_equal_the_blob_files_on_disk(demo, demo_refs):
     storage = RegistryStorage(demo.storage_path)
-    report = usage.by_project(demo_refs, connection=demo.connect(), extended=True)
+    report = scan(demo_refs, demo.connect(), extended=True)
     everything: dict[str, int] = {}
     for row in report.projects:
         expected = _expected_blobs(storage, row)
@@ -240,12 +248,8 @@ def test_unique_bytes_equal_the_blob_files_on_disk(demo, demo_refs):
 
 def test_storage_mode_and_warm_cache(demo, demo_refs, naive, tmp_path):
     storage = RegistryStorage(demo.storage_path)
-    cold = usage.by_project(
-        demo_refs, connection=demo.connect(), cache=ContentCache(tmp_path), storage=storage
-    )
-    warm = usage.by_project(
-        demo_refs, connection=demo.connect(), cache=ContentCache(tmp_path), storage=storage
-    )
+    cold = scan(demo_refs, demo.connect(), cache=ContentCache(tmp_path), storage=storage)
+    warm = scan(demo_refs, demo.connect(), cache=ContentCache(tmp_path), storage=storage)
     distinct = {
         storage.tag_digest(*key.rsplit(":", 1)) for row in naive.projects for key in row.tag_sizes
     }
@@ -264,7 +268,7 @@ def test_console_use_with_models_and_default_connection(demo):
     try:
         from regops.models import Project
 
-        report = usage.by_project(Project.last(4))
+        report = usage_by_project(Project.last(4))
     finally:
         set_default_connection(None)
     assert [p.project_id for p in report.projects] == sorted(p.project_id for p in report.projects)
@@ -284,7 +288,7 @@ def test_last_group_and_project_selection(demo):
 
 
 def test_progress_bar_does_not_change_results(demo, demo_refs, naive):
-    report = usage.by_project(demo_refs, connection=demo.connect(), progress=True)
+    report = scan(demo_refs, demo.connect(), progress=True)
     assert report.to_csv() == naive.to_csv()
 
 
@@ -335,7 +339,7 @@ def test_a_broken_repository_is_reported_never_undercounted(broken, mode):
     sandbox, before, broken_project, broken_tag = broken
     refs = [ProjectRef(p.project_id, p.creator_id, p.full_path) for p in before.projects]
     storage = RegistryStorage(sandbox.storage_path) if mode == "storage" else None
-    report = usage.by_project(refs, connection=sandbox.connect(), extended=True, storage=storage)
+    report = scan(refs, sandbox.connect(), extended=True, storage=storage)
     assert not report.ok
     [bad] = report.incomplete
     assert bad.full_path == broken_project
@@ -503,7 +507,7 @@ def test_proxy_rewrites_realm_so_clients_only_see_proxies(demo, demo_refs, naive
             "user", registry_auth="realm", gitlab_url=gitlab.url, registry_url=registry.url
         )
         refs = [r for r in demo_refs if r.full_path.startswith("apps/")]
-        report = usage.by_project(refs, connection=connection)
+        report = scan(refs, connection)
         assert report.ok
         s = report.summary
         token_requests = gitlab.requests - s.gitlab_requests  # /jwt/auth, via the GitLab proxy

@@ -77,19 +77,14 @@ def validate_run(args: argparse.Namespace) -> None:
 def run_body(args: argparse.Namespace, connection: Any) -> Outcome:
     """Plan the project's policy; with ``--execute`` apply it. Plan and results on stdout."""
     from regops.models import Project, User
-    from regops.ops.apply import (
-        DEFAULT_BATCH_SIZE,
-        apply_plan,
-        check_cleanup_permission,
-        default_actor,
-    )
+    from regops.ops.apply import DEFAULT_BATCH_SIZE, apply_plan, default_actor
 
     execute = getattr(args, "execute", False)
     project = Project.find(_project_ref(args.project), connection=connection)
     actor = default_actor()
     if args.user:
         user = User.find(args.user, connection=connection)
-        check_cleanup_permission(user, project)
+        user.check_cleanup_permission(project)
         actor = f"{actor} for user {user.id} ({user.get('username')})"
     if execute:
         recovery = _recover_pending(connection, actor)
@@ -106,7 +101,8 @@ def run_body(args: argparse.Namespace, connection: Any) -> Outcome:
         return Outcome(EXIT_FAILED, f"project {project.id}: tags still on a regops placeholder")
     result = apply_plan(
         plan,
-        connection,
+        connection.registry,
+        gitlab_url=connection.settings.gitlab_url,
         audit_path=args.audit_log,
         actor=actor,
         max_requests_per_second=args.max_requests_per_second,

@@ -39,7 +39,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"started and seeded in {time.monotonic() - started:.1f}s\n")
         with sandbox.connect() as connection:
             projects = usage.select_projects(connection.gitlab)
-            report = usage.by_project(projects, connection=connection, extended=True)
+            report = usage.by_project(
+                projects, gitlab=connection.gitlab, resolver=connection.resolver, extended=True
+            )
             print("== Registry usage by project (bytes)\n")
             print(report.render(args.format))
             print("== What the enabled cleanup policies would delete (nothing is deleted)\n")

@@ -14,7 +14,7 @@ import argparse
 from typing import Any
 
 from regops import scripting
-from regops.scripting import EXIT_FAILED, EXIT_OK, Outcome
+from regops.scripting import EXIT_FAILED, EXIT_OK, Outcome, UsageError
 
 RESTORE_LOCK = "restore"
 
@@ -43,9 +43,11 @@ def restore_body(args: argparse.Namespace, connection: Any) -> Outcome:
 
     from regops.ops.restore import restore_from_audit
 
+    if connection.registry is None:
+        raise UsageError("restoring tags needs the registry: set REGOPS_REGISTRY_URL")
     result = restore_from_audit(
         args.audit_log,
-        connection,
+        connection.registry,
         projects=args.project or None,
         tags=args.tag or None,
         repositories=args.repository or None,

@@ -19,8 +19,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from regops.connection import connect
 from regops.errors import ConfigError
 from regops.ops.usage import DEFAULT_WORKERS, FORMATS, UsageReport, by_project, select_projects
+from regops.registry.cache import ContentCache, default_cache_dir
+from regops.registry.resolver import TagResolver
+from regops.registry.storage import RegistryStorage
 from regops.scripting import EXIT_FAILED as EXIT_INCOMPLETE
 from regops.scripting import EXIT_OK, positive_int
 
@@ -86,18 +90,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, connection: Any = None) -> int:
     """Select, scan, write, report; the exit code says whether every project was read."""
     if connection is None:
-        from regops.connection import connect
-
         connection = connect()
     projects = select_projects(
         connection.gitlab, last=args.last, projects=args.project, group=args.group
     )
+    if connection.registry is None:
+        raise ConfigError(
+            "registry usage needs the registry: set REGOPS_REGISTRY_URL and a way to "
+            "authenticate (signing key, or user + token); see `regops config`"
+        )
     report = by_project(
         projects,
-        connection=connection,
+        gitlab=connection.gitlab,
+        resolver=TagResolver(connection.registry, cache_from(args)),
         extended=args.extended,
         workers=args.workers,
-        cache=cache_from(args),
         storage=storage_from(args, connection),
         progress=sys.stderr.isatty() and not args.no_progress,
     )
@@ -121,10 +128,8 @@ def kept_message(output: Path, report: UsageReport) -> str:
     return f"{output} not written: incomplete projects {shown}"
 
 
-def cache_from(args: argparse.Namespace) -> Any:
+def cache_from(args: argparse.Namespace) -> ContentCache:
     """The content cache the options ask for (memory only with ``--no-cache``)."""
-    from regops.registry.cache import ContentCache, default_cache_dir
-
     if args.no_cache:
         return ContentCache()
     return ContentCache(args.cache_dir or default_cache_dir())
@@ -135,7 +140,6 @@ def storage_from(args: argparse.Namespace, connection: Any) -> Any:
     tags_from = args.tags_from or ("storage" if args.registry_storage else "registry")
     if tags_from != "storage":
         return None
-    from regops.registry.storage import RegistryStorage
 
     root = args.registry_storage or connection.settings.registry_storage_path
     if not root:

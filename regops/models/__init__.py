@@ -8,8 +8,9 @@
 from __future__ import annotations
 
 from regops.models.base import Collection, Model, Query
-from regops.models.policy import ExpirationPolicy, PolicyNotApplied, PolicyPlan, PolicyQuery
+from regops.models.policy import ExpirationPolicy, PolicyPlan, PolicyQuery
 from regops.models.project import Project
+from regops.models.reports import usage_by_project
 from regops.models.repository import ContainerRepository
 from regops.models.tag import Tag
 from regops.models.user import User
@@ -19,11 +20,11 @@ __all__ = [
     "ContainerRepository",
     "ExpirationPolicy",
     "Model",
-    "PolicyNotApplied",
     "PolicyPlan",
     "PolicyQuery",
     "Project",
     "Query",
     "Tag",
     "User",
+    "usage_by_project",
 ]

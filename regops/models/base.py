@@ -21,15 +21,13 @@ import shutil
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import IO, Any, ClassVar, TypeVar
 
 from tabulate import tabulate
 
-from regops.errors import DoesNotExist, RegopsError, ValidationError
+from regops.connection import Connection, default_connection
+from regops.errors import DoesNotExist, RegopsError, UpdateAllError, ValidationError
 from regops.registry.manifest import parse_rfc3339
-
-if TYPE_CHECKING:
-    from regops.connection import Connection
 
 MAX_TABLE_ROWS = 20  # rows a table shows before "... N more": one screen in a console
 MIN_COLUMN_WIDTH = 8  # a column is never cut narrower than this when fitting the terminal
@@ -43,8 +41,6 @@ def resolve_connection(connection: Connection | None) -> Connection:
     """``connection``, or the default one set by ``regops.connect()`` / the console."""
     if connection is not None:
         return connection
-    from regops.connection import default_connection
-
     return default_connection()
 
 
@@ -112,9 +108,14 @@ class Model:
     DoesNotExist: ClassVar[type[DoesNotExist]] = DoesNotExist
     parent_relations: ClassVar[tuple[str, ...]] = ()  # kept by reload(): the object's owner
     time_fields: ClassVar[tuple[str, ...]] = ()  # GitLab time strings parsed to datetimes
+    query_class: ClassVar[type[Query]]  # set below Query; a model may use a subclass
+    # Every model class by name, filled as they are defined: models find each other
+    # here (``Model.named("Project")``) instead of importing each other.
+    _by_name: ClassVar[dict[str, type[Model]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        Model._by_name[cls.__name__] = cls
         if "DoesNotExist" not in cls.__dict__:
             parents = tuple(
                 base.DoesNotExist for base in cls.__bases__ if issubclass(base, Model)
@@ -124,6 +125,18 @@ class Model:
                 parents,
                 {"__module__": cls.__module__, "__qualname__": f"{cls.__qualname__}.DoesNotExist"},
             )
+
+    @staticmethod
+    def named(name: str) -> Any:
+        """The model class called ``name`` (``Model.named("Project")``).
+
+        Typed ``Any``: the class is looked up at run time; callers annotate what
+        they build with it (the names they import under TYPE_CHECKING).
+        """
+        try:
+            return Model._by_name[name]
+        except KeyError:
+            raise LookupError(f"no model named {name!r} is defined") from None
 
     def __init__(self, data: Mapping[str, Any], *, connection: Connection | None = None) -> None:
         self.__dict__["_data"] = self._prepare(data)
@@ -193,6 +206,27 @@ class Model:
 
     def _fetch(self) -> Mapping[str, Any]:  # pragma: no cover - every model overrides
         raise NotImplementedError
+
+    # -- query hooks (models that can be listed override them) ---------------------
+
+    @classmethod
+    def query(cls, *, connection: Connection | None = None) -> Query:
+        """A query over every object of this model (lazy: nothing sent yet)."""
+        return cls.query_class(cls, connection=connection)
+
+    @classmethod
+    def _query_items(
+        cls, conn: Connection, query: Query, batch_size: int | None = None
+    ) -> Iterator[Any]:
+        raise ValidationError(cls.__name__, f"{cls.__name__} objects cannot be listed this way")
+
+    @classmethod
+    def _where(cls, query: Query, filters: Mapping[str, Any]) -> Query:
+        raise ValidationError(cls.__name__, f"{cls.__name__}.where() is not supported")
+
+    @classmethod
+    def _check_update(cls, attrs: Mapping[str, Any]) -> None:
+        raise ValidationError(cls.__name__, f"{cls.__name__} objects cannot be updated")
 
     # -- identity and display ------------------------------------------------------
 
@@ -387,14 +421,23 @@ class Collection(list):
 
 # -- queries -----------------------------------------------------------------------
 
+REPR_MORE = "... more (call .count() for the total, .all() for every row)"
+Predicate = Callable[[Any], bool]
+
 
 class Query:
-    """A lazy, chainable, immutable query over one model's list endpoint.
+    """A lazy, chainable, immutable query over one model; its results are cached once read.
 
-    The model supplies ``_query_rows(conn, filters)`` (ascending by id, all
-    pages), ``_query_last(conn, filters, n)`` (descending) and optionally
-    ``_query_count(conn, filters)``. Nothing is requested until the query is
-    iterated, counted, printed or sliced with ``first``/``last``.
+    Nothing is requested until the query is iterated, sized, indexed, printed or
+    counted. What has been read is kept (as Django's ``_result_cache``): printing
+    the first rows, then iterating, reads each object once. ``reload()`` forgets
+    it; a new query (``where``, ``filter``) starts empty.
+
+    The model supplies the hooks: ``_query_items(conn, query, batch_size)`` (every
+    matching object, ascending by id), ``_where(query, filters)`` (how ``where``
+    applies: server-side filters or client-side predicates), and optionally
+    ``_query_last(conn, query, n)`` (the n highest ids, descending) and
+    ``_query_count(conn, query)`` (a count without reading everything).
     """
 
     def __init__(
@@ -403,46 +446,109 @@ class Query:
         filters: Mapping[str, Any] | None = None,
         *,
         connection: Connection | None = None,
+        predicates: tuple[tuple[str, Predicate], ...] = (),
+        source: Iterable[Any] | None = None,
     ) -> None:
         self.model = model
-        self.filters = dict(filters or {})
+        self.filters = dict(filters or {})  # sent to GitLab
+        self.predicates = predicates  # (description, test) applied here, in order
+        self.source = source  # what the model reads from (e.g. the projects of policies)
         self._connection = connection
+        self._cache: list[Any] = []
+        self._rest: Iterator[Any] | None = None
+        self._complete = False
 
     @property
     def connection(self) -> Connection:
         return resolve_connection(self._connection)
 
-    def _clone(self, **filters: Any) -> Query:
-        return type(self)(self.model, {**self.filters, **filters}, connection=self._connection)
+    def _clone(self, **changes: Any) -> Query:
+        state: dict[str, Any] = {
+            "filters": self.filters,
+            "connection": self._connection,
+            "predicates": self.predicates,
+            "source": self.source,
+            **changes,
+        }
+        return type(self)(self.model, **state)
+
+    # -- building ------------------------------------------------------------------
 
     def where(self, **filters: Any) -> Query:
-        """A new query with more filters (checked now, sent later)."""
-        self.model._check_filters(filters)
-        return self._clone(**filters)
+        """A new query with more filters (checked now, applied when read)."""
+        return self.model._where(self, filters)
 
-    def find_each(self, batch_size: int | None = None) -> Iterator[Model]:
-        """Stream every matching object, page by page (keyset pagination)."""
+    def filter(self, test: Predicate, description: str = "filter") -> Query:
+        """A new query keeping only the objects ``test`` accepts (checked here)."""
+        return self._clone(predicates=(*self.predicates, (description, test)))
+
+    def with_filters(self, filters: Mapping[str, Any]) -> Query:
+        """A new query with more server-side filters (the model's ``_where`` uses it)."""
+        return self._clone(filters={**self.filters, **filters})
+
+    # -- reading -------------------------------------------------------------------
+
+    def find_each(self, batch_size: int | None = None) -> Iterator[Any]:
+        """Stream every matching object, page by page, without keeping them."""
         conn = self.connection
-        for row in self.model._query_rows(conn, self.filters, batch_size=batch_size):
-            yield self.model._from_row(row, conn)
+        for item in self.model._query_items(conn, self, batch_size):
+            if all(test(item) for _, test in self.predicates):
+                yield item
 
-    def __iter__(self) -> Iterator[Model]:
-        return self.find_each()
+    def _fill(self, wanted: int | None) -> None:
+        """Read until ``wanted`` objects are cached (None: all of them)."""
+        if self._complete or (wanted is not None and len(self._cache) >= wanted):
+            return
+        if self._rest is None:
+            self._rest = self.find_each()
+        for item in self._rest:
+            self._cache.append(item)
+            if wanted is not None and len(self._cache) >= wanted:
+                return
+        self._complete = True
+        self._rest = None
+
+    def __iter__(self) -> Iterator[Any]:
+        index = 0
+        while True:
+            if index >= len(self._cache):
+                self._fill(index + 1)
+                if index >= len(self._cache):
+                    return
+            yield self._cache[index]
+            index += 1
+
+    def __len__(self) -> int:
+        self._fill(None)
+        return len(self._cache)
+
+    def __bool__(self) -> bool:
+        self._fill(1)
+        return bool(self._cache)
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            stop = index.stop
+            self._fill(stop if stop is not None and stop >= 0 and (index.start or 0) >= 0 else None)
+            return Collection(self._cache[index], model=self.model)
+        self._fill(index + 1 if index >= 0 else None)
+        return self._cache[index]
+
+    def reload(self) -> Query:
+        """Forget what was read; the next use asks GitLab again. Returns self."""
+        self._cache, self._rest, self._complete = [], None, False
+        return self
 
     def all(self) -> Collection:
-        """Every matching object, as a Collection."""
-        return Collection(self.find_each(), model=self.model)
+        """Every matching object, as a Collection (read once, then cached)."""
+        self._fill(None)
+        return Collection(self._cache, model=self.model)
 
     def first(self, n: int | None = None) -> Any:
         """The lowest-id object (None if none), or a Collection of the ``n`` lowest."""
         wanted = _how_many(n)
-        conn = self.connection
-        items: list[Model] = []
-        if wanted:
-            for row in self.model._query_rows(conn, self.filters, batch_size=wanted):
-                items.append(self.model._from_row(row, conn))
-                if len(items) >= wanted:
-                    break
+        self._fill(wanted)
+        items = self._cache[:wanted]
         if n is None:
             return items[0] if items else None
         return Collection(items, model=self.model)
@@ -450,57 +556,95 @@ class Query:
     def last(self, n: int | None = None) -> Any:
         """The highest-id object (None if none), or a Collection of the ``n`` highest.
 
-        As in Rails, ``last(n)`` lists them in ascending id order.
+        As in Rails, ``last(n)`` lists them in ascending id order. Asks GitLab
+        for the highest ids when it can, instead of reading everything.
         """
         wanted = _how_many(n)
-        conn = self.connection
-        rows = list(self.model._query_last(conn, self.filters, wanted)) if wanted else []
-        items = [self.model._from_row(row, conn) for row in reversed(rows)]
+        last_hook = getattr(self.model, "_query_last", None)
+        if self._complete or last_hook is None or self.predicates:
+            self._fill(None)
+            items = self._cache[len(self._cache) - wanted :] if wanted else []
+        else:
+            items = list(reversed(last_hook(self.connection, self, wanted))) if wanted else []
         if n is None:
             return items[-1] if items else None
         return Collection(items, model=self.model)
 
     def count(self) -> int:
-        """How many objects match (GitLab's X-Total when offered, else counted)."""
+        """How many objects match (GitLab's count when it gives one and nothing is
+        filtered here; else counted by reading them, which are then cached)."""
         counter = getattr(self.model, "_query_count", None)
-        if counter is not None:
-            total = counter(self.connection, self.filters)
+        if not self._complete and counter is not None and not self.predicates:
+            total = counter(self.connection, self)
             if total is not None:
                 return total
-        return sum(1 for _ in self.model._query_rows(self.connection, self.filters))
+        return len(self)
 
     def exists(self) -> bool:
-        return self.first() is not None
+        return bool(self)
 
-    def find_by(self, **attrs: Any) -> Model | None:
-        """The first object whose attributes equal ``attrs`` (client-side), or None."""
-        for item in self.find_each():
+    def find_by(self, **attrs: Any) -> Any:
+        """The first object whose attributes equal ``attrs`` (compared here), or None."""
+        for item in self:
             if all(item.get(k) == v for k, v in attrs.items()):
                 return item
         return None
 
+    def update_all(self, **attrs: Any) -> Collection:
+        """``obj.update(**attrs)`` for every matching object; all are tried.
+
+        Values are checked once before anything is sent
+        (``model._check_update``). Failures are collected and raised together
+        (:class:`UpdateAllError`) after the rest.
+        """
+        self.model._check_update(attrs)
+        updated: list[Any] = []
+        failed: dict[Any, Exception] = {}
+        for item in self:
+            try:
+                updated.append(item.update(**attrs))
+            except RegopsError as exc:
+                failed[item._key()] = exc
+        if failed:
+            raise UpdateAllError(updated, failed)
+        return Collection(updated, model=self.model)
+
+    # -- export and display --------------------------------------------------------
+
+    def to_dicts(self, columns: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        return self.all().to_dicts(columns)
+
+    def to_csv(
+        self, path_or_file: str | Path | IO[str], columns: Iterable[str] | None = None
+    ) -> None:
+        self.all().to_csv(path_or_file, columns)
+
+    def to_dataframe(self, columns: Iterable[str] | None = None) -> Any:
+        return self.all().to_dataframe(columns)
+
+    def _shown(self) -> Collection:
+        """The first rows for a repr (read once, kept for later use of the query)."""
+        self._fill(MAX_TABLE_ROWS + 1)
+        more = REPR_MORE if len(self._cache) > MAX_TABLE_ROWS else None
+        return Collection(self._cache[:MAX_TABLE_ROWS], model=self.model, more=more)
+
     def __repr__(self) -> str:
-        rows: list[Model] = []
-        for item in self.find_each():
-            rows.append(item)
-            if len(rows) > MAX_TABLE_ROWS:
-                break
-        more = None
-        if len(rows) > MAX_TABLE_ROWS:
-            rows = rows[:MAX_TABLE_ROWS]
-            more = "... more (call .count() for the total, .all() for every row)"
-        return Collection(rows, model=self.model, more=more).table()
+        return self._shown().table()
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(f"<{self.model.__name__} query>" if cycle else repr(self))
 
     def _repr_html_(self) -> str:
-        return self.first(MAX_TABLE_ROWS)._repr_html_()
+        return self._shown()._repr_html_()
 
     def describe(self) -> str:
         """The query as text, without running it."""
-        args = ", ".join(f"{k}={v!r}" for k, v in self.filters.items())
-        return f"{self.model.__name__}.where({args})"
+        parts = [f"{k}={v!r}" for k, v in self.filters.items()]
+        parts += [description for description, _ in self.predicates]
+        return f"{self.model.__name__}.where({', '.join(parts)})"
+
+
+Model.query_class = Query
 
 
 def _how_many(n: int | None) -> int:

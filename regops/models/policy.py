@@ -14,19 +14,21 @@ every sent value compared: an update GitLab silently ignored raises
 
 from __future__ import annotations
 
+import html
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from regops.errors import PolicyNotApplied, RegopsError, UpdateAllError, ValidationError
+from regops.connection import Connection
+from regops.errors import PolicyNotApplied, ValidationError
 from regops.models.base import (
-    MAX_TABLE_ROWS,
-    Collection,
     Model,
+    Query,
     check_filters,
     relation,
     resolve_connection,
 )
+from regops.ops.apply import ApplyResult, apply_plan, default_actor
 from regops.policy import (
     POLICY_ATTRIBUTES,
     CleanupPolicy,
@@ -35,8 +37,8 @@ from regops.policy import (
 )
 
 if TYPE_CHECKING:
-    from regops.connection import Connection
     from regops.models.project import Project
+    from regops.models.user import User
 
 log = logging.getLogger("regops.models")
 
@@ -89,11 +91,10 @@ class ExpirationPolicy(Model):
         cls, *, project_id: int | str, connection: Connection | None = None
     ) -> ExpirationPolicy:
         """The policy of project ``project_id`` (one GitLab request)."""
-        from regops.models.project import Project
-
+        model = Model.named("Project")
         try:
-            project = Project.find(project_id, connection=connection)
-        except Project.DoesNotExist:
+            project: Project = model.find(project_id, connection=connection)
+        except model.DoesNotExist:
             raise cls.DoesNotExist(
                 f"ExpirationPolicy not found: project {project_id} not found"
             ) from None
@@ -101,17 +102,62 @@ class ExpirationPolicy(Model):
 
     @classmethod
     def where(
-        cls, *, projects: Any = None, connection: Connection | None = None, **filters: Any
+        cls,
+        *,
+        projects: Iterable[Project] | None = None,
+        connection: Connection | None = None,
+        **filters: Any,
     ) -> PolicyQuery:
         """Policies matching ``filters`` (compared here: GitLab cannot filter on them).
 
-        Iterates every project (or ``projects``, e.g. ``Project.where(search="app")``).
+        Reads every project (or ``projects``, e.g. ``Project.where(search="app")``).
         """
-        return PolicyQuery(connection=connection, projects=projects).where(**filters)
+        return cls.all(projects=projects, connection=connection).where(**filters)
 
     @classmethod
-    def all(cls, *, connection: Connection | None = None) -> PolicyQuery:
-        return PolicyQuery(connection=connection)
+    def all(
+        cls, *, projects: Iterable[Project] | None = None, connection: Connection | None = None
+    ) -> PolicyQuery:
+        return PolicyQuery(cls, connection=connection, source=projects)
+
+    # -- query hooks ---------------------------------------------------------------
+
+    @classmethod
+    def _where(cls, query: Query, filters: Mapping[str, Any]) -> Query:
+        """Policy attributes, normalised as GitLab stores them, compared here."""
+        check_filters(cls.__name__, filters, POLICY_ATTRIBUTES)
+        normalised, errors = collect_policy_errors(filters, partial=True)
+        if errors:
+            field, messages = next(iter(errors.items()))
+            raise ValidationError(field, messages[0])
+        described = ", ".join(f"{k}={v!r}" for k, v in normalised.items())
+        return query.filter(lambda policy: policy.matches(normalised), described)
+
+    @classmethod
+    def _query_items(
+        cls, conn: Connection, query: Query, batch_size: int | None = None
+    ) -> Iterator[ExpirationPolicy]:
+        """One policy per project (the source's, or every project's), in project order."""
+        projects = query.source
+        if projects is None:
+            projects = Model.named("Project").query(connection=conn).find_each(batch_size)
+        for project in projects:
+            if "container_expiration_policy" not in project._data:
+                project.reload()
+            data = project.get("container_expiration_policy")
+            if data:
+                yield cls.from_project(project, data)
+
+    @classmethod
+    def _check_update(cls, attrs: Mapping[str, Any]) -> None:
+        validate_policy_attributes(attrs, partial=True)
+
+    def matches(self, values: Mapping[str, Any]) -> bool:
+        """True when this policy has ``values`` (normalised policy attributes)."""
+        stored, _errors = collect_policy_errors(
+            {k: v for k, v in self.attributes.items() if k in values}, partial=True
+        )
+        return all(_same(k, v, stored.get(k)) for k, v in values.items())
 
     # -- data ----------------------------------------------------------------------
 
@@ -131,9 +177,8 @@ class ExpirationPolicy(Model):
 
     @relation
     def project(self) -> Project:
-        from regops.models.project import Project
-
-        return Project.find(self.project_id, connection=self.connection)
+        project: Project = Model.named("Project").find(self.project_id, connection=self.connection)
+        return project
 
     # -- changes -------------------------------------------------------------------
 
@@ -261,140 +306,45 @@ class PolicyPlan(list):
         printer.text("PolicyPlan(...)" if cycle else repr(self))
 
     def _repr_html_(self) -> str:
-        import html
-
         parts = [f"<p>{html.escape(self.summary())}</p>"]
         parts.extend(plan._repr_html_() for plan in self)
         return "\n".join(parts)
 
-    def apply(self, connection: Connection | None = None, **options: Any) -> Any:
-        """Delete exactly the planned tags (audited): :func:`regops.ops.apply.apply_plan`."""
-        from regops.ops.apply import apply_plan
+    def apply(
+        self, connection: Connection | None = None, *, user: User | None = None, **options: Any
+    ) -> ApplyResult:
+        """Delete exactly the planned tags (audited): :func:`regops.ops.apply.apply_plan`.
 
-        return apply_plan(self, resolve_connection(connection), **options)
+        ``user``: act for this GitLab user, as GitLab's service does with
+        ``current_user``: refused (CleanupPermissionError) unless Developer or
+        above in the project; recorded in the audit log. ``options``:
+        ``audit_path``, ``max_requests_per_second``, ``batch_size``.
+        """
+        conn = resolve_connection(connection)
+        if user is not None:
+            user.check_cleanup_permission(self.project_id)
+            actor = options.pop("actor", None) or default_actor()
+            options["actor"] = f"{actor} for user {user.id} ({user.get('username')})"
+        return apply_plan(self, conn.registry, gitlab_url=conn.settings.gitlab_url, **options)
 
 
 # -- queries across projects ----------------------------------------------------------
 
 
-class PolicyQuery:
-    """Policies across projects, filtered here (lazy, chainable, immutable).
+class PolicyQuery(Query):
+    """Policies across projects: a :class:`Query` that can also keep only projects
+    with container repositories.
 
     Costs: the project listing (keyset pages of 100), plus one request per
-    project for ``with_repositories()``.
+    project for ``with_repositories()``; each read once, then cached.
     """
 
-    def __init__(
-        self,
-        *,
-        connection: Connection | None = None,
-        projects: Any = None,
-        filters: Mapping[str, Any] | None = None,
-        with_repositories: bool = False,
-    ) -> None:
-        self._connection = connection
-        self.projects = projects
-        self.filters = dict(filters or {})
-        self.only_with_repositories = with_repositories
-
-    def _clone(self, **changes: Any) -> PolicyQuery:
-        state = {
-            "connection": self._connection,
-            "projects": self.projects,
-            "filters": self.filters,
-            "with_repositories": self.only_with_repositories,
-            **changes,
-        }
-        return PolicyQuery(**state)
-
-    def where(self, **filters: Any) -> PolicyQuery:
-        """More attribute filters (values normalised as GitLab would store them)."""
-        check_filters("ExpirationPolicy", filters, POLICY_ATTRIBUTES)
-        normalised, errors = collect_policy_errors(filters, partial=True)
-        if errors:
-            field, messages = next(iter(errors.items()))
-            raise ValidationError(field, messages[0])
-        return self._clone(filters={**self.filters, **normalised})
-
-    def with_repositories(self) -> PolicyQuery:
+    def with_repositories(self) -> Query:
         """Only policies of projects that have container repositories."""
-        return self._clone(with_repositories=True)
+        return self.filter(lambda policy: _has_repositories(policy.project), "with_repositories")
 
-    def _projects(self) -> Iterator[Project]:
-        from regops.models.project import Project
 
-        if self.projects is not None:
-            return iter(self.projects)
-        return iter(Project.all(connection=self._connection))
-
-    def __iter__(self) -> Iterator[ExpirationPolicy]:
-        for project in self._projects():
-            if "container_expiration_policy" not in project._data:
-                project.reload()
-            data = project.get("container_expiration_policy")
-            if not data:
-                continue
-            policy = ExpirationPolicy.from_project(project, data)
-            if not self._matches(policy):
-                continue
-            if self.only_with_repositories and not _has_repositories(project):
-                continue
-            yield policy
-
-    def _matches(self, policy: ExpirationPolicy) -> bool:
-        stored, _errors = collect_policy_errors(
-            {k: v for k, v in policy.attributes.items() if k in self.filters}, partial=True
-        )
-        return all(_same(k, v, stored.get(k)) for k, v in self.filters.items())
-
-    def all(self) -> Collection:
-        return Collection(self, model=ExpirationPolicy)
-
-    def count(self) -> int:
-        return sum(1 for _ in self)
-
-    def first(self, n: int | None = None) -> Any:
-        items = []
-        for policy in self:
-            items.append(policy)
-            if len(items) >= (n or 1):
-                break
-        if n is None:
-            return items[0] if items else None
-        return Collection(items, model=ExpirationPolicy)
-
-    def update_all(self, **attrs: Any) -> Collection:
-        """``policy.update(**attrs)`` for every matching policy; all are tried.
-
-        Values are validated once before anything is sent. Failures are
-        collected and raised together (:class:`UpdateAllError`) after the rest.
-        """
-        validate_policy_attributes(attrs, partial=True)
-        policies = list(self)
-        updated: list[ExpirationPolicy] = []
-        failed: dict[Any, Exception] = {}
-        for policy in policies:
-            try:
-                updated.append(policy.update(**attrs))
-            except RegopsError as exc:
-                failed[policy.project_id] = exc
-        if failed:
-            raise UpdateAllError(updated, failed)
-        return Collection(updated, model=ExpirationPolicy)
-
-    def __repr__(self) -> str:
-        items = self.first(MAX_TABLE_ROWS + 1)
-        more = None
-        if len(items) > MAX_TABLE_ROWS:
-            items = items[:MAX_TABLE_ROWS]
-            more = "... more (call .count() for the total, .all() for every row)"
-        return Collection(items, model=ExpirationPolicy, more=more).table()
-
-    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
-        printer.text("<ExpirationPolicy query>" if cycle else repr(self))
-
-    def _repr_html_(self) -> str:
-        return self.first(MAX_TABLE_ROWS)._repr_html_()
+ExpirationPolicy.query_class = PolicyQuery
 
 
 def _has_repositories(project: Project) -> bool:

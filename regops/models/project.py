@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from regops.connection import Connection
 from regops.errors import GitLabNotFound, ValidationError
 from regops.gitlab.client import PER_PAGE, PROJECT_FILTERS
 from regops.models.base import (
@@ -22,8 +23,8 @@ from regops.models.base import (
 )
 
 if TYPE_CHECKING:
-    from regops.connection import Connection
     from regops.models.policy import ExpirationPolicy
+    from regops.models.repository import ContainerRepository
     from regops.models.user import User
 
 # GET /projects filters GitLab applies server-side; `simple` is left out because
@@ -76,10 +77,6 @@ class Project(Model):
         return cls.find(next(iter(attrs.values())), connection=connection)
 
     @classmethod
-    def query(cls, *, connection: Connection | None = None) -> Query:
-        return Query(cls, connection=connection)
-
-    @classmethod
     def all(cls, *, connection: Connection | None = None) -> Query:
         """Every project visible to the token (lazy: nothing sent until used)."""
         return cls.query(connection=connection)
@@ -105,38 +102,36 @@ class Project(Model):
     def find_each(
         cls, batch_size: int | None = None, *, connection: Connection | None = None
     ) -> Iterator[Project]:
-        return cls.query(connection=connection).find_each(batch_size)  # type: ignore[return-value]
+        return cls.query(connection=connection).find_each(batch_size)
 
     # -- query hooks ---------------------------------------------------------------
 
     @classmethod
-    def _check_filters(cls, filters: Mapping[str, Any]) -> None:
+    def _where(cls, query: Query, filters: Mapping[str, Any]) -> Query:
         check_filters(cls.__name__, filters, SUPPORTED_FILTERS)
         visibility = filters.get("visibility")
         if visibility is not None and visibility not in VISIBILITIES:
             raise ValidationError("visibility", f"expected one of {', '.join(VISIBILITIES)}")
+        return query.with_filters(filters)
 
     @classmethod
-    def _query_rows(
-        cls, conn: Connection, filters: Mapping[str, Any], batch_size: int | None = None
-    ) -> Iterator[dict]:
-        params = dict(filters)
+    def _query_items(
+        cls, conn: Connection, query: Query, batch_size: int | None = None
+    ) -> Iterator[Project]:
+        params = dict(query.filters)
         if batch_size:
             params["per_page"] = max(1, min(batch_size, PER_PAGE))
-        return conn.gitlab.projects(**params)
+        for row in conn.gitlab.projects(**params):
+            yield cls(row, connection=conn)
 
     @classmethod
-    def _query_last(cls, conn: Connection, filters: Mapping[str, Any], n: int) -> Iterator[dict]:
-        return conn.gitlab.projects_desc(n, **filters)
+    def _query_last(cls, conn: Connection, query: Query, n: int) -> list[Project]:
+        return [cls(row, connection=conn) for row in conn.gitlab.projects_desc(n, **query.filters)]
 
     @classmethod
-    def _query_count(cls, conn: Connection, filters: Mapping[str, Any]) -> int | None:
+    def _query_count(cls, conn: Connection, query: Query) -> int | None:
         """GitLab's own count (None above 10,000 projects: the caller then counts)."""
-        return conn.gitlab.count_projects(**filters)
-
-    @classmethod
-    def _from_row(cls, row: Mapping[str, Any], conn: Connection) -> Project:
-        return cls(row, connection=conn)
+        return conn.gitlab.count_projects(**query.filters)
 
     # -- data ----------------------------------------------------------------------
 
@@ -156,33 +151,33 @@ class Project(Model):
     @relation
     def container_repositories(self) -> Collection:
         """The project's container repositories (one paginated GitLab list)."""
-        from regops.models.repository import ContainerRepository
-
+        model = Model.named("ContainerRepository")
         conn = self.connection
         rows = conn.gitlab.project_repositories(self.id, tags_count=True)
-        repos = [ContainerRepository(row, connection=conn, project=self) for row in rows]
-        return Collection(repos, model=ContainerRepository)
+        repos: list[ContainerRepository] = [
+            model(row, connection=conn, project=self) for row in rows
+        ]
+        return Collection(repos, model=model)
 
     @relation
     def creator(self) -> User | None:
         """The user who created the project (None when GitLab gives no creator)."""
-        from regops.models.user import User
-
         creator_id = self.get("creator_id")
         if creator_id is None:
             return None
-        return User.find(creator_id, connection=self.connection)
+        user: User = Model.named("User").find(creator_id, connection=self.connection)
+        return user
 
     @relation
     def container_expiration_policy(self) -> ExpirationPolicy:
         """The project's cleanup policy (from the project's own answer)."""
-        from regops.models.policy import ExpirationPolicy
-
+        model = Model.named("ExpirationPolicy")
         if "container_expiration_policy" not in self._data:
             self.reload()
         data = self._data.get("container_expiration_policy")
         if not data:
-            raise ExpirationPolicy.DoesNotExist(
+            raise model.DoesNotExist(
                 f"ExpirationPolicy not found: project {self.id} has no container_expiration_policy"
             )
-        return ExpirationPolicy.from_project(self, data)
+        policy: ExpirationPolicy = model.from_project(self, data)
+        return policy

@@ -10,11 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from regops.connection import Connection
 from regops.errors import GitLabNotFound
 from regops.models.base import Collection, Model, relation, resolve_connection
+from regops.models.tag import load_tags
+from regops.ops.apply import PlanTarget
+from regops.ops.cleanup import CleanupPlan, plan_cleanup
 
 if TYPE_CHECKING:
-    from regops.connection import Connection
     from regops.models.policy import ExpirationPolicy
     from regops.models.project import Project
 
@@ -80,9 +83,8 @@ class ContainerRepository(Model):
     @relation
     def project(self) -> Project:
         """The project this repository belongs to (one GitLab request)."""
-        from regops.models.project import Project
-
-        return Project.find(self.project_id, connection=self.connection)
+        project: Project = Model.named("Project").find(self.project_id, connection=self.connection)
+        return project
 
     @relation
     def tags(self) -> Collection:
@@ -93,8 +95,6 @@ class ContainerRepository(Model):
         cached by digest. Without it, tags are only listed (name, path,
         location): see :meth:`load_tags` for details through GitLab.
         """
-        from regops.models.tag import load_tags
-
         return load_tags(self, details=self.connection.registry is not None)
 
     def load_tags(self, details: bool = True) -> Collection:
@@ -103,8 +103,6 @@ class ContainerRepository(Model):
         Without registry access this costs one GitLab request per tag
         (GitLab's tag-details endpoint), sent concurrently.
         """
-        from regops.models.tag import load_tags
-
         tags = load_tags(self, details=details)
         self.tags = tags
         return tags
@@ -113,16 +111,28 @@ class ContainerRepository(Model):
 
     def plan_cleanup(
         self, policy: ExpirationPolicy | Mapping[str, Any] | None = None, **options: Any
-    ) -> Any:
+    ) -> CleanupPlan:
         """What ``policy`` (default: the project's) would delete here; nothing is deleted.
 
-        ``options`` go to :func:`regops.ops.cleanup.plan_cleanup` (``now``, ``max_list_size``).
+        ``options`` go to :func:`regops.ops.cleanup.plan_cleanup` (``now``,
+        ``max_list_size``). The plan knows this connection's registry, so
+        ``plan.apply()`` needs no argument.
         """
-        from regops.ops.cleanup import plan_cleanup
-
         if policy is None:
             policy = self.project.container_expiration_policy
         tags = self.tags
         if any("created_at" not in tag._data for tag in tags):
             tags = self.load_tags(details=True)
-        return plan_cleanup(tags, policy, repository=self.path, **options)
+        conn = self.connection
+        return plan_cleanup(
+            tags,
+            policy,
+            repository=self.path,
+            target=PlanTarget(
+                registry=conn.registry,
+                gitlab_url=conn.settings.gitlab_url,
+                project_id=self.project_id,
+                project_path=self.project.full_path,
+            ),
+            **options,
+        )

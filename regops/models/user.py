@@ -9,15 +9,14 @@ True
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from regops.errors import GitLabNotFound
+from regops.connection import Connection
+from regops.errors import CleanupPermissionError, GitLabNotFound
 from regops.models.base import Model, resolve_connection
 
-if TYPE_CHECKING:
-    from regops.connection import Connection
-
 NO_ACCESS = 0  # GitLab's Gitlab::Access::NO_ACCESS: not a member (directly or inherited)
+DEVELOPER_ACCESS = 30  # Gitlab::Access::DEVELOPER: the least role allowed to delete images
 
 
 class User(Model):
@@ -64,3 +63,19 @@ class User(Model):
         except GitLabNotFound:
             return NO_ACCESS
         return int(member.get("access_level") or NO_ACCESS)
+
+    def check_cleanup_permission(self, project: Any) -> int:
+        """This user's access level in ``project``; CleanupPermissionError below Developer.
+
+        GitLab's CleanupTagsService needs ``destroy_container_image``, which
+        Developer, Maintainer and Owner have (an administrator who is not a
+        member is refused: admin mode is not a membership).
+        """
+        level = self.access_level(project)
+        if level < DEVELOPER_ACCESS:
+            raise CleanupPermissionError(
+                f"user {self.id} ({self.get('username') or '?'}) has access level {level} in "
+                f"project {getattr(project, 'id', project)}; running its cleanup policy needs "
+                f"at least Developer ({DEVELOPER_ACCESS})"
+            )
+        return level

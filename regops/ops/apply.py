@@ -24,21 +24,18 @@ deleted 2, already gone 0, skipped 1, rolled back 0, failed 0 (9 registry reques
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import logging
 import os
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from tabulate import tabulate
 
 from regops.errors import (
-    CleanupPermissionError,
     RegistryNotFound,
     RegopsError,
     UnfinishedDeleteError,
@@ -58,6 +55,7 @@ from regops.ops.audit import (
 )
 from regops.ops.journal import BatchEntry, Journal, encode_bytes
 from regops.registry import safe_delete
+from regops.registry.client import RegistryClient
 from regops.registry.safe_delete import BatchOutcome, DeleteBatch, OriginalTag, SafeDelete
 from regops.secrets import redact, redact_url
 
@@ -74,62 +72,6 @@ AUDIT_RESULT = {
     safe_delete.ROLLED_BACK: RESULT_ROLLED_BACK,
     safe_delete.STRANDED: RESULT_FAILED,
 }
-
-
-class TokenBucket:
-    """A token bucket: on average at most ``rate`` requests per second, bursts of ``burst``.
-
-    ``take(n)`` waits until ``n`` tokens are there; ``charge(n)`` books requests
-    already made (the bucket may go negative, which delays the next ``take``).
-
-    >>> bucket = TokenBucket(5)
-    >>> bucket.take()        # returns at once, then paces callers at 5/s
-    """
-
-    def __init__(
-        self,
-        rate: float,
-        burst: float | None = None,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        if not rate or rate <= 0:
-            raise ValidationError("max_requests_per_second", f"must be > 0, got {rate!r}")
-        self.rate = float(rate)
-        self.burst = float(burst) if burst else max(1.0, self.rate)
-        self._clock, self._sleep = clock, sleep
-        self._tokens = self.burst
-        self._stamp = clock()
-        self._lock = threading.Lock()
-        self.waited = 0.0
-
-    def __repr__(self) -> str:
-        return f"TokenBucket(rate={self.rate:g}/s, burst={self.burst:g})"
-
-    def _refill(self) -> None:
-        now = self._clock()
-        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-        self._stamp = now
-
-    def take(self, count: float = 1.0) -> None:
-        """Wait until ``count`` tokens are available, then spend them."""
-        with self._lock:
-            self._refill()
-            missing = count - self._tokens
-            if missing > 0:
-                delay = missing / self.rate
-                self._sleep(delay)
-                self.waited += delay
-                self._refill()
-            self._tokens -= count
-
-    def charge(self, count: float) -> None:
-        """Book ``count`` requests made without asking (e.g. inside a batch call)."""
-        if count > 0:
-            with self._lock:
-                self._refill()
-                self._tokens -= count
 
 
 @dataclass(frozen=True)
@@ -226,18 +168,54 @@ class ApplyResult:
 # ---------------------------------------------------------------------- plan adapter
 
 
-def targets_from_plan(plan: Any) -> list[DeleteTarget]:
-    """The tags a plan deletes, as :class:`DeleteTarget` values (duplicates dropped)."""
-    placeholders = getattr(plan, "placeholder_tags", None)
-    if placeholders:
-        raise UnfinishedDeleteError(
-            f"the plan saw tags on a regops placeholder (an interrupted delete): "
-            f"{', '.join(placeholders[:10])}; {RECOVER_HINT}"
-        )
-    items = plan.to_delete if hasattr(plan, "to_delete") else plan
+@dataclass(frozen=True)
+class PlanTarget:
+    """Where a plan's deletes go: the registry it was made from, and for the audit
+    log, GitLab's URL and the project (all optional: a plan of plain values has none)."""
+
+    registry: RegistryClient | None = None
+    gitlab_url: str | None = None
+    project_id: int | None = None
+    project_path: str | None = None
+
+
+class DeletableTag(Protocol):
+    """What apply reads of a planned tag."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def digest(self) -> str: ...
+
+
+class RepositoryPlan(Protocol):
+    """What apply reads of one repository's plan (a :class:`~regops.ops.cleanup.CleanupPlan`)."""
+
+    @property
+    def repository(self) -> str | None: ...
+
+    @property
+    def to_delete(self) -> Sequence[DeletableTag]: ...
+
+    @property
+    def target(self) -> PlanTarget | None: ...
+
+    @property
+    def placeholder_tags(self) -> list[str]: ...
+
+
+Plan = RepositoryPlan | Iterable[RepositoryPlan] | Iterable[DeleteTarget]
+
+
+def targets_from_plan(plan: Plan) -> list[DeleteTarget]:
+    """The tags a plan deletes, as :class:`DeleteTarget` values (duplicates dropped).
+
+    ``plan``: one repository's plan, several (a project's ``PolicyPlan``), or
+    DeleteTargets. A plan that saw tags on a regops placeholder is refused.
+    """
     seen: dict[tuple[str, str], DeleteTarget] = {}
-    for item in items:
-        target = item if isinstance(item, DeleteTarget) else _target_from(item)
+    for target in _targets(plan):
         previous = seen.get((target.repository, target.tag))
         if previous and previous.digest != target.digest:
             raise ValidationError(
@@ -247,41 +225,36 @@ def targets_from_plan(plan: Any) -> list[DeleteTarget]:
     return list(seen.values())
 
 
-def _target_from(item: Any) -> DeleteTarget:
-    """Read a plan entry (a Tag model or a mapping) into a DeleteTarget."""
-    if isinstance(item, Mapping):
-        repo_path, name = item.get("repository"), item.get("tag") or item.get("name")
-        digest, project_id = item.get("digest"), item.get("project_id")
-        project_path = item.get("project_path")
-    else:
-        name, digest = _get(item, "name"), _get(item, "digest")
-        repo = _get(item, "repository")
-        repo_path = repo if isinstance(repo, str) else _get(repo, "path")
-        if repo_path is None and isinstance(_get(item, "path"), str):
-            repo_path = item.path.rpartition(":")[0]  # GitLab's Tag#path: "<repo>:<tag>"
-        project_id = _get(repo, "project_id")
-        project_path = _project_path(repo_path, _get(repo, "name"))
-    if not (repo_path and name and digest):
-        raise ValidationError("plan", f"entry {item!r} lacks a repository path, tag name or digest")
-    return DeleteTarget(str(repo_path), str(name), str(digest), project_id, project_path)
+def _targets(plan: Plan) -> Iterator[DeleteTarget]:
+    if _is_repository_plan(plan):
+        yield from _repository_targets(plan)  # type: ignore[arg-type]
+        return
+    for item in plan:  # type: ignore[union-attr]
+        if isinstance(item, DeleteTarget):
+            yield item
+        elif _is_repository_plan(item):
+            yield from _repository_targets(item)
+        else:
+            raise ValidationError("plan", f"not a plan or a DeleteTarget: {item!r}")
 
 
-def _get(obj: Any, name: str) -> Any:
-    """An attribute, or None when it is missing or was never fetched."""
-    try:
-        return getattr(obj, name, None)
-    except AttributeError:  # a model attribute that is "listed, not fetched"
-        return None
+def _is_repository_plan(value: object) -> bool:
+    return hasattr(value, "to_delete") and hasattr(value, "repository")
 
 
-def _project_path(repo_path: str | None, repo_name: str | None) -> str | None:
-    """The project's full path: the repository path minus its name (GitLab's layout)."""
-    if not repo_path or repo_name is None:
-        return None
-    if repo_name == "":
-        return repo_path  # the project's root repository
-    suffix = "/" + repo_name.lower()
-    return repo_path[: -len(suffix)] if repo_path.endswith(suffix) else None
+def _repository_targets(plan: RepositoryPlan) -> Iterator[DeleteTarget]:
+    if plan.placeholder_tags:
+        raise UnfinishedDeleteError(
+            f"the plan of {plan.repository} saw tags on a regops placeholder (an interrupted "
+            f"delete): {', '.join(plan.placeholder_tags[:10])}; {RECOVER_HINT}"
+        )
+    if not plan.repository:
+        raise ValidationError("plan", "a plan without its repository path cannot be applied")
+    target = plan.target or PlanTarget()
+    for tag in plan.to_delete:
+        yield DeleteTarget(
+            plan.repository, tag.name, str(tag.digest), target.project_id, target.project_path
+        )
 
 
 def _batches(targets: list[DeleteTarget], size: int) -> Iterator[list[DeleteTarget]]:
@@ -307,9 +280,10 @@ def default_actor() -> str:
 
 
 def apply_plan(
-    plan: Any,
-    connection: Any,
+    plan: Plan,
+    registry: RegistryClient | None = None,
     *,
+    gitlab_url: str | None = None,
     audit_path: Path | str | None = None,
     actor: str | None = None,
     max_requests_per_second: float | None = None,
@@ -319,41 +293,47 @@ def apply_plan(
 ) -> ApplyResult:
     """Delete exactly the plan's tags, audited, rate-limited; see the module docstring.
 
-    ``connection`` needs ``.registry`` (a RegistryClient); its GitLab URL, when
-    known, goes into the audit records. Returns an :class:`ApplyResult`;
-    per-tag failures are reported there, not raised. A plan that saw tags on
-    a regops placeholder is refused (UnfinishedDeleteError): recover first.
-    An audit log or journal that cannot be written raises StateError before
-    the batch it concerns changes anything.
+    ``registry`` defaults to the one the plan was made from (``plan.target``);
+    ``gitlab_url`` (for the audit records) likewise. Returns an
+    :class:`ApplyResult`; per-tag failures are reported there, not raised. A
+    plan that saw tags on a regops placeholder is refused
+    (UnfinishedDeleteError): recover first. An audit log or journal that
+    cannot be written raises StateError before the batch it concerns changes
+    anything.
     """
     if batch_size < 1:
         raise ValidationError("batch_size", f"must be >= 1, got {batch_size}")
-    registry = getattr(connection, "registry", None)
-    if registry is None:
-        raise ValidationError("connection", "no registry configured; cannot delete tags")
     targets = targets_from_plan(plan)
+    known = _plan_target(plan)
+    registry = registry or known.registry
+    if registry is None:
+        raise ValidationError("registry", "no registry given or known to the plan; cannot delete")
+    if max_requests_per_second:
+        registry = registry.paced(max_requests_per_second)
     runner = _Runner(
         registry,
         AuditWriter(audit_path),
         journal or Journal(),
         run_id=run_id or new_run_id(),
         actor=actor or default_actor(),
-        gitlab_url=_gitlab_url(connection),
-        bucket=TokenBucket(max_requests_per_second) if max_requests_per_second else None,
+        gitlab_url=gitlab_url or known.gitlab_url,
     )
     return runner.run(targets, batch_size)
 
 
-def _gitlab_url(connection: Any) -> str | None:
-    gitlab = getattr(connection, "gitlab", None)
-    url = getattr(gitlab, "url", None) or getattr(
-        getattr(connection, "settings", None), "gitlab_url", None
-    )
-    return str(url) if url else None
+def _plan_target(plan: Plan) -> PlanTarget:
+    """The target of the plan, or of the first repository plan in it that has one."""
+    if _is_repository_plan(plan):
+        return plan.target or PlanTarget()  # type: ignore[union-attr]
+    if isinstance(plan, Sequence):
+        for item in plan:
+            if _is_repository_plan(item) and item.target is not None:
+                return item.target  # type: ignore[no-any-return]
+    return PlanTarget()
 
 
 class _Runner:
-    """One apply run: owns the audit writer, the bucket and the outcomes."""
+    """One apply run: owns the audit writer, the journal and the outcomes."""
 
     def __init__(
         self,
@@ -364,13 +344,11 @@ class _Runner:
         run_id: str,
         actor: str,
         gitlab_url: str | None,
-        bucket: TokenBucket | None,
     ) -> None:
         self.registry = registry
         self.deleter = SafeDelete(registry)
         self.audit = audit
         self.journal = journal
-        self.bucket = bucket
         self.run_id = run_id
         self.base = {"run_id": run_id, "actor": actor, "gitlab_url": gitlab_url}
         self.result = ApplyResult(run_id=run_id, audit_path=audit.path)
@@ -380,7 +358,7 @@ class _Runner:
     def run(self, targets: list[DeleteTarget], batch_size: int) -> ApplyResult:
         started, first_request = time.monotonic(), self.registry.request_count
         try:
-            with self.audit, self._paced():
+            with self.audit:
                 for batch in _batches(targets, batch_size):
                     self._batch(batch)
         finally:
@@ -388,30 +366,6 @@ class _Runner:
             self.result.seconds = time.monotonic() - started
         log.info("apply %s", self.result.summary())
         return self.result
-
-    @contextlib.contextmanager
-    def _paced(self) -> Iterator[None]:
-        """Pace every registry request (retries and batch internals included) by the bucket.
-
-        A requests response hook takes a token after each answer, so the next
-        request waits its turn; the hook is removed when the run ends. Other
-        users of the same session are paced too while the run lasts.
-        """
-        if self.bucket is None:
-            yield
-            return
-        bucket = self.bucket
-
-        def take_token(response: Any, *args: Any, **kwargs: Any) -> Any:
-            bucket.take()
-            return response
-
-        hooks = self.registry.session.hooks.setdefault("response", [])
-        hooks.append(take_token)
-        try:
-            yield
-        finally:
-            hooks.remove(take_token)
 
     def _record(self, target: DeleteTarget, event: str, **fields: Any) -> AuditRecord:
         record = AuditRecord(
@@ -540,24 +494,3 @@ def outcome_details(outcome: BatchOutcome, tag: str) -> dict[str, Any]:
             "current_digest": str(outcome.batch.placeholder_digest),
         }
     return {}
-
-
-# ---------------------------------------------------------------------- project runs
-
-DEVELOPER_ACCESS = 30  # Gitlab::Access::DEVELOPER: the least role allowed to delete images
-
-
-def check_cleanup_permission(user: Any, project: Any) -> int:
-    """The user's access level in ``project``; CleanupPermissionError below Developer (30).
-
-    GitLab's CleanupTagsService needs ``destroy_container_image``, which
-    Developer, Maintainer and Owner have.
-    """
-    level = user.access_level(project)
-    if level < DEVELOPER_ACCESS:
-        raise CleanupPermissionError(
-            f"user {user.id} ({_get(user, 'username') or '?'}) has access level {level} in "
-            f"project {project.id}; running its cleanup policy needs at least Developer "
-            f"({DEVELOPER_ACCESS})"
-        )
-    return level

@@ -46,7 +46,9 @@ from typing import Any
 from tabulate import tabulate
 
 from regops.errors import ValidationError
+from regops.ops.apply import ApplyResult, PlanTarget, apply_plan
 from regops.policy import LATEST_TAG, CleanupPolicy, compile_gitlab_literal_regex
+from regops.registry.client import RegistryClient
 
 # Why a tag is kept (the values of CleanupPlan.kept).
 KEEP_LATEST = "latest"
@@ -100,6 +102,7 @@ class CleanupPlan:
     policy: CleanupPolicy
     now: datetime
     repository: str | None = None
+    target: PlanTarget | None = field(default=None, repr=False)  # where apply() deletes
     finished: bool = True
     original_size: int = 0
     before_truncate_size: int = 0
@@ -238,16 +241,14 @@ class CleanupPlan:
         parts.extend(f"<p>warning: {html.escape(w)}</p>" for w in self.warnings)
         return "\n".join(parts)
 
-    def apply(self, connection: Any = None, **options: Any) -> Any:
+    def apply(self, registry: RegistryClient | None = None, **options: Any) -> ApplyResult:
         """Delete exactly the planned tags, audited: :func:`regops.ops.apply.apply_plan`.
 
-        ``connection`` defaults to the default connection; ``options`` are
-        ``audit_path``, ``actor``, ``max_requests_per_second``, ``batch_size``.
+        ``registry`` defaults to the one the plan was made from (a plan made
+        through the models knows it); ``options`` are ``audit_path``,
+        ``actor``, ``max_requests_per_second``, ``batch_size``.
         """
-        from regops.connection import default_connection
-        from regops.ops.apply import apply_plan
-
-        return apply_plan(self, connection or default_connection(), **options)
+        return apply_plan(self, registry, **options)
 
 
 def plan_cleanup(
@@ -256,6 +257,7 @@ def plan_cleanup(
     now: datetime | None = None,
     max_list_size: int | None = None,
     repository: str | None = None,
+    target: PlanTarget | None = None,
 ) -> CleanupPlan:
     """Decide every tag as a GitLab cleanup run would; delete nothing.
 
@@ -287,6 +289,7 @@ def plan_cleanup(
         policy=rules,
         now=now,
         repository=repository,
+        target=target,
         finished=after_truncate_size == before_truncate_size,
         original_size=len(listed),
         before_truncate_size=before_truncate_size,

@@ -18,7 +18,7 @@ skipping intents that recorded a regops placeholder (older regops versions
 could log one when a run followed an interrupted batch) and intents of
 batches that were rolled back; ``run=`` restricts this to one run.
 
->>> result = restore_from_audit("cleanup-20240102.jsonl", connection)  # doctest: +SKIP
+>>> result = restore_from_audit("cleanup-20240102.jsonl", registry)  # doctest: +SKIP
 >>> result.not_restored     # each with the reason
 """
 
@@ -40,6 +40,7 @@ from regops.ops.audit import (
     AuditRecord,
     read_audit_log,
 )
+from regops.registry.client import RegistryClient
 from regops.registry.manifest import Manifest, parse_manifest
 from regops.registry.reference import Digest
 from regops.registry.safe_delete import is_placeholder, is_placeholder_config
@@ -189,7 +190,7 @@ def _annotated_placeholder(record: AuditRecord) -> bool:
 
 def restore_from_audit(
     audit: AuditLog | Path | str | Iterable[Path | str],
-    connection: Any,
+    registry: RegistryClient,
     *,
     projects: Iterable[str | int] | None = None,
     tags: Iterable[str] | None = None,
@@ -199,9 +200,6 @@ def restore_from_audit(
     run: str | None = None,
 ) -> RestoreResult:
     """Push logged manifests back under their tags where that is still possible."""
-    registry = getattr(connection, "registry", None)
-    if registry is None:
-        raise ValidationError("connection", "no registry configured; cannot restore tags")
     if not isinstance(audit, AuditLog):
         audit = read_audit_log(audit)
     result = RestoreResult(warnings=list(audit.warnings), dry_run=dry_run)
@@ -237,7 +235,7 @@ def _item(record: AuditRecord, status: str, reason: str = "") -> RestoreItem:
 
 
 def _restore_one(
-    registry: Any,
+    registry: RegistryClient,
     record: AuditRecord,
     placeholders: _PlaceholderCheck,
     *,
@@ -279,7 +277,7 @@ class _PlaceholderCheck:
     The config is fetched only for a config-only image (no layers), once per digest.
     """
 
-    def __init__(self, registry: Any) -> None:
+    def __init__(self, registry: RegistryClient) -> None:
         self.registry = registry
         self._known: dict[tuple[str, str], bool] = {}
 
@@ -331,14 +329,16 @@ def _logged_manifest(record: AuditRecord) -> Manifest:
     return parse_manifest(raw, record.media_type)
 
 
-def _current_digest(registry: Any, record: AuditRecord) -> str | None:
+def _current_digest(registry: RegistryClient, record: AuditRecord) -> str | None:
     try:
         return str(registry.manifest_digest(record.repository, record.tag))
     except RegistryNotFound:
         return None
 
 
-def _missing_content(registry: Any, repository: str, manifest: Manifest) -> tuple[str, str] | None:
+def _missing_content(
+    registry: RegistryClient, repository: str, manifest: Manifest
+) -> tuple[str, str] | None:
     """(status, reason) for the first thing the registry no longer has, else None."""
     if manifest.is_index:
         for child in manifest.children:
@@ -356,7 +356,7 @@ def _missing_content(registry: Any, repository: str, manifest: Manifest) -> tupl
     return None
 
 
-def _missing_blobs(registry: Any, repository: str, manifest: Manifest) -> str | None:
+def _missing_blobs(registry: RegistryClient, repository: str, manifest: Manifest) -> str | None:
     """The first referenced blob the repository no longer links, or None."""
     for digest in manifest.referenced_digests:
         if registry.blob_size(repository, digest) is None:

@@ -37,10 +37,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from regops.errors import ConfigError, RegopsError, ValidationError
+from regops.errors import ConfigError, RegistryNotFound, RegopsError, ValidationError
 from regops.fsutil import atomic_write
-from regops.registry.manifest import Manifest, parse_manifest
+from regops.gitlab.client import GitLabClient
+from regops.registry.manifest import Manifest
 from regops.registry.reference import Digest
+from regops.registry.resolver import TagResolver
+from regops.registry.storage import RegistryStorage
 
 log = logging.getLogger("regops.usage")
 
@@ -362,45 +365,28 @@ def _unique(refs: list[ProjectRef]) -> list[ProjectRef]:
 def by_project(
     projects: Iterable[Any],
     *,
-    connection: Any = None,
+    gitlab: GitLabClient,
+    resolver: TagResolver,
     extended: bool = False,
     workers: int = DEFAULT_WORKERS,
-    cache: Any = None,
-    storage: Any = None,
+    storage: RegistryStorage | None = None,
     progress: bool = False,
 ) -> UsageReport:
-    """Registry usage of ``projects`` (models, API dicts or :class:`ProjectRef`).
+    """Registry usage of ``projects`` (API dicts, :class:`ProjectRef`, or objects with
+    ``id``, ``path_with_namespace`` and ``creator_id``, such as the models).
 
-    ``extended`` also fetches the children of multi-arch indexes (by digest,
-    cached) so that ``unique_bytes`` includes their layers. ``cache`` is a
-    :class:`regops.registry.cache.ContentCache` (None: in memory for this run).
-    ``storage`` is a :class:`regops.registry.storage.RegistryStorage`: tag
-    digests are read from its link files instead of one GET per tag. Failures
-    never stop the scan: the project is marked incomplete with the reason.
+    Tags are read through ``resolver`` (its cache decides what is fetched).
+    ``extended`` also reads the children of multi-arch indexes (by digest) so
+    that ``unique_bytes`` includes their layers. ``storage`` is a
+    :class:`regops.registry.storage.RegistryStorage`: tag digests are read
+    from its link files instead of one GET per tag. Failures never stop the
+    scan: the project is marked incomplete with the reason.
     """
     if not 1 <= workers <= MAX_WORKERS:
         raise ValidationError("workers", f"expected 1..{MAX_WORKERS}, got {workers}")
-    connection = connection or _default_connection()
-    if connection.registry is None:
-        raise ConfigError(
-            "registry usage needs the registry: set REGOPS_REGISTRY_URL and a way to "
-            "authenticate (signing key, or user + token); see `regops config`"
-        )
     refs = [ProjectRef.of(p) for p in projects]
-    scan = _Scan(connection, refs, extended, workers, cache, storage, progress)
+    scan = _Scan(gitlab, resolver, refs, extended, workers, storage, progress)
     return scan.run()
-
-
-def _default_connection() -> Any:
-    from regops.connection import default_connection
-
-    return default_connection()
-
-
-def _make_reader(client: Any, cache: Any) -> Any:
-    from regops.registry.cache import CachingReader, ContentCache
-
-    return CachingReader(client, cache if cache is not None else ContentCache())
 
 
 class _Scan:
@@ -413,22 +399,21 @@ class _Scan:
 
     def __init__(
         self,
-        connection: Any,
+        gitlab: GitLabClient,
+        resolver: TagResolver,
         refs: list[ProjectRef],
         extended: bool,
         workers: int,
-        cache: Any,
-        storage: Any,
+        storage: RegistryStorage | None,
         progress: bool,
     ) -> None:
-        self.gitlab = connection.gitlab
-        self.registry = connection.registry
+        self.gitlab = gitlab
+        self.resolver = resolver
+        self.registry = resolver.client
         self.refs = refs
         self.extended = extended
         self.workers = workers
         self.storage = storage
-        self.reader = _make_reader(self.registry, cache)
-        self.cache = self.reader.cache
         self.rows = [ProjectUsage(r.id, r.creator_id, r.full_path) for r in refs]
         self.lock = threading.Lock()
         self.idle = threading.Condition(self.lock)
@@ -437,9 +422,7 @@ class _Scan:
         self.crash: BaseException | None = None
         self.bar = _progress_bar(len(refs)) if progress else None
         self.repos_left: dict[tuple[int, str], int] = {}
-        self.inflight: dict[Digest, threading.Event] = {}
-        self.parsed: dict[Digest, Manifest] = {}  # content-addressed: safe to share in a scan
-        self.memo_hits = 0
+        self.shared_hits = 0  # tags answered by another tag's manifest (same digest)
         self.disk_slots = threading.BoundedSemaphore(DISK_READERS)
 
     # -- scheduling ----------------------------------------------------------------
@@ -541,7 +524,10 @@ class _Scan:
     def _tag(self, index: int, path: str, tag: str) -> None:
         """HTTP mode: one GET by tag (the only way over HTTP to learn what it points at)."""
         try:
-            manifest = self._tag_manifest(path, tag)
+            details = self.resolver.tag(path, tag, config=False)
+            if details is None:
+                raise RegistryNotFound("GET", f"{path}:{tag}", 404, "the tag vanished meanwhile")
+            manifest = details.manifest
             blobs = self._blobs(path, manifest) if self.extended else _own_blobs(manifest)
         except (RegopsError, OSError) as exc:
             self._fail(index, f"{path}:{tag}", exc)
@@ -559,7 +545,7 @@ class _Scan:
         """
         with self.disk_slots:
             groups = self._tag_links(index, path, tags)
-            local = {digest: self._local_manifest(digest) for digest in groups}
+            local = {digest: self._local_manifest(path, digest) for digest in groups}
         with self.lock:
             self.repos_left[(index, path)] = len(groups)
         if not groups:
@@ -585,21 +571,11 @@ class _Scan:
             groups.setdefault(digest, []).append(tag)
         return groups
 
-    def _local_manifest(self, digest: Digest) -> Manifest | None:
-        """``digest`` parsed earlier in this scan, or read from the cache; None: fetch it."""
-        with self.lock:
-            known = self.parsed.get(digest)
-            if known is not None:
-                self.memo_hits += 1
-                return known
-        if digest not in self.cache:  # not get(): the fetch task counts the miss, once
+    def _local_manifest(self, path: str, digest: Digest) -> Manifest | None:
+        """``digest`` when the resolver has it without a request; None: fetch it in a task."""
+        if not self.resolver.known(digest):
             return None
-        raw = self.cache.get(digest)
-        if raw is None:  # dropped as corrupt meanwhile
-            return None
-        manifest = parse_manifest(raw, digest=digest)
-        with self.lock:
-            return self.parsed.setdefault(digest, manifest)
+        return self.resolver.manifest(path, digest)
 
     def _digest_tags(
         self, index: int, path: str, digest: Digest, tags: list[str],
@@ -608,14 +584,14 @@ class _Scan:
         """Record ``tags`` of ``path``, which all point at ``digest``."""
         try:
             if manifest is None:
-                manifest = self._manifest(path, digest)
+                manifest = self.resolver.manifest(path, digest)
             blobs = self._blobs(path, manifest) if self.extended else _own_blobs(manifest)
         except (RegopsError, OSError) as exc:
             for tag in tags:
                 self._fail(index, f"{path}:{tag}", exc)
         else:
             with self.lock:
-                self.memo_hits += len(tags) - 1  # the other tags reuse what the first read
+                self.shared_hits += len(tags) - 1  # the other tags reuse what the first read
             self._record(index, path, tags, manifest.total_size, blobs)
         self._group_done(index, path)
 
@@ -630,47 +606,11 @@ class _Scan:
 
     # -- reading -------------------------------------------------------------------
 
-    def _tag_manifest(self, path: str, tag: str) -> Manifest:
-        """What ``path:tag`` points at: one GET by tag, cached once per scan by digest."""
-        manifest = self.registry.get_manifest(path, tag)
-        with self.lock:
-            known = self.parsed.setdefault(manifest.digest, manifest) is not manifest
-        if not known:  # content-addressed: the first copy in a scan is the one to keep
-            self.cache.put(manifest.digest, manifest.raw)
-        return manifest
-
-    def _manifest(self, path: str, digest: Digest) -> Manifest:
-        """A manifest by digest: parsed once per scan, read through the cache, fetched once."""
-        with self.lock:
-            known = self.parsed.get(digest)
-            if known is not None:
-                self.memo_hits += 1
-                return known
-            event = self.inflight.get(digest)
-            owner = event is None
-            if owner:
-                event = self.inflight[digest] = threading.Event()
-        if not owner:
-            event.wait()
-            with self.lock:
-                known = self.parsed.get(digest)
-                if known is not None:
-                    self.memo_hits += 1
-                    return known
-        try:  # the owner, or the owner failed: try once more ourselves
-            manifest = self.reader.manifest(path, digest)
-            with self.lock:
-                self.parsed[digest] = manifest
-            return manifest
-        finally:
-            if owner:
-                event.set()
-
     def _blobs(self, path: str, manifest: Manifest) -> dict[Digest, int]:
         """Every blob ``manifest`` pins: itself, config, layers, and an index's children's."""
         blobs = _own_blobs(manifest)
         for child in manifest.children:
-            blobs.update(_own_blobs(self._manifest(path, child.digest)))
+            blobs.update(_own_blobs(self.resolver.manifest(path, child.digest)))
         return blobs
 
     def _record(
@@ -702,9 +642,9 @@ class _Scan:
             self.bar.project_done()
 
     def _counters(self) -> tuple[int, int, int, int]:
-        hits = getattr(self.cache, "hits", 0) + self.memo_hits
-        misses = getattr(self.cache, "misses", 0)
-        return self.gitlab.request_count, self.registry.request_count, hits, misses
+        cache = self.resolver.cache
+        hits = cache.hits + self.resolver.memo_hits + self.shared_hits
+        return self.gitlab.request_count, self.registry.request_count, hits, cache.misses
 
     def _summary(self, before: tuple[int, int, int, int], started: float) -> UsageSummary:
         after = self._counters()

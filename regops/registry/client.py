@@ -41,6 +41,7 @@ from regops.http import (
     RETRY_STATUSES,
     HTTPSettings,
     RetryingSession,
+    TokenBucket,
     backoff_seconds,
     make_session,
 )
@@ -119,6 +120,7 @@ class RegistryClient:
         *,
         session: RetryingSession | None = None,
         http: HTTPSettings | None = None,
+        pace: TokenBucket | None = None,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -130,9 +132,25 @@ class RegistryClient:
         self._lock = threading.Lock()
         self._features: RegistryFeatures | None = None
         self._tag_delete: dict[str, bool] = {}
+        self._pace = pace
 
     def __repr__(self) -> str:
-        return f"RegistryClient({self.url!r}, auth={self.auth!r})"
+        paced = f", paced={self._pace!r}" if self._pace is not None else ""
+        return f"RegistryClient({self.url!r}, auth={self.auth!r}{paced})"
+
+    def paced(self, requests_per_second: float) -> RegistryClient:
+        """A client for the same registry (same connections, same tokens) whose own
+        requests, retries included, go at most ``requests_per_second`` on average.
+
+        Other users of this client are not slowed down.
+
+        >>> slow = client.paced(5)  # doctest: +SKIP
+        """
+        copy = RegistryClient(
+            self.url, self.auth, session=self._session, pace=TokenBucket(requests_per_second)
+        )
+        copy._features, copy._tag_delete = self._features, self._tag_delete
+        return copy
 
     @property
     def request_count(self) -> int:
@@ -173,7 +191,7 @@ class RegistryClient:
             value = self.auth.authorization(scopes, self._session)
             if value:
                 headers["Authorization"] = value
-        return self._session.request(method, url, headers=headers, **kwargs)
+        return self._session.request(method, url, headers=headers, pace=self._pace, **kwargs)
 
     def _call(
         self,

@@ -25,8 +25,11 @@ from typing import Any
 
 from werkzeug.serving import WSGIRequestHandler, make_server
 
+from regops.config import resolve_settings
+from regops.connection import Connection
 from regops.errors import ConfigError, ValidationError
 from regops.http import HTTPSettings
+from regops.registry.client import RegistryClient
 from regops.registry.keys import check_pair, generate_key, write_key_and_certificate
 from regops.registry.tokens import (
     DEFAULT_ISSUER,
@@ -35,7 +38,9 @@ from regops.registry.tokens import (
     TokenMinter,
     load_signing_key,
 )
+from regops.sandbox.app import GitLabStandIn
 from regops.sandbox.registry_server import RegistryServer
+from regops.sandbox.seed import seed
 from regops.sandbox.state import SandboxState, UserRecord
 from regops.secrets import Secret, redact
 
@@ -133,8 +138,6 @@ class Sandbox:
             self.state.add_user(USER_USERNAME, name="Dev Eloper")
 
     def _start_gitlab(self) -> None:
-        from regops.sandbox.app import GitLabStandIn
-
         self.app = GitLabStandIn(
             self.state,
             registry=None,
@@ -161,8 +164,6 @@ class Sandbox:
             print(f"GitLab API stand-in on {self.gitlab_url}")
 
     def _start_registry(self) -> None:
-        from regops.registry.client import RegistryClient
-
         self.registry_server = RegistryServer(
             self.data_dir / "registry",
             self.cert_path,
@@ -242,6 +243,13 @@ class Sandbox:
         return self.registry_server.storage_path
 
     @property
+    def cache_path(self) -> Path:
+        """The manifest cache the sandbox's environment points regops at."""
+        self._running()
+        assert self.data_dir is not None
+        return self.data_dir / "cache"
+
+    @property
     def registry(self) -> Any:
         """An admin RegistryClient (locally signed tokens, every scope)."""
         self._running()
@@ -280,6 +288,8 @@ class Sandbox:
             "REGOPS_REGISTRY_SERVICE": self.service,
             "REGOPS_REGISTRY_USER": account.username,
             "REGOPS_REGISTRY_STORAGE": str(self.storage_path),
+            # The sandbox's own manifest cache: nothing of it reaches the user's cache.
+            "REGOPS_CACHE_DIR": str(self.cache_path),
         }
         if mode == "key":
             env["REGOPS_REGISTRY_KEY"] = str(self.key_path)
@@ -302,8 +312,6 @@ class Sandbox:
 
     def settings(self, user: str = "admin", registry_auth: str | None = None, **overrides: Any):
         """regops Settings for ``user``, from explicit values only (no environment)."""
-        from regops.config import resolve_settings
-
         env = self.env(user, registry_auth)
         explicit: dict[str, Any] = {
             "gitlab_url": env["GITLAB_URL"],
@@ -315,6 +323,9 @@ class Sandbox:
             "registry_username": env["REGOPS_REGISTRY_USER"],
             "registry_storage_path": env["REGOPS_REGISTRY_STORAGE"],
             "registry_key_path": env.get("REGOPS_REGISTRY_KEY"),
+            # Each connection made here reads through its own memory cache, so what one
+            # (a test) fetched never changes what another one asks the registry for.
+            "cache_dir": "none",
         }
         explicit.update(overrides)
         empty = Path(self.data_dir) / "no-home"
@@ -326,15 +337,11 @@ class Sandbox:
 
         It does not become the default connection; ``regops.connect`` does that.
         """
-        from regops.connection import Connection
-
         return Connection(self.settings(user, registry_auth, **overrides))
 
     # --------------------------------------------------------------- seeding
     def seed(self, profile: str = "demo", **options: Any) -> dict[str, Any]:
         """Create users, groups, projects and push real images; returns a summary."""
-        from regops.sandbox.seed import seed
-
         self._running()
         started = time.monotonic()
         summary = seed(self, profile, **options)

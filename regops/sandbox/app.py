@@ -38,7 +38,9 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from regops.errors import PolicyError, RegistryError, RegistryNotFound, ValidationError
-from regops.policy import CleanupPolicy
+from regops.ops.cleanup import plan_cleanup
+from regops.policy import CleanupPolicy, policy_error_body
+from regops.registry.resolver import TagResolver
 from regops.registry.safe_delete import SafeDelete
 from regops.registry.tokens import DEFAULT_ISSUER, DEFAULT_SERVICE, Scope, TokenMinter
 from regops.sandbox import state as st
@@ -144,11 +146,21 @@ class GitLabStandIn:
     ) -> None:
         self.delay = delay
         self.state = state
-        self.registry = registry
+        self.registry = registry  # set once the registry runs (it needs this app's realm)
+        self._resolver: TagResolver | None = None
         self.registry_host = registry_host
         self.signing_key = signing_key
         self.issuer = issuer
         self.service = service
+
+    @property
+    def resolver(self) -> TagResolver:
+        """Tag details, read as regops reads them everywhere (one resolver per registry)."""
+        if self.registry is None:
+            raise ApiError(503, {"message": "the registry is not running"})
+        if self._resolver is None or self._resolver.client is not self.registry:
+            self._resolver = TagResolver(self.registry)
+        return self._resolver
 
     # ------------------------------------------------------------------ WSGI
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
@@ -386,8 +398,6 @@ class GitLabStandIn:
         found = self.find_project(user, project, st.MAINTAINER)
         attrs = policy_attributes(request)
         if attrs:
-            from regops.policy import policy_error_body
-
             try:
                 self.state.set_policy(found, attrs)
             except PolicyError as exc:
@@ -569,8 +579,6 @@ class GitLabStandIn:
 
     def run_cleanup(self, path: str, params: Mapping[str, Any]) -> list[str]:
         """Delete what GitLab's CleanupTagsService would; returns the deleted tag names."""
-        from regops.ops.cleanup import plan_cleanup
-
         tags = [_TagTime(name, self.created_at(path, name)) for name in self.safe_tags(path)]
         max_list = int(self.state.settings["container_registry_cleanup_tags_service_max_list_size"])
         plan = plan_cleanup(tags, params, max_list_size=max_list, repository=path)
@@ -581,14 +589,9 @@ class GitLabStandIn:
         return []
 
     def created_at(self, path: str, tag: str) -> datetime.datetime | None:
-        """A tag's config ``created`` (one manifest + one config read), None for an index."""
-        try:
-            manifest = self.registry.get_manifest(path, tag)
-        except RegistryNotFound:
-            return None
-        if manifest.config is None:
-            return None
-        return self.registry.get_config(path, manifest.config.digest).created
+        """A tag's config ``created``; None for an index or a tag gone meanwhile."""
+        details = self.resolver.tag(path, tag)
+        return details.created_at if details is not None else None
 
     def on_tag(self, request: Request, project: str, rid: int, tag: str) -> Response:
         user = self.authenticate(request, required=False)
@@ -605,26 +608,21 @@ class GitLabStandIn:
         return _json(self.tag_details(record.path, tag))
 
     def tag_details(self, path: str, tag: str) -> dict[str, Any]:
-        """GitLab's tag entity: one manifest read, one config read (none for an index)."""
+        """GitLab's tag entity (GitLab reads the manifest, and the config unless an index)."""
+        details = self.resolver.tag(path, tag)
+        if details is None:
+            raise not_found("Tag")
         self.state.count_registry_read("manifest")
-        manifest = self.registry.get_manifest(path, tag)
+        if details.manifest.config is not None:
+            self.state.count_registry_read("config")
         data = self.tag_row(path, tag)
         data.update(
-            revision=None,
-            short_revision=None,
-            digest=str(manifest.digest),
-            created_at=None,
-            total_size=manifest.total_size,
+            revision=details.revision,
+            short_revision=details.short_revision,
+            digest=str(details.digest),
+            created_at=iso(details.created_at) if details.created_at else None,
+            total_size=details.total_size,
         )
-        if manifest.config is not None:
-            self.state.count_registry_read("config")
-            config = self.registry.get_config(path, manifest.config.digest)
-            revision = manifest.config.digest.split(":", 1)[1]
-            data.update(
-                revision=revision,
-                short_revision=revision[:9],
-                created_at=iso(config.created) if config.created else None,
-            )
         return data
 
     # ------------------------------------------------------------ settings

@@ -31,7 +31,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from regops.durations import parse_duration
 from regops.errors import ValidationError
+from regops.policy import POLICY_DEFAULTS, validate_policy_attributes
 from regops.secrets import Secret
 
 # GitLab's access levels (Gitlab::Access).
@@ -146,8 +148,6 @@ class RepositoryRecord:
 
 def default_policy(now: datetime.datetime | None = None) -> dict[str, Any]:
     """GitLab's default policy for a new project (disabled), with next_run_at."""
-    from regops.policy import POLICY_DEFAULTS
-
     policy = dict(POLICY_DEFAULTS)
     policy["next_run_at"] = next_run_at(policy.get("cadence") or "1d", now)
     return policy
@@ -155,8 +155,6 @@ def default_policy(now: datetime.datetime | None = None) -> dict[str, Any]:
 
 def next_run_at(cadence: str, now: datetime.datetime | None = None) -> datetime.datetime:
     """When a policy with this cadence runs next: now + cadence (set on every save)."""
-    from regops.durations import parse_duration
-
     return (now or utcnow()) + parse_duration(cadence, field="cadence")
 
 
@@ -284,8 +282,6 @@ class SandboxState:
         with self.lock:
             current = {k: v for k, v in project.policy.items() if k != "next_run_at"}
             if validate:
-                from regops.policy import validate_policy_attributes
-
                 policy = validate_policy_attributes(attrs, current=current)
             else:
                 policy = {**current, **attrs}
