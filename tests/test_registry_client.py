@@ -423,9 +423,7 @@ def test_token_without_delete_scope_is_denied(registry_server, minter, client, r
 # --------------------------------------------------------------------------- cache
 
 
-def test_resolver_fetches_each_digest_once_and_a_second_one_reads_the_disk(
-    client, repo, tmp_path
-):
+def test_resolver_fetches_each_digest_once_and_a_second_one_reads_the_disk(client, repo, tmp_path):
     image = simple_image(130, layers=2)
     digest = push_image(client, repo, image, ["v1"])
     cache = ContentCache(tmp_path / "cache")

@@ -29,6 +29,8 @@ from regops.sandbox import Sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "registry_usage_by_project.py"
+
+
 def scan(refs, connection, cache=None, **options):
     """``usage.by_project`` through ``connection``'s clients, with its own cache."""
     resolver = TagResolver(connection.registry, cache if cache is not None else ContentCache())
