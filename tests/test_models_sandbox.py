@@ -6,6 +6,8 @@ tests that change policies use ``fresh_sandbox``.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 
 from regops.config import Settings
@@ -13,6 +15,7 @@ from regops.connection import Connection
 from regops.errors import DoesNotExist, PolicyError, ValidationError
 from regops.models import ContainerRepository, ExpirationPolicy, Project, Tag, User
 from regops.registry.manifest import INDEX_TYPES
+from tests import oracle
 from tests.leaks import assert_hidden
 
 DEMO_PATHS = [
@@ -151,6 +154,36 @@ def test_registry_and_gitlab_paths_give_identical_values(sandbox, conn):
                 assert values == [getattr(twin, f) for f in DETAIL_FIELDS], name
                 compared += 1
     assert compared >= 40
+
+
+def test_tag_details_equal_the_registry_files(sandbox, conn):
+    """Digest, revision, total_size and created_at of every tag, through the registry and
+    through GitLab's endpoint, equal what the test reads from the storage files itself."""
+    root = sandbox.storage_path
+    plain = gitlab_only(sandbox)
+    checked = 0
+    for project in Project.all(connection=conn):
+        for repo in project.container_repositories:
+            links = oracle.tag_links(root, repo.path)
+            other = ContainerRepository.find(repo.id, connection=plain)
+            for tags in (repo.tags, other.load_tags()):
+                assert {t.name for t in tags} == set(links)
+                for tag in tags:
+                    manifest = oracle.document(root, links[tag.name])
+                    assert tag.digest == links[tag.name]
+                    assert tag.total_size == oracle.gitlab_total_size(manifest)
+                    config = manifest.get("config")
+                    if config is None:  # an index: GitLab shows no revision, no date
+                        assert (tag.revision, tag.created_at) == (None, None)
+                        continue
+                    assert tag.revision == config["digest"].split(":", 1)[1]
+                    created = oracle.document(root, config["digest"])["created"]
+                    built = datetime.fromisoformat(created.replace("Z", "+00:00"))
+                    assert tag.created_at == built.replace(
+                        microsecond=built.microsecond // 1000 * 1000
+                    )  # GitLab's API gives milliseconds
+                    checked += 1
+    assert checked >= 80  # every image tag of the demo, twice
 
 
 def test_tags_without_registry_are_listed_not_fetched(sandbox):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import sys
 import threading
 
 import pytest
@@ -90,14 +91,26 @@ def test_access_log_masks_tokens(sandbox):
     assert_hidden(token, stream.getvalue())
 
 
-def test_state_saves_while_other_threads_change_it(tmp_path):
+@pytest.fixture
+def switch_often():
+    """Make the interpreter switch threads every microsecond: races show up at once."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(before)
+
+
+def test_state_saves_while_other_threads_change_it(tmp_path, switch_often):
     state = SandboxState(tmp_path)
     root = state.add_user("root", admin=True)
     group = state.add_group("g")
     errors: list[BaseException] = []
+    threads_count = 6
+    start = threading.Barrier(threads_count)
 
     def churn(offset: int) -> None:
         try:
+            start.wait()  # every thread starts changing the state at the same moment
             for i in range(ROUNDS):
                 path = f"g/p{offset}-{i}"
                 state.repository_record(path)
@@ -108,12 +121,16 @@ def test_state_saves_while_other_threads_change_it(tmp_path):
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=churn, args=(n,)) for n in range(4)]
+    threads = [threading.Thread(target=churn, args=(n,)) for n in range(threads_count)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     assert errors == []
-    assert len(state.group_tree_ids(group)) == 1 + 4 * ROUNDS
+    ids = [g.id for g in state.groups.values()]
+    assert len(ids) == len(set(ids)) == 1 + threads_count * ROUNDS  # no id handed out twice
+    assert len(state.group_tree_ids(group)) == 1 + threads_count * ROUNDS
     assert state.deleted_repositories == set() and state.repositories == {}
-    assert SandboxState.load(tmp_path).users[root.id].username == "root"
+    saved = SandboxState.load(tmp_path)  # the last save holds everything, whole
+    assert saved.users[root.id].username == "root"
+    assert len(saved.groups) == 1 + threads_count * ROUNDS

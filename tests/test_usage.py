@@ -26,6 +26,7 @@ from regops.registry.manifest import parse_manifest
 from regops.registry.resolver import TagResolver
 from regops.registry.storage import RegistryStorage
 from regops.sandbox import Sandbox
+from tests import oracle
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "registry_usage_by_project.py"
@@ -216,6 +217,32 @@ def test_sizes_equal_the_naive_baseline_tag_by_tag(demo, demo_refs, naive):
     # the index tag (platform/tools/ci:1.0) has no size, exactly as GitLab says
     tools = next(p for p in report.projects if p.full_path == "platform/tools")
     assert tools.tag_sizes["platform/tools/ci:1.0"] is None
+
+
+def _owner(repo: str, projects: list[str]) -> str:
+    """The project a repository belongs to: the longest project path it starts with."""
+    owners = [p for p in projects if repo == p or repo.startswith(p + "/")]
+    return max(owners, key=len)
+
+
+@pytest.mark.parametrize("storage_mode", [False, True])
+def test_sizes_equal_what_the_registry_files_say(demo, demo_refs, storage_mode):
+    """Each tag's size and each project's total, computed in the test from the registry's
+    own link and blob files (tests/oracle.py, no regops code), equal the report's."""
+    root = demo.storage_path
+    storage = RegistryStorage(root) if storage_mode else None
+    report = scan(demo_refs, demo.connect(), storage=storage)
+    paths = [row.full_path for row in report.projects]
+    expected: dict[str, dict[str, int | None]] = {path: {} for path in paths}
+    for repo in oracle.repositories(root):
+        expected[_owner(repo, paths)].update(oracle.tag_sizes(root, repo))
+    assert report.ok
+    for row in report.projects:
+        assert row.tag_sizes == expected[row.full_path], row.full_path
+        sizes = expected[row.full_path].values()
+        assert row.registry_size_bytes == sum(s for s in sizes if s is not None)
+    assert sum(1 for sizes in expected.values() if sizes) >= 4  # the demo has images
+    assert None in expected["platform/tools"].values()  # the OCI index: no size, as GitLab
 
 
 def test_http_mode_makes_one_request_per_tag_plus_tag_lists(demo, demo_refs):
