@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from regops.console import namespace, run_code
+from tests import oracle
 from tests.leaks import assert_hidden
 
 REGOPS = str(Path(sys.executable).with_name("regops"))
@@ -54,6 +55,33 @@ def test_c_prints_last_expression_and_exits_0(sandbox, tmp_path):
         "apps/mobile/ios",
         "root/scratch",
     ]
+
+
+def test_a_second_console_session_reads_configs_from_the_disk_cache(sandbox, tmp_path):
+    """Manifests are asked for by tag every time (a tag can move); image configs, named
+    by digest, come from the on-disk cache in the next session: fewer registry requests."""
+    env = {**console_env(sandbox, tmp_path), "REGOPS_CACHE_DIR": str(tmp_path / "cache")}
+    code = (
+        "repo = Project.find_by(full_path='apps/web').container_repositories[0]\n"
+        "tags = repo.tags\n"
+        "print(repo.path, len(tags), conn.registry.request_count)"
+    )
+    first = run(["-c", code], env, tmp_path)
+    second = run(["-c", code], env, tmp_path)
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    path, tags, cold = first.stdout.split()
+    assert second.stdout.split()[:2] == [path, tags]
+    warm = int(second.stdout.split()[2])
+    # Independent count, from the registry's files: the tags, and their distinct configs.
+    links = oracle.tag_links(sandbox.storage_path, path)
+    configs = {
+        manifest["config"]["digest"]
+        for manifest in (oracle.document(sandbox.storage_path, d) for d in links.values())
+        if "config" in manifest
+    }
+    assert int(tags) == len(links) and configs
+    assert int(cold) == 1 + len(links) + len(configs)  # tag list, one GET a tag, configs
+    assert warm == 1 + len(links)  # configs read from disk
 
 
 def test_c_statements_print_only_what_is_printed(sandbox, tmp_path):

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -30,6 +29,7 @@ from regops.ops.restore import restore_from_audit
 from regops.registry.client import RegistryClient
 from regops.registry.safe_delete import Placeholder
 from regops.registry.tokens import KeyAuth
+from tests import oracle
 from tests.fixtures_registry import TEST_ISSUER, TEST_SERVICE
 from tests.images import push_image, simple_image
 from tests.skopeo import skopeo_digest
@@ -61,18 +61,7 @@ def seed(client: RegistryClient, repo: str) -> dict[str, str]:
 
 def storage_tags(registry_server, repo: str) -> dict[str, str]:
     """Tag -> digest read from the registry's own link files (not through regops)."""
-    base = (
-        Path(registry_server.storage_path)
-        / "docker/registry/v2/repositories"
-        / repo
-        / "_manifests/tags"
-    )
-    found = {}
-    for folder in base.iterdir() if base.is_dir() else ():
-        link = folder / "current" / "link"
-        if link.is_file():
-            found[folder.name] = link.read_text().strip()
-    return found
+    return oracle.tag_links(registry_server.storage_path, repo)
 
 
 CHILD = textwrap.dedent(
