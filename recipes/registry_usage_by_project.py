@@ -10,7 +10,7 @@ reader never sees half of it, and an interrupted, failed or incomplete run
 leaves the old one. ``--extended`` adds what each project really pins on disk
 (shared layers counted once). Exit code 1 (and, on stderr, the incomplete
 projects and that the previous file was kept) when any project could not be
-read completely.
+read completely. ``-q``: nothing on stderr when every project was read.
 
 Connection settings come from the environment or config files (see
 ``regops config``): GITLAB_URL, GITLAB_PRIVATE_TOKEN, REGOPS_REGISTRY_URL, ...
@@ -18,27 +18,16 @@ Connection settings come from the environment or config files (see
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from regops.commands.usage import add_arguments, run
-from regops.errors import RegopsError
-from regops.locks import RunLock
+from regops.commands.usage import USAGE_LOCK, add_arguments, usage_body
+from regops.scripting import recipe_parser, run_recipe
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = recipe_parser("registry_usage_by_project", __doc__.splitlines()[0])
     add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        with RunLock("registry_usage_by_project"):  # overlapping cron runs wait for none
-            return run(args)  # settings from the environment / config files
-    except RegopsError as exc:
-        print(f"registry_usage_by_project: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("registry_usage_by_project: interrupted; no new report written", file=sys.stderr)
-        return 130
+    return run_recipe(USAGE_LOCK, parser, usage_body, argv)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@
     ├── UnfinishedDeleteError        tags left on a regops placeholder: `regops cleanup recover`
     ├── RegistryStartError           the docker-registry process would not start
     ├── LockHeldError                another run holds the recipe's lock file (.pid)
+    ├── DeadlineExceeded             a run passed its --deadline (exit 124)
     ├── UsageError                   a command line asking for something invalid (exit 2)
     ├── CleanupPermissionError       the acting user is below Developer on the project
     ├── PolicyNotApplied             GitLab answered a policy update but kept old values
@@ -203,6 +204,14 @@ class LockHeldError(RegopsError):
         who = f"pid {self.pid}" if self.pid else "an unknown process"
         when = f", started {started}" if started else ""
         super().__init__(f"another run holds the lock {path} ({who}{when}); try again later")
+
+
+class DeadlineExceeded(RegopsError):
+    """A run passed its deadline and stopped itself."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        super().__init__(f"stopped at the deadline of {seconds:g} s (--deadline)")
 
 
 class UsageError(RegopsError):

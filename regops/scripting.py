@@ -1,32 +1,69 @@
-"""Plumbing shared by the recipes (``recipes/*.py``) and their ``regops`` commands.
+"""The contract every recipe (``recipes/*.py``) and ``regops`` command shares.
 
 A recipe is a parser and a body. :func:`run_recipe` does the rest the same way
-for all of them: parse (bad usage exits 2), take the recipe's lock (two
-overlapping runs are refused), connect, run the body, print one summary line
-on stderr, and turn errors into exit codes: 0 success, 1 something failed,
-2 bad usage, 130 interrupted. The body prints its report on stdout and nothing
-else, so a cron job mails only what matters.
+for all of them: parse (bad usage exits 2), check the arguments, take the
+recipe's lock, connect, run the body within the deadline, print one summary
+line on stderr, and turn errors into the exit codes below. The body prints
+its product (a CSV, a list) on stdout; what only informs (a plan table, a
+result table) goes through :func:`inform`, which ``-q`` silences, so a quiet
+cron job prints nothing at all when everything went well.
+
+=====  ===========================================================================
+exit   meaning
+=====  ===========================================================================
+0      done
+1      done in part, or failed (what and why on stderr, one line each)
+2      bad usage or configuration (nothing was done)
+3      another run holds the lock (nothing was done)
+124    the deadline passed (``--deadline``); what was done is reported
+130    interrupted (Ctrl-C)
+=====  ===========================================================================
 
 >>> def body(args, connection):
 ...     print("report line")
 ...     return Outcome(EXIT_OK, "1 project checked")
->>> sys.exit(run_recipe("my_recipe", build_parser(), body))  # doctest: +SKIP
+>>> sys.exit(run_recipe("my_recipe", recipe_parser("my_recipe", "..."), body))  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
-from collections.abc import Callable, Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
-from regops.errors import PolicyError, RegopsError, UsageError
-from regops.locks import LockHeldError, RunLock
+from regops.errors import (
+    ConfigError,
+    DeadlineExceeded,
+    LockHeldError,
+    PolicyError,
+    RegopsError,
+    UsageError,
+)
+from regops.locks import RunLock
+from regops.policy import validate_policy_attributes
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK = 0  # done
+EXIT_FAILED = 1  # done in part, or failed
+EXIT_USAGE = 2  # bad usage or configuration: nothing was done
+EXIT_LOCKED = 3  # another run holds the lock: nothing was done
+EXIT_DEADLINE = 124  # the deadline passed (as timeout(1) reports it)
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+EXIT_CODES = {
+    EXIT_OK: "done",
+    EXIT_FAILED: "done in part, or failed",
+    EXIT_USAGE: "bad usage or configuration; nothing was done",
+    EXIT_LOCKED: "another run holds the lock; nothing was done",
+    EXIT_DEADLINE: "the deadline passed",
+    EXIT_INTERRUPTED: "interrupted",
+}
+DEFAULT_DEADLINE = 3600.0  # seconds a cron run may take before it stops itself
 
 log = logging.getLogger("regops.scripting")
 
@@ -40,18 +77,34 @@ class Outcome:
 
 
 def recipe_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    """A parser with the options every recipe has (-q, -v)."""
+    """A parser with the options every recipe has (-q, -v, --deadline)."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     add_common_options(parser)
     return parser
 
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:
-    """``--quiet`` (no summary line on success) and ``--verbose`` (log requests)."""
+    """``-q`` (nothing printed on success), ``-v`` (log requests), ``--deadline``."""
     parser.add_argument(
-        "-q", "--quiet", action="store_true", help="print the summary line only on failure"
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="print nothing on success (the product, a CSV or a list, still goes to stdout)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log what is done to stderr")
+    parser.add_argument(
+        "--deadline",
+        type=positive_float,
+        default=DEFAULT_DEADLINE,
+        metavar="SECONDS",
+        help=f"stop the whole run after this long (default {DEFAULT_DEADLINE:g} s), exit 124",
+    )
+
+
+def inform(args: argparse.Namespace, text: object) -> None:
+    """Print what only informs (a plan, a result table) on stdout, unless ``-q``."""
+    if not getattr(args, "quiet", False):
+        print(text, flush=True)
 
 
 def key_value(text: str) -> tuple[str, str]:
@@ -64,8 +117,6 @@ def key_value(text: str) -> tuple[str, str]:
 
 def policy_attributes(pairs: Iterable[tuple[str, str]] | None, option: str) -> dict[str, Any]:
     """Validated, normalised policy attributes from ``key=value`` pairs (UsageError if not)."""
-    from regops.policy import validate_policy_attributes
-
     given: dict[str, Any] = {}
     for key, value in pairs or ():
         if key in given:
@@ -119,7 +170,7 @@ def run_recipe(
     body: Callable[[argparse.Namespace, Any], Outcome],
     argv: Sequence[str] | None = None,
     *,
-    lock: bool = True,
+    lock: bool | str = True,
     connection: Any = None,
     validate: Callable[[argparse.Namespace], None] | None = None,
 ) -> int:
@@ -136,32 +187,60 @@ def run_parsed(
     args: argparse.Namespace,
     body: Callable[[argparse.Namespace, Any], Outcome],
     *,
-    lock: bool = True,
+    lock: bool | str = True,
     connection: Any = None,
     validate: Callable[[argparse.Namespace], None] | None = None,
 ) -> int:
-    """Validate, lock, connect, run ``body``; print the summary; return the exit code.
+    """Validate, lock, connect, run ``body`` within the deadline; print the summary.
 
-    ``validate`` checks the arguments before anything is locked or sent
-    (raise :class:`UsageError` for exit 2). ``connection`` skips connecting.
+    ``name`` starts every line printed; ``lock`` is the lock's name (True: the
+    same as ``name``; False: no lock). ``validate`` checks the arguments before
+    anything is locked or sent (raise :class:`UsageError` for exit 2).
+    ``connection`` skips connecting.
     """
     setup_logging(getattr(args, "verbose", False))
     quiet = getattr(args, "quiet", False)
     try:
         if validate is not None:
             validate(args)
-        with _maybe_lock(name, lock):
+        with _maybe_lock(name, lock), deadline(getattr(args, "deadline", None)):
             conn = connection if connection is not None else connect(args)
             outcome = body(args, conn)
-    except UsageError as exc:
+    except (UsageError, ConfigError) as exc:
         return _finish(name, Outcome(EXIT_USAGE, f"bad usage: {exc}"), quiet)
     except LockHeldError as exc:
-        return _finish(name, Outcome(EXIT_FAILED, str(exc)), quiet)
+        return _finish(name, Outcome(EXIT_LOCKED, str(exc)), quiet)
+    except DeadlineExceeded as exc:
+        return _finish(name, Outcome(EXIT_DEADLINE, str(exc)), quiet)
     except RegopsError as exc:
         return _finish(name, Outcome(EXIT_FAILED, f"failed: {exc}"), quiet)
     except KeyboardInterrupt:
         return _finish(name, Outcome(EXIT_INTERRUPTED, "interrupted"), quiet)
     return _finish(name, outcome, quiet)
+
+
+@contextlib.contextmanager
+def deadline(seconds: float | None) -> Iterator[None]:
+    """Raise :class:`DeadlineExceeded` in the main thread once ``seconds`` have passed.
+
+    A SIGALRM timer: it interrupts a wait, a sleep or a blocking read, so one
+    hung endpoint cannot hold a cron run (and its lock) past the deadline.
+    Does nothing without ``seconds``, or outside the main thread.
+    """
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: FrameType | None) -> None:
+        raise DeadlineExceeded(seconds)
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 class _NoLock:
@@ -172,8 +251,10 @@ class _NoLock:
         return None
 
 
-def _maybe_lock(name: str, lock: bool) -> Any:
-    return RunLock(name) if lock else _NoLock()
+def _maybe_lock(name: str, lock: bool | str) -> Any:
+    if lock is False:
+        return _NoLock()
+    return RunLock(lock if isinstance(lock, str) else name)
 
 
 def _finish(name: str, outcome: Outcome, quiet: bool) -> int:

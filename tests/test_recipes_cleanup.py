@@ -263,7 +263,7 @@ def test_the_lock_refuses_an_overlapping_run(env, conn, capsys):
         code = load_recipe("run_cleanup_policy").main(["--project", WEB, *OVERRIDES, "--execute"])
         assert held.held
     err = capsys.readouterr().err
-    assert code == 1 and f"pid {os.getpid()}" in err
+    assert code == 3 and f"pid {os.getpid()}" in err  # exit 3: locked, nothing was done
     assert web_tags(conn) == before
     assert load_recipe("run_cleanup_policy").main(["--project", WEB, *OVERRIDES]) == 0
 
@@ -307,10 +307,21 @@ def test_unwritable_state_is_one_line_and_deletes_nothing(
     assert sandbox_digest(fresh_sandbox, repo, tag) == before[(repo, tag)]
 
 
-def test_quiet_prints_nothing_on_success(env, capsys):
-    code = load_recipe("run_cleanup_policy").main(["--project", WEB, "-q"])
+def test_quiet_prints_nothing_on_success(env, conn, fresh_sandbox, capsys):
+    recipe = load_recipe("run_cleanup_policy")
+    assert recipe.main(["--project", WEB, "-q"]) == 0
+    assert capsys.readouterr() == ("", "")  # a dry run: the plan only informs
+    before = _storage_tags(fresh_sandbox, web_tags(conn))
+    code = recipe.main(["--project", WEB, *OVERRIDES, "-q", "--execute"])
+    assert (code, *capsys.readouterr()) == (0, "", "")  # cron mails nothing
+    after = _storage_tags(fresh_sandbox, before)
+    deleted = {key for key, digest in after.items() if digest is None}
+    assert deleted == EXPECTED_PLAN  # it did delete, quietly
+    assert all(after[key] == before[key] for key in before if key not in EXPECTED_PLAN)
+    # without -q the same run informs: the plan, the result and the summary line
+    assert recipe.main(["--project", WEB]) == 0
     out, err = capsys.readouterr()
-    assert code == 0 and err == "" and out  # the plan is the report
+    assert "apps/web" in out and err.startswith("run_cleanup_policy: dry run")
 
 
 def test_enable_lists_then_enables_disabled_policies(env, conn, capsys):

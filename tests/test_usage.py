@@ -324,21 +324,27 @@ def test_progress_bar_does_not_change_results(demo, demo_refs, naive):
 # --------------------------------------------------------------------------- the CLI
 
 
-def test_cli_csv_to_file_is_silent_and_matches(demo, naive, tmp_path, monkeypatch, capsys):
+def test_cli_csv_to_file_is_silent_with_q_and_matches(demo, naive, tmp_path, monkeypatch, capsys):
     for key, value in _env(demo, tmp_path).items():
         monkeypatch.setenv(key, value)
     target = tmp_path / "out.csv"
-    code = cli.main(["usage", "--output", str(target), "--cache-dir", str(tmp_path / "c")])
+    code = cli.main(["usage", "-q", "--output", str(target), "--cache-dir", str(tmp_path / "c")])
     captured = capsys.readouterr()
     assert code == 0
     assert captured.err == "" and captured.out == ""
+    assert target.read_text() == naive.to_csv()
+    # without -q: one summary line on stderr, the same file
+    code = cli.main(["usage", "--output", str(target), "--cache-dir", str(tmp_path / "c")])
+    captured = capsys.readouterr()
+    assert code == 0 and captured.out == ""
+    assert captured.err.count("\n") == 1 and "6 projects, 8 repositories, 50 tags" in captured.err
     assert target.read_text() == naive.to_csv()
 
 
 def test_recipe_runs_from_cron(demo, naive, tmp_path):
     target = tmp_path / "registry.csv"
     result = subprocess.run(
-        [sys.executable, str(RECIPE), "--output", str(target), "--tags-from", "storage"],
+        [sys.executable, str(RECIPE), "-q", "--output", str(target), "--tags-from", "storage"],
         env=_env(demo, tmp_path),
         capture_output=True,
         text=True,
@@ -457,9 +463,9 @@ def test_an_incomplete_run_keeps_the_previous_report(fresh_sandbox, tmp_path, mo
     data = fresh_sandbox.storage_path / "docker/registry/v2/blobs/sha256" / digest.hex[:2]
     (data / digest.hex / "data").unlink()
 
-    for run in (
-        lambda: cli.main(["usage", *_usage_args(target)]),
-        lambda: _load_recipe().main(_usage_args(target)),
+    for name, run in (
+        ("regops usage", lambda: cli.main(["usage", *_usage_args(target)])),
+        ("registry_usage_by_project", lambda: _load_recipe().main(_usage_args(target))),
     ):
         code = run()
         err = capsys.readouterr().err
@@ -467,7 +473,7 @@ def test_an_incomplete_run_keeps_the_previous_report(fresh_sandbox, tmp_path, mo
         assert target.read_bytes() == expected  # not one byte changed
         assert f"INCOMPLETE apps/web: {repo}:{tag}: " in err
         assert err.endswith(
-            f"regops usage: {target} not replaced (the previous file is kept): "
+            f"{name}: {target} not replaced (the previous file is kept): "
             "incomplete projects apps/web\n"
         )
         assert [p.name for p in target.parent.iterdir()] == ["registry.csv"]  # no temp file
@@ -585,6 +591,6 @@ def test_recipe_refuses_to_overlap_a_running_one(demo, tmp_path, monkeypatch):
             text=True,
             timeout=120,
         )
-    assert result.returncode == 1
+    assert result.returncode == 3  # locked: nothing was done
     assert "another run holds the lock" in result.stderr
     assert not target.exists()

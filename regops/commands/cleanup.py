@@ -75,62 +75,62 @@ def validate_run(args: argparse.Namespace) -> None:
 
 
 def run_body(args: argparse.Namespace, connection: Any) -> Outcome:
-    """Plan the project's policy; with ``--execute`` apply it. Plan and results on stdout."""
+    """Plan the project's policy; with ``--execute`` apply it (plan and results: -q hides)."""
     from regops.models import Project, User
-    from regops.ops.apply import DEFAULT_BATCH_SIZE, apply_plan, default_actor
+    from regops.models.policy import actor_for
+    from regops.ops.apply import DEFAULT_BATCH_SIZE
 
     execute = getattr(args, "execute", False)
     project = Project.find(_project_ref(args.project), connection=connection)
-    actor = default_actor()
+    user = None
     if args.user:
         user = User.find(args.user, connection=connection)
         user.check_cleanup_permission(project)
-        actor = f"{actor} for user {user.id} ({user.get('username')})"
+    actor = actor_for(user)
     if execute:
-        recovery = _recover_pending(connection, actor)
+        recovery = _recover_pending(args, connection, actor)
         if recovery is not None:
             return recovery
     try:
-        plan = _plan(project, args.overrides, connection, actor if execute else None)
+        plan = _plan(args, project, connection, actor if execute else None)
     except PolicyError as exc:  # the stored policy is invalid: GitLab's run fails too
         return Outcome(EXIT_FAILED, f"project {project.id}: invalid policy: {exc}")
-    print(plan)
+    scripting.inform(args, plan)
     if not execute:
         return Outcome(EXIT_OK, f"dry run, nothing deleted: {plan.summary()}")
     if plan.placeholder_tags:
         return Outcome(EXIT_FAILED, f"project {project.id}: tags still on a regops placeholder")
-    result = apply_plan(
-        plan,
-        connection.registry,
-        gitlab_url=connection.settings.gitlab_url,
+    result = plan.apply(
+        connection,
+        user=user,
         audit_path=args.audit_log,
-        actor=actor,
         max_requests_per_second=args.max_requests_per_second,
         batch_size=args.batch_size or DEFAULT_BATCH_SIZE,
     )
-    print(result)
+    scripting.inform(args, result)
     summary = f"project {project.id}: {result.summary()}; audit log {result.audit_path}"
     return Outcome(EXIT_OK if result.ok else EXIT_FAILED, summary)
 
 
-def _recover_pending(connection: Any, actor: str) -> Outcome | None:
+def _recover_pending(args: argparse.Namespace, connection: Any, actor: str) -> Outcome | None:
     """Settle what interrupted runs left; an Outcome (exit 1) when something stays unsettled."""
     from regops.ops.recovery import recover_pending
 
     report = recover_pending(_registry(connection), actor=actor)
     if report.batches:
-        print(report)
+        scripting.inform(args, report)
     if not report.ok:
         return Outcome(EXIT_FAILED, f"not planning: {report.summary()}")
     return None
 
 
-def _plan(project: Any, overrides: Any, connection: Any, recover_as: str | None) -> Any:
+def _plan(args: argparse.Namespace, project: Any, connection: Any, recover_as: str | None) -> Any:
     """The project's plan; when it finds tags on placeholders and ``recover_as`` is given,
     settle their batches (from the audit logs) and plan once more."""
     from regops.models import Project
     from regops.ops.recovery import recover_placeholders
 
+    overrides = getattr(args, "overrides", None)
     plan = project.container_expiration_policy.plan(project, overrides=overrides)
     if not plan.placeholder_tags or recover_as is None:
         return plan
@@ -142,7 +142,7 @@ def _plan(project: Any, overrides: Any, connection: Any, recover_as: str | None)
                 repository_plan.placeholders,
                 actor=recover_as,
             )
-            print(report)
+            scripting.inform(args, report)
     fresh = Project.find(project.id, connection=connection)
     return fresh.container_expiration_policy.plan(fresh, overrides=overrides)
 
@@ -162,11 +162,11 @@ def recover_body(args: argparse.Namespace, connection: Any) -> Outcome:
 
     actor = default_actor()
     report = recover_pending(_registry(connection), actor=actor)
-    print(report)
+    scripting.inform(args, report)
     ok, summary = report.ok, report.summary()
     for ref in args.project:
         project = Project.find(_project_ref(ref), connection=connection)
-        plan = _plan(project, None, connection, actor)
+        plan = _plan(args, project, connection, actor)
         if plan.placeholder_tags:
             ok = False
             summary += f"; project {project.id}: still on placeholders after recovery"

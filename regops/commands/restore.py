@@ -57,7 +57,7 @@ def restore_body(args: argparse.Namespace, connection: Any) -> Outcome:
     )
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    print(result)
+    scripting.inform(args, result)
     return Outcome(EXIT_OK if result.ok else EXIT_FAILED, result.summary())
 
 

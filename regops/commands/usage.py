@@ -19,18 +19,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from regops.connection import connect
+from regops import scripting
+from regops.connection import Connection
 from regops.errors import ConfigError
 from regops.ops.usage import DEFAULT_WORKERS, FORMATS, UsageReport, by_project, select_projects
 from regops.registry.cache import ContentCache, default_cache_dir
 from regops.registry.resolver import TagResolver
 from regops.registry.storage import RegistryStorage
-from regops.scripting import EXIT_FAILED as EXIT_INCOMPLETE
-from regops.scripting import EXIT_OK, positive_int
+from regops.scripting import EXIT_FAILED, EXIT_OK, Outcome, positive_int
 
 ERRORS_SHOWN_PER_PROJECT = 3  # stderr stays readable in a cron mail; JSON has them all
 PROJECTS_NAMED = 10  # incomplete projects named in the "not replaced" line; the rest counted
 TAG_SOURCES = ("registry", "storage")
+
+
+USAGE_LOCK = "registry_usage_by_project"  # the command and the recipe never overlap
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,7 +44,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__.splitlines()[0],
     )
     add_arguments(parser)
+    scripting.add_common_options(parser)
     parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, connection: Connection | None = None) -> int:
+    """Run ``regops usage`` under the scripting contract (lock, deadline, exit codes)."""
+    return scripting.run_parsed(
+        "regops usage", args, usage_body, lock=USAGE_LOCK, connection=connection
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,10 +98,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def run(args: argparse.Namespace, connection: Any = None) -> int:
-    """Select, scan, write, report; the exit code says whether every project was read."""
-    if connection is None:
-        connection = connect()
+def usage_body(args: argparse.Namespace, connection: Connection) -> Outcome:
+    """Select, scan, write; the outcome says whether every project was read."""
     projects = select_projects(
         connection.gitlab, last=args.last, projects=args.project, group=args.group
     )
@@ -106,15 +115,18 @@ def run(args: argparse.Namespace, connection: Any = None) -> int:
         extended=args.extended,
         workers=args.workers,
         storage=storage_from(args, connection),
-        progress=sys.stderr.isatty() and not args.no_progress,
+        progress=sys.stderr.isatty() and not args.no_progress and not args.quiet,
     )
+    report_incomplete(report)
+    if not report.ok:
+        print(f"regops usage: {report.summary.line()}", file=sys.stderr)
     output = None if args.output in (None, "-") else Path(args.output)
     if output is not None and not report.ok:
-        code = finish(report)
-        print(f"regops usage: {kept_message(output, report)}", file=sys.stderr)
-        return code
+        return Outcome(EXIT_FAILED, kept_message(output, report))
     report.write(output, args.format)
-    return finish(report)
+    if not report.ok:
+        return Outcome(EXIT_FAILED, f"{len(report.incomplete)} projects incomplete")
+    return Outcome(EXIT_OK, report.summary.line())
 
 
 def kept_message(output: Path, report: UsageReport) -> str:
@@ -156,8 +168,8 @@ def storage_from(args: argparse.Namespace, connection: Any) -> Any:
     return storage
 
 
-def finish(report: UsageReport) -> int:
-    """Incomplete projects and the summary line on stderr; the exit code."""
+def report_incomplete(report: UsageReport) -> None:
+    """Each incomplete project's first reasons on stderr (the JSON format has them all)."""
     for row in report.incomplete:
         shown = row.errors[:ERRORS_SHOWN_PER_PROJECT]
         more = len(row.errors) - len(shown)
@@ -165,6 +177,3 @@ def finish(report: UsageReport) -> int:
             print(f"regops usage: INCOMPLETE {row.full_path}: {error}", file=sys.stderr)
         if more:
             print(f"regops usage: INCOMPLETE {row.full_path}: {more} more", file=sys.stderr)
-    if not report.ok or sys.stderr.isatty():
-        print(f"regops usage: {report.summary.line()}", file=sys.stderr)
-    return EXIT_OK if report.ok else EXIT_INCOMPLETE

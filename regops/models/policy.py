@@ -323,9 +323,14 @@ class PolicyPlan(list):
         conn = resolve_connection(connection)
         if user is not None:
             user.check_cleanup_permission(self.project_id)
-            actor = options.pop("actor", None) or default_actor()
-            options["actor"] = f"{actor} for user {user.id} ({user.get('username')})"
+            options["actor"] = actor_for(user, options.get("actor"))
         return apply_plan(self, conn.registry, gitlab_url=conn.settings.gitlab_url, **options)
+
+
+def actor_for(user: User | None, actor: str | None = None) -> str:
+    """Who a run is recorded as: the operating-system user (``actor``), and for whom."""
+    actor = actor or default_actor()
+    return actor if user is None else f"{actor} for user {user.id} ({user.get('username')})"
 
 
 # -- queries across projects ----------------------------------------------------------

@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from regops.errors import ConfigError, RegistryNotFound, RegopsError, ValidationError
+from regops.errors import ConfigError, RegopsError, ValidationError
 from regops.fsutil import atomic_write
 from regops.gitlab.client import GitLabClient
 from regops.registry.manifest import Manifest
@@ -524,9 +524,8 @@ class _Scan:
     def _tag(self, index: int, path: str, tag: str) -> None:
         """HTTP mode: one GET by tag (the only way over HTTP to learn what it points at)."""
         try:
-            details = self.resolver.tag(path, tag, config=False)
-            if details is None:
-                raise RegistryNotFound("GET", f"{path}:{tag}", 404, "the tag vanished meanwhile")
+            details = self.resolver.tag(path, tag, config=False, missing_ok=False)
+            assert details is not None
             manifest = details.manifest
             blobs = self._blobs(path, manifest) if self.extended else _own_blobs(manifest)
         except (RegopsError, OSError) as exc:

@@ -125,12 +125,17 @@ class TagResolver:
 
     # -- tags --------------------------------------------------------------------
 
-    def tag(self, repository: str, tag: str, *, config: bool = True) -> TagDetails | None:
-        """What ``repository:tag`` points at now (one GET by tag); None when it is gone."""
+    def tag(
+        self, repository: str, tag: str, *, config: bool = True, missing_ok: bool = True
+    ) -> TagDetails | None:
+        """What ``repository:tag`` points at now (one GET by tag); None when it is gone
+        (RegistryNotFound instead, with the registry's reason, unless ``missing_ok``)."""
         try:
             manifest = self.client.get_manifest(repository, tag)
         except RegistryNotFound:
-            return None
+            if missing_ok:
+                return None
+            raise
         finally:
             self._count()
         manifest = self._remember_manifest(manifest)
