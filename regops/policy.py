@@ -181,7 +181,7 @@ def validate_policy_attributes(
     if errors:
         field, messages = next(iter(errors.items()))
         error = PolicyError(field, messages[0])
-        error.errors = errors  # type: ignore[attr-defined]
+        error.errors = errors
         raise error
     return result
 
@@ -198,7 +198,7 @@ def policy_error_body(errors: Mapping[str, Iterable[str]] | PolicyError) -> dict
     {'message': {'container_expiration_policy.keep_n': ['is not included in the list']}}
     """
     if isinstance(errors, PolicyError):
-        errors = getattr(errors, "errors", None) or {errors.field: [errors.reason]}
+        errors = errors.errors or {errors.field: [errors.reason]}
     return {
         "message": {
             f"container_expiration_policy.{field}": list(messages)
