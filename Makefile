@@ -13,6 +13,7 @@ demo: setup
 test: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy regops
 	$(PY) -m pytest -q
 
 bench: setup

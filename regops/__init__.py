@@ -14,6 +14,7 @@ Names are imported lazily so ``import regops`` stays fast and the low layers
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
@@ -44,7 +45,7 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:  # a class, a function or a module, by name
     """Import a public name on first use."""
     module_name = _EXPORTS.get(name)
     if module_name is None:

@@ -335,6 +335,7 @@ def _ini_layer(
 ) -> tuple[Layer, dict[str, tuple[Any, str]]]:
     """Values from the python-gitlab file, and (config_file, config_section) metadata."""
     chosen = _first(layers, "config_file")
+    path: Path | None
     if chosen:
         path = Path(os.path.expanduser(str(chosen[0])))
         if not path.is_file():

@@ -73,7 +73,13 @@ class ValidationError(RegopsError, ValueError):
 
 
 class PolicyError(ValidationError):
-    """A cleanup policy attribute GitLab would reject."""
+    """A cleanup policy attribute GitLab would reject.
+
+    ``errors``: every problem found (field -> messages) when the whole set was
+    checked (:func:`regops.policy.validate_policy_attributes`), else None.
+    """
+
+    errors: dict[str, list[str]] | None = None
 
 
 class KeyFileError(RegopsError):

@@ -15,12 +15,17 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+
+if TYPE_CHECKING:
+    # Names that exist only in the requests stubs: the shape of merge_environment_settings.
+    from requests.sessions import _Settings
 
 from regops import __version__
 from regops.errors import TransportError, ValidationError
@@ -176,22 +181,24 @@ class RetryingSession(requests.Session):
         self.mount("https://", adapter)
         self.request_count = 0
         self._count_lock = threading.Lock()  # worker threads share one session
-        self._environment_cache: dict[tuple, dict] = {}
+        self._environment_cache: dict[tuple[object, ...], _Settings] = {}
 
     def __repr__(self) -> str:
         return f"<RetryingSession ua={self.settings.user_agent!r} timeout={self.settings.timeout}>"
 
     def request(
         self,
-        method,
-        url,
-        *args,
+        method: str | bytes,
+        url: str | bytes,
+        *args: Any,  # passed on unchanged: requests.Session.request types them
         idempotent: bool | None = None,
         pace: TokenBucket | None = None,
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> requests.Response:
         kwargs.setdefault("timeout", self.settings.timeout)
-        method = method.upper()
+        # requests accepts bytes for both and decodes them the same way.
+        method = (method.decode("ascii") if isinstance(method, bytes) else method).upper()
+        url = url.decode("utf-8") if isinstance(url, bytes) else url
         retryable = method in IDEMPOTENT_METHODS if idempotent is None else idempotent
         attempts = 1 + (self.settings.max_retries if retryable else 0)
         for attempt in range(attempts):
@@ -229,7 +236,14 @@ class RetryingSession(requests.Session):
         log.info("retrying %s %s in %.2fs after %s", method, redact_url(url), wait, why)
         self.settings.sleep(wait)
 
-    def merge_environment_settings(self, url, proxies, stream, verify, cert):
+    def merge_environment_settings(
+        self,
+        url: str | bytes | None,
+        proxies: MutableMapping[str, str] | None,
+        stream: bool | None,
+        verify: bool | str | None,
+        cert: str | tuple[str, str] | None,
+    ) -> _Settings:
         """requests' environment lookup (proxies, CA bundle), once per scheme and host.
 
         requests re-reads the proxy variables and ``no_proxy`` on every request,
@@ -237,23 +251,27 @@ class RetryingSession(requests.Session):
         """
         if proxies or not self.trust_env:
             return super().merge_environment_settings(url, proxies, stream, verify, cert)
-        parts = requests.utils.urlparse(url)
+        parts = urlparse(url)
         key = (parts.scheme, parts.netloc, stream, verify, cert)
-        settings = self._environment_cache.get(key)
-        if settings is None:
-            settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
-            self._environment_cache[key] = settings
-        return {**settings, "proxies": dict(settings["proxies"])}
+        cached = self._environment_cache.get(key)
+        if cached is None:
+            cached = super().merge_environment_settings(url, proxies, stream, verify, cert)
+            self._environment_cache[key] = cached
+        settings = cached.copy()
+        settings["proxies"] = dict(cached["proxies"])  # the caller may change its copy
+        return settings
 
-    def rebuild_auth(self, prepared_request, response):
+    def rebuild_auth(
+        self, prepared_request: requests.PreparedRequest, response: requests.Response
+    ) -> None:
         """Drop credential headers on a redirect to another host or port, or to plain HTTP.
 
         requests drops only ``Authorization``, and keeps it across ports; GitLab's
         ``PRIVATE-TOKEN`` and ``JOB-TOKEN`` would follow any redirect.
         """
         super().rebuild_auth(prepared_request, response)
-        old = requests.utils.urlparse(response.request.url)
-        new = requests.utils.urlparse(prepared_request.url)
+        old = urlparse(response.request.url or "")
+        new = urlparse(prepared_request.url or "")
         moved = (old.hostname, old.port) != (new.hostname, new.port)
         if moved or (old.scheme == "https" and new.scheme != "https"):
             for name in CREDENTIAL_HEADERS:

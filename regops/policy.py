@@ -33,12 +33,19 @@ import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import re2
 
 from regops.durations import parse_duration
 from regops.errors import PolicyError, ValidationError
+
+
+class CompiledRegex(Protocol):
+    """What regops uses of a compiled RE2 pattern (the re2 package has no type information)."""
+
+    def search(self, text: str) -> object: ...  # a match object, or None
+
 
 LATEST_TAG = "latest"  # GitLab's Tag#latest?: the name, never deleted by a policy run
 
@@ -100,7 +107,7 @@ def re2_error(pattern: str) -> str | None:
     return None
 
 
-def compile_gitlab_regex(pattern: str | None, field: str) -> Any:
+def compile_gitlab_regex(pattern: str | None, field: str) -> CompiledRegex:
     """Compile a policy regex as RE2, fully anchored ``\\A(?:pattern)\\z``.
 
     None or blank gives ``\\A\\z``, which matches no tag. Invalid RE2 raises
@@ -119,7 +126,7 @@ def compile_gitlab_regex(pattern: str | None, field: str) -> Any:
     return _compile(rf"\A(?:{pattern})\z")
 
 
-def compile_gitlab_literal_regex(pattern: str | None, field: str) -> Any:
+def compile_gitlab_literal_regex(pattern: str | None, field: str) -> CompiledRegex:
     """The regex exactly as GitLab builds it: ``\\A`` + pattern + ``\\z``, no group.
 
     With a top-level ``|`` this anchors only the first and last alternatives
@@ -131,8 +138,9 @@ def compile_gitlab_literal_regex(pattern: str | None, field: str) -> Any:
 
 
 @functools.lru_cache(maxsize=REGEX_CACHE_SIZE)
-def _compile(pattern: str) -> Any:
-    return re2.compile(pattern, options=_RE2_OPTIONS)
+def _compile(pattern: str) -> CompiledRegex:
+    compiled: CompiledRegex = re2.compile(pattern, options=_RE2_OPTIONS)
+    return compiled
 
 
 def collect_policy_errors(
@@ -173,7 +181,7 @@ def validate_policy_attributes(
     if errors:
         field, messages = next(iter(errors.items()))
         error = PolicyError(field, messages[0])
-        error.errors = errors  # type: ignore[attr-defined]
+        error.errors = errors
         raise error
     return result
 
@@ -190,7 +198,7 @@ def policy_error_body(errors: Mapping[str, Iterable[str]] | PolicyError) -> dict
     {'message': {'container_expiration_policy.keep_n': ['is not included in the list']}}
     """
     if isinstance(errors, PolicyError):
-        errors = getattr(errors, "errors", None) or {errors.field: [errors.reason]}
+        errors = errors.errors or {errors.field: [errors.reason]}
     return {
         "message": {
             f"container_expiration_policy.{field}": list(messages)
@@ -332,7 +340,7 @@ class CleanupPolicy:
         self.older_than_delta  # noqa: B018 - parses (PolicyError) once, now
 
     @classmethod
-    def parse(cls, policy: Any) -> CleanupPolicy:
+    def parse(cls, policy: object) -> CleanupPolicy:
         """From a mapping of the API's names, a policy object, or a CleanupPolicy.
 
         ``name_regex_delete`` wins over ``name_regex`` when both are given and
@@ -366,16 +374,16 @@ class CleanupPolicy:
             raise PolicyError("older_than", exc.reason) from None
 
     @functools.cached_property
-    def delete_regex(self) -> Any:
+    def delete_regex(self) -> CompiledRegex:
         """The delete regex, anchored ``\\A(?:p)\\z`` (matches nothing when unset)."""
         return compile_gitlab_regex(self.name_regex, self.regex_field)
 
     @functools.cached_property
-    def keep_regex(self) -> Any:
+    def keep_regex(self) -> CompiledRegex:
         return compile_gitlab_regex(self.name_regex_keep, "name_regex_keep")
 
 
-def _run_values(policy: Any) -> dict[str, Any]:
+def _run_values(policy: object) -> dict[str, object]:
     """The run's keys from a mapping, an object's attributes, or its ``attributes`` dict."""
     if policy is None:
         raise PolicyError("policy", "no cleanup policy given")
@@ -395,27 +403,27 @@ def _run_values(policy: Any) -> dict[str, Any]:
     return values
 
 
-def _run_pattern(value: Any, field: str) -> str | None:
+def _run_pattern(value: object, field: str) -> str | None:
     if value is None or isinstance(value, str):
         return value
     raise PolicyError(field, f"expected a regular expression string, got {value!r}")
 
 
-def _run_keep_n(value: Any) -> int | None:
+def _run_keep_n(value: object) -> int | None:
     coerced, ok = _coerce_int(value)
     if not ok or (coerced is not None and coerced < 0):
         raise PolicyError("keep_n", f"expected a whole number of tags to keep, got {value!r}")
     return coerced
 
 
-def _run_older_than(value: Any) -> str | None:
+def _run_older_than(value: object) -> str | None:
     coerced, ok = _coerce("older_than", value)
     if not ok:
         raise PolicyError("older_than", f"expected a duration like 14d, got {value!r}")
     return coerced
 
 
-def _run_bool(value: Any, field: str) -> bool:
+def _run_bool(value: object, field: str) -> bool:
     coerced, ok = _coerce_bool(value)
     if not ok:
         raise PolicyError(field, f"expected true or false, got {value!r}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections.abc import Callable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 MASK = "***"
@@ -128,15 +129,23 @@ def _install_record_factory() -> None:
     if getattr(previous, "regops_redacting", False):
         return
 
-    def factory(*args: object, **kwargs: object) -> logging.LogRecord:
-        record = previous(*args, **kwargs)
+    logging.setLogRecordFactory(_RedactingFactory(previous))
+
+
+class _RedactingFactory:
+    """A log record factory that redacts regops' records made by ``previous``."""
+
+    regops_redacting = True  # installed once: a second import finds it
+
+    def __init__(self, previous: Callable[..., logging.LogRecord]) -> None:
+        self.previous = previous
+
+    def __call__(self, *args: object, **kwargs: object) -> logging.LogRecord:
+        record = self.previous(*args, **kwargs)
         name = record.name
         if name == LOGGER_NAME or name.startswith(LOGGER_NAME + "."):
             redact_record(record)
         return record
-
-    factory.regops_redacting = True  # type: ignore[attr-defined]
-    logging.setLogRecordFactory(factory)
 
 
 _install_record_factory()

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from regops.errors import PolicyError
 from regops.scripting import EXIT_FAILED, EXIT_OK
+
+if TYPE_CHECKING:
+    from regops.models import ExpirationPolicy
 
 # What --policy-override / overrides= shows on the demo data.
 ONE_OFF_PROJECT = "apps/web"
@@ -29,7 +32,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from regops.models import ExpirationPolicy, Project
+    from regops.models import ExpirationPolicy, Project, usage_by_project
     from regops.ops import usage
     from regops.sandbox import run_seeded
 
@@ -39,9 +42,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"started and seeded in {time.monotonic() - started:.1f}s\n")
         with sandbox.connect() as connection:
             projects = usage.select_projects(connection.gitlab)
-            report = usage.by_project(
-                projects, gitlab=connection.gitlab, resolver=connection.resolver, extended=True
-            )
+            report = usage_by_project(projects, connection=connection, extended=True)
             print("== Registry usage by project (bytes)\n")
             print(report.render(args.format))
             print("== What the enabled cleanup policies would delete (nothing is deleted)\n")
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
-def preview(policy: Any) -> str:
+def preview(policy: ExpirationPolicy) -> str:
     """One line: what the policy's run would do, or why GitLab could not run it."""
     try:
         return policy.plan().summary()

@@ -13,6 +13,7 @@ libtrust key id the registry will look tokens up by.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from regops.registry.keys import (
@@ -92,7 +93,7 @@ def run_generate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _read_key_pem(path) -> str:
+def _read_key_pem(path: str | os.PathLike[str]) -> str:
     load_private_key(path)  # the file we just wrote must load back
     with open(path, encoding="ascii") as handle:
         return handle.read()

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from regops.sandbox import ENV_FILE_NAME, Sandbox
 from regops.sandbox.seed import BENCH_DEFAULTS
@@ -61,13 +61,15 @@ def seed_options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def run(args: argparse.Namespace, *, stop: threading.Event | None = None, out=None) -> int:
+def run(
+    args: argparse.Namespace, *, stop: threading.Event | None = None, out: TextIO | None = None
+) -> int:
     """Start, seed, write the env file, print the summary, wait for a signal, stop."""
     out = out or sys.stdout
     stop = stop or threading.Event()
     sandbox = Sandbox(args.data, gitlab_port=args.gitlab_port, registry_port=args.registry_port)
     with sandbox:
-        already = bool(args.data and sandbox.state.projects)
+        already = bool(args.data and sandbox.state and sandbox.state.projects)
         if args.seed != "none" and not already:
             started = time.monotonic()
             summary = sandbox.seed(args.seed, **seed_options(args))
@@ -89,11 +91,13 @@ def run(args: argparse.Namespace, *, stop: threading.Event | None = None, out=No
 
 def default_env_path(sandbox: Sandbox) -> Path:
     """The env file inside the data directory (a temporary one goes away on stop)."""
-    return Path(sandbox.data_dir) / ENV_FILE_NAME
+    assert sandbox.data_dir is not None  # a started sandbox
+    return sandbox.data_dir / ENV_FILE_NAME
 
 
-def print_banner(sandbox: Sandbox, env_path: Path, out, user: str = "admin") -> None:
+def print_banner(sandbox: Sandbox, env_path: Path, out: TextIO, user: str = "admin") -> None:
     """Where things are, who can log in and the environment to use; never a token."""
+    assert sandbox.state is not None  # a started sandbox
     users = ", ".join(
         f"{u.username}{' (admin)' if u.is_admin else ''}"
         for u in sorted(sandbox.state.users.values(), key=lambda u: u.id)

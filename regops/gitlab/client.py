@@ -35,7 +35,13 @@ from regops.errors import (
     GitLabUnauthorized,
     ValidationError,
 )
-from regops.http import HTTPSettings, backoff_seconds, make_session, retry_after_seconds
+from regops.http import (
+    HTTPSettings,
+    RetryingSession,
+    backoff_seconds,
+    make_session,
+    retry_after_seconds,
+)
 from regops.secrets import Secret, redact, redact_url
 
 log = logging.getLogger("regops.gitlab")
@@ -159,7 +165,9 @@ class GitLabClient:
         token_kind: str = "private",
         http: HTTPSettings | None = None,
         *,
-        session: requests.Session | None = None,
+        # A RetryingSession: request() passes it ``idempotent=``, which a plain
+        # requests.Session refuses with a TypeError.
+        session: RetryingSession | None = None,
     ) -> None:
         if token_kind not in TOKEN_HEADERS:
             raise ValidationError("token_kind", f"expected one of {sorted(TOKEN_HEADERS)}")
@@ -177,7 +185,7 @@ class GitLabClient:
     @property
     def request_count(self) -> int:
         """HTTP requests sent so far, retries included."""
-        return getattr(self.session, "request_count", 0)
+        return self.session.request_count
 
     # -- transport -----------------------------------------------------------------
 

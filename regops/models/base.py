@@ -18,10 +18,20 @@ import csv
 import html
 import io
 import shutil
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, ClassVar, TypeVar
+from typing import (
+    IO,
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Generic,
+    Protocol,
+    SupportsIndex,
+    TypeVar,
+    overload,
+)
 
 from tabulate import tabulate
 
@@ -34,7 +44,20 @@ MIN_COLUMN_WIDTH = 8  # a column is never cut narrower than this when fitting th
 ELLIPSIS = "…"
 FALLBACK_TERMINAL = (120, 40)  # when there is no terminal (a pipe, a notebook kernel)
 
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self is Python 3.11+; annotations only
+
 M = TypeVar("M", bound="Model")
+T = TypeVar("T")  # what a Collection holds: models, or plain values
+Owner = TypeVar("Owner", bound="Model")  # the model a relation belongs to
+Value = TypeVar("Value")  # what a relation loads
+Q = TypeVar("Q", bound="Query[Any]")  # a query of any model, handed back as its own class
+
+
+class PrettyPrinter(Protocol):
+    """What ``_repr_pretty_`` uses of IPython's pretty printer."""
+
+    def text(self, obj: str) -> None: ...
 
 
 def resolve_connection(connection: Connection | None) -> Connection:
@@ -44,7 +67,7 @@ def resolve_connection(connection: Connection | None) -> Connection:
     return default_connection()
 
 
-def parse_time(value: Any) -> datetime | None:
+def parse_time(value: object) -> datetime | None:
     """An aware datetime from GitLab's / the registry's time strings (None stays None)."""
     if value is None or isinstance(value, datetime):
         return value
@@ -57,13 +80,13 @@ def parse_time(value: Any) -> datetime | None:
 # -- relations ---------------------------------------------------------------------
 
 
-class relation:
+class relation(Generic[Owner, Value]):
     """A lazy, cached attribute loaded by a method: ``project.container_repositories``.
 
     The value is cached on the instance until ``reload()``.
     """
 
-    def __init__(self, loader: Callable[[Any], Any]) -> None:
+    def __init__(self, loader: Callable[[Owner], Value]) -> None:
         self.loader = loader
         self.name = loader.__name__
         self.__doc__ = loader.__doc__
@@ -71,7 +94,13 @@ class relation:
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
 
-    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> Self: ...
+
+    @overload
+    def __get__(self, obj: Owner, owner: type | None = None) -> Value: ...
+
+    def __get__(self, obj: Owner | None, owner: type | None = None) -> Value | Self:
         if obj is None:
             return self
         cache = obj.__dict__.setdefault("_relations", {})
@@ -87,7 +116,7 @@ class relation:
         obj.__dict__.setdefault("_relations", {})[self.name] = value
         return value
 
-    def __set__(self, obj: Any, value: Any) -> None:
+    def __set__(self, obj: Owner, value: Value) -> None:
         obj.__dict__.setdefault("_relations", {})[self.name] = value
 
 
@@ -113,7 +142,7 @@ class Model:
     # here (``Model.named("Project")``) instead of importing each other.
     _by_name: ClassVar[dict[str, type[Model]]] = {}
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
+    def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
         Model._by_name[cls.__name__] = cls
         if "DoesNotExist" not in cls.__dict__:
@@ -154,7 +183,7 @@ class Model:
 
     # -- attributes ----------------------------------------------------------------
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> Any:  # a field of GitLab's JSON answer
         if name.startswith("__") or name in ("_data", "_connection", "_relations"):
             raise AttributeError(name)
         data = self.__dict__.get("_data", {})
@@ -164,7 +193,7 @@ class Model:
             raise AttributeError(self._missing_reason(name))
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
-    def __setattr__(self, name: str, value: Any) -> None:
+    def __setattr__(self, name: str, value: object) -> None:
         if name.startswith("_") or isinstance(getattr(type(self), name, None), relation):
             object.__setattr__(self, name, value)
             return
@@ -188,7 +217,7 @@ class Model:
         """The connection this object was loaded through."""
         return resolve_connection(self._connection)
 
-    def get(self, name: str, default: Any = None) -> Any:
+    def get(self, name: str, default: object = None) -> Any:  # Any: as __getattr__
         """The attribute ``name`` if known, else ``default`` (never a request)."""
         return self._data.get(name, default)
 
@@ -210,18 +239,18 @@ class Model:
     # -- query hooks (models that can be listed override them) ---------------------
 
     @classmethod
-    def query(cls, *, connection: Connection | None = None) -> Query:
+    def query(cls, *, connection: Connection | None = None) -> Query[Self]:
         """A query over every object of this model (lazy: nothing sent yet)."""
         return cls.query_class(cls, connection=connection)
 
     @classmethod
     def _query_items(
-        cls, conn: Connection, query: Query, batch_size: int | None = None
-    ) -> Iterator[Any]:
+        cls, conn: Connection, query: Query[Self], batch_size: int | None = None
+    ) -> Iterator[Self]:
         raise ValidationError(cls.__name__, f"{cls.__name__} objects cannot be listed this way")
 
     @classmethod
-    def _where(cls, query: Query, filters: Mapping[str, Any]) -> Query:
+    def _where(cls, query: Q, filters: Mapping[str, Any]) -> Q:
         raise ValidationError(cls.__name__, f"{cls.__name__}.where() is not supported")
 
     @classmethod
@@ -230,14 +259,14 @@ class Model:
 
     # -- identity and display ------------------------------------------------------
 
-    def _key(self) -> Any:
+    def _key(self) -> Hashable:
         return self._data.get("id")
 
     def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
+        if type(other) is not type(self) or not isinstance(other, Model):
             return NotImplemented
         key = self._key()
-        return key is not None and key == other._key()  # type: ignore[attr-defined]
+        return key is not None and key == other._key()
 
     def __hash__(self) -> int:
         return hash((type(self).__name__, self._key()))
@@ -250,11 +279,11 @@ class Model:
         ]
         return f"<{type(self).__name__} {' '.join(parts)}>"
 
-    def table_row(self, columns: Iterable[str]) -> list[Any]:
+    def table_row(self, columns: Iterable[str]) -> list[object]:
         """Values of ``columns`` for a table; a missing value is blank (no request)."""
         return [self._table_value(column) for column in columns]
 
-    def _table_value(self, column: str) -> Any:
+    def _table_value(self, column: str) -> object:
         if column in self._data:
             return self._data[column]
         attribute = getattr(type(self), column, None)
@@ -269,7 +298,7 @@ class Model:
 # -- collections -------------------------------------------------------------------
 
 
-def _cell(value: Any) -> str:
+def _cell(value: object) -> str:
     """A table cell: short times, no None."""
     if value is None:
         return ""
@@ -284,7 +313,7 @@ def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(1, width - 1)] + ELLIPSIS
 
 
-def render_table(headers: list[str], rows: list[list[Any]], width: int) -> str:
+def render_table(headers: list[str], rows: list[list[object]], width: int) -> str:
     """A plain-text table no wider than ``width``, cutting the widest columns first."""
     cells = [[_cell(v) for v in row] for row in rows]
     limits = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
@@ -302,7 +331,7 @@ def terminal_width() -> int:
     return shutil.get_terminal_size(FALLBACK_TERMINAL).columns
 
 
-class Collection(list):
+class Collection(list[T], Generic[T]):
     """A list of models that prints as a table (truncated) and exports its rows.
 
     >>> repos = project.container_repositories      # doctest: +SKIP
@@ -311,7 +340,7 @@ class Collection(list):
 
     def __init__(
         self,
-        items: Iterable[Any] = (),
+        items: Iterable[T] = (),
         *,
         model: type[Model] | None = None,
         columns: Iterable[str] | None = None,
@@ -327,7 +356,7 @@ class Collection(list):
             return self.model.table_columns
         return ("value",)
 
-    def _rows(self, items: Iterable[Any]) -> list[list[Any]]:
+    def _rows(self, items: Iterable[T]) -> list[list[object]]:
         return [
             item.table_row(self.columns) if isinstance(item, Model) else [item] for item in items
         ]
@@ -352,7 +381,7 @@ class Collection(list):
 
     __str__ = __repr__
 
-    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+    def _repr_pretty_(self, printer: PrettyPrinter, cycle: bool) -> None:
         printer.text("Collection(...)" if cycle else self.table())
 
     def _repr_html_(self, max_rows: int = MAX_TABLE_ROWS) -> str:
@@ -366,11 +395,16 @@ class Collection(list):
         note = f"<p>{html.escape(footer)}</p>" if footer else ""
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{note}"
 
-    def __getitem__(self, index: Any) -> Any:
-        value = super().__getitem__(index)
+    @overload
+    def __getitem__(self, index: SupportsIndex) -> T: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Collection[T]: ...
+
+    def __getitem__(self, index: SupportsIndex | slice) -> T | Collection[T]:
         if isinstance(index, slice):
-            return Collection(value, model=self.model, columns=self.columns)
-        return value
+            return Collection(super().__getitem__(index), model=self.model, columns=self.columns)
+        return super().__getitem__(index)
 
     # -- export --------------------------------------------------------------------
 
@@ -381,7 +415,7 @@ class Collection(list):
         names = list(columns)
         return [dict(zip(names, row, strict=True)) for row in self._rows_for(names)]
 
-    def _rows_for(self, names: list[str]) -> list[list[Any]]:
+    def _rows_for(self, names: list[str]) -> list[list[object]]:
         return [item.table_row(names) if isinstance(item, Model) else [item] for item in self]
 
     def to_csv(
@@ -401,7 +435,7 @@ class Collection(list):
         for row in self._rows_for(names):
             writer.writerow(["" if v is None else v for v in row])
 
-    def to_dataframe(self, columns: Iterable[str] | None = None) -> Any:
+    def to_dataframe(self, columns: Iterable[str] | None = None) -> Any:  # pandas: untyped here
         """A pandas DataFrame of :meth:`to_dicts` (needs pandas installed)."""
         try:
             import pandas
@@ -422,10 +456,10 @@ class Collection(list):
 # -- queries -----------------------------------------------------------------------
 
 REPR_MORE = "... more (call .count() for the total, .all() for every row)"
-Predicate = Callable[[Any], bool]
+Predicate = Callable[[Any], bool]  # called with the query's model objects
 
 
-class Query:
+class Query(Generic[M]):
     """A lazy, chainable, immutable query over one model; its results are cached once read.
 
     Nothing is requested until the query is iterated, sized, indexed, printed or
@@ -442,53 +476,58 @@ class Query:
 
     def __init__(
         self,
-        model: type[Model],
+        model: type[M],
         filters: Mapping[str, Any] | None = None,
         *,
         connection: Connection | None = None,
         predicates: tuple[tuple[str, Predicate], ...] = (),
-        source: Iterable[Any] | None = None,
+        source: Iterable[Any] | None = None,  # the model's own: ExpirationPolicy's projects
     ) -> None:
         self.model = model
         self.filters = dict(filters or {})  # sent to GitLab
         self.predicates = predicates  # (description, test) applied here, in order
         self.source = source  # what the model reads from (e.g. the projects of policies)
         self._connection = connection
-        self._cache: list[Any] = []
-        self._rest: Iterator[Any] | None = None
+        self._cache: list[M] = []
+        self._rest: Iterator[M] | None = None
         self._complete = False
 
     @property
     def connection(self) -> Connection:
         return resolve_connection(self._connection)
 
-    def _clone(self, **changes: Any) -> Query:
-        state: dict[str, Any] = {
-            "filters": self.filters,
-            "connection": self._connection,
-            "predicates": self.predicates,
-            "source": self.source,
-            **changes,
-        }
-        return type(self)(self.model, **state)
+    def _clone(
+        self,
+        *,
+        filters: Mapping[str, Any] | None = None,
+        predicates: tuple[tuple[str, Predicate], ...] | None = None,
+    ) -> Self:
+        """A new query of the same class: these changed, the rest (and nothing read) kept."""
+        return type(self)(
+            self.model,
+            self.filters if filters is None else filters,
+            connection=self._connection,
+            predicates=self.predicates if predicates is None else predicates,
+            source=self.source,
+        )
 
     # -- building ------------------------------------------------------------------
 
-    def where(self, **filters: Any) -> Query:
+    def where(self, **filters: object) -> Self:
         """A new query with more filters (checked now, applied when read)."""
         return self.model._where(self, filters)
 
-    def filter(self, test: Predicate, description: str = "filter") -> Query:
+    def filter(self, test: Predicate, description: str = "filter") -> Self:
         """A new query keeping only the objects ``test`` accepts (checked here)."""
         return self._clone(predicates=(*self.predicates, (description, test)))
 
-    def with_filters(self, filters: Mapping[str, Any]) -> Query:
+    def with_filters(self, filters: Mapping[str, Any]) -> Self:
         """A new query with more server-side filters (the model's ``_where`` uses it)."""
         return self._clone(filters={**self.filters, **filters})
 
     # -- reading -------------------------------------------------------------------
 
-    def find_each(self, batch_size: int | None = None) -> Iterator[Any]:
+    def find_each(self, batch_size: int | None = None) -> Iterator[M]:
         """Stream every matching object, page by page, without keeping them."""
         conn = self.connection
         for item in self.model._query_items(conn, self, batch_size):
@@ -508,7 +547,7 @@ class Query:
         self._complete = True
         self._rest = None
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[M]:
         index = 0
         while True:
             if index >= len(self._cache):
@@ -526,7 +565,13 @@ class Query:
         self._fill(1)
         return bool(self._cache)
 
-    def __getitem__(self, index: int | slice) -> Any:
+    @overload
+    def __getitem__(self, index: int) -> M: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Collection[M]: ...
+
+    def __getitem__(self, index: int | slice) -> M | Collection[M]:
         if isinstance(index, slice):
             stop = index.stop
             self._fill(stop if stop is not None and stop >= 0 and (index.start or 0) >= 0 else None)
@@ -534,17 +579,23 @@ class Query:
         self._fill(index + 1 if index >= 0 else None)
         return self._cache[index]
 
-    def reload(self) -> Query:
+    def reload(self) -> Self:
         """Forget what was read; the next use asks GitLab again. Returns self."""
         self._cache, self._rest, self._complete = [], None, False
         return self
 
-    def all(self) -> Collection:
+    def all(self) -> Collection[M]:
         """Every matching object, as a Collection (read once, then cached)."""
         self._fill(None)
         return Collection(self._cache, model=self.model)
 
-    def first(self, n: int | None = None) -> Any:
+    @overload
+    def first(self, n: None = None) -> M | None: ...
+
+    @overload
+    def first(self, n: int) -> Collection[M]: ...
+
+    def first(self, n: int | None = None) -> M | Collection[M] | None:
         """The lowest-id object (None if none), or a Collection of the ``n`` lowest."""
         wanted = _how_many(n)
         self._fill(wanted)
@@ -553,7 +604,13 @@ class Query:
             return items[0] if items else None
         return Collection(items, model=self.model)
 
-    def last(self, n: int | None = None) -> Any:
+    @overload
+    def last(self, n: None = None) -> M | None: ...
+
+    @overload
+    def last(self, n: int) -> Collection[M]: ...
+
+    def last(self, n: int | None = None) -> M | Collection[M] | None:
         """The highest-id object (None if none), or a Collection of the ``n`` highest.
 
         As in Rails, ``last(n)`` lists them in ascending id order. Asks GitLab
@@ -583,14 +640,14 @@ class Query:
     def exists(self) -> bool:
         return bool(self)
 
-    def find_by(self, **attrs: Any) -> Any:
+    def find_by(self, **attrs: object) -> M | None:
         """The first object whose attributes equal ``attrs`` (compared here), or None."""
         for item in self:
             if all(item.get(k) == v for k, v in attrs.items()):
                 return item
         return None
 
-    def update_all(self, **attrs: Any) -> Collection:
+    def update_all(self, **attrs: object) -> Collection[M]:
         """``obj.update(**attrs)`` for every matching object; all are tried.
 
         Values are checked once before anything is sent
@@ -598,8 +655,8 @@ class Query:
         (:class:`UpdateAllError`) after the rest.
         """
         self.model._check_update(attrs)
-        updated: list[Any] = []
-        failed: dict[Any, Exception] = {}
+        updated: list[M] = []
+        failed: dict[Hashable, Exception] = {}
         for item in self:
             try:
                 updated.append(item.update(**attrs))
@@ -619,10 +676,10 @@ class Query:
     ) -> None:
         self.all().to_csv(path_or_file, columns)
 
-    def to_dataframe(self, columns: Iterable[str] | None = None) -> Any:
+    def to_dataframe(self, columns: Iterable[str] | None = None) -> Any:  # pandas: untyped here
         return self.all().to_dataframe(columns)
 
-    def _shown(self) -> Collection:
+    def _shown(self) -> Collection[M]:
         """The first rows for a repr (read once, kept for later use of the query)."""
         self._fill(MAX_TABLE_ROWS + 1)
         more = REPR_MORE if len(self._cache) > MAX_TABLE_ROWS else None
@@ -631,7 +688,7 @@ class Query:
     def __repr__(self) -> str:
         return self._shown().table()
 
-    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+    def _repr_pretty_(self, printer: PrettyPrinter, cycle: bool) -> None:
         printer.text(f"<{self.model.__name__} query>" if cycle else repr(self))
 
     def _repr_html_(self) -> str:

@@ -16,19 +16,22 @@ from __future__ import annotations
 
 import html
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from regops.connection import Connection
 from regops.errors import PolicyNotApplied, ValidationError
 from regops.models.base import (
     Model,
+    PrettyPrinter,
+    Q,
     Query,
     check_filters,
     relation,
     resolve_connection,
 )
-from regops.ops.apply import ApplyResult, apply_plan, default_actor
+from regops.ops.apply import ApplyResult, RunOptions, apply_plan, default_actor
+from regops.ops.cleanup import CleanupPlan, PlanOptions
 from regops.policy import (
     POLICY_ATTRIBUTES,
     CleanupPolicy,
@@ -37,7 +40,10 @@ from regops.policy import (
 )
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack is Python 3.11+; annotations only
+
     from regops.models.project import Project
+    from regops.models.tag import Tag
     from regops.models.user import User
 
 log = logging.getLogger("regops.models")
@@ -74,7 +80,7 @@ class ExpirationPolicy(Model):
     parent_relations = ("project",)
     time_fields = ("next_run_at",)
 
-    def _key(self) -> Any:
+    def _key(self) -> Hashable:
         return self._data.get("project_id")
 
     @classmethod
@@ -106,7 +112,7 @@ class ExpirationPolicy(Model):
         *,
         projects: Iterable[Project] | None = None,
         connection: Connection | None = None,
-        **filters: Any,
+        **filters: object,
     ) -> PolicyQuery:
         """Policies matching ``filters`` (compared here: GitLab cannot filter on them).
 
@@ -123,7 +129,7 @@ class ExpirationPolicy(Model):
     # -- query hooks ---------------------------------------------------------------
 
     @classmethod
-    def _where(cls, query: Query, filters: Mapping[str, Any]) -> Query:
+    def _where(cls, query: Q, filters: Mapping[str, Any]) -> Q:
         """Policy attributes, normalised as GitLab stores them, compared here."""
         check_filters(cls.__name__, filters, POLICY_ATTRIBUTES)
         normalised, errors = collect_policy_errors(filters, partial=True)
@@ -135,7 +141,7 @@ class ExpirationPolicy(Model):
 
     @classmethod
     def _query_items(
-        cls, conn: Connection, query: Query, batch_size: int | None = None
+        cls, conn: Connection, query: Query[ExpirationPolicy], batch_size: int | None = None
     ) -> Iterator[ExpirationPolicy]:
         """One policy per project (the source's, or every project's), in project order."""
         projects = query.source
@@ -182,7 +188,7 @@ class ExpirationPolicy(Model):
 
     # -- changes -------------------------------------------------------------------
 
-    def validate(self, **attrs: Any) -> dict[str, Any]:
+    def validate(self, **attrs: object) -> dict[str, Any]:
         """The normalised attributes ``update(**attrs)`` would send; PolicyError if invalid."""
         if not attrs:
             raise ValidationError("attributes", "nothing to update")
@@ -191,7 +197,7 @@ class ExpirationPolicy(Model):
         validate_policy_attributes(attrs, current=current)  # the record as GitLab saves it
         return given
 
-    def update(self, **attrs: Any) -> ExpirationPolicy:
+    def update(self, **attrs: object) -> ExpirationPolicy:
         """Validate, ``PUT /projects/:id``, read back and check every sent value took.
 
         Raises PolicyError (nothing sent) for values GitLab would refuse, and
@@ -210,7 +216,7 @@ class ExpirationPolicy(Model):
 
     # -- planning ------------------------------------------------------------------
 
-    def with_changes(self, **attrs: Any) -> ExpirationPolicy:
+    def with_changes(self, **attrs: object) -> ExpirationPolicy:
         """An unsaved copy with ``attrs`` changed (validated), for one-off plans.
 
         >>> policy.with_changes(keep_n=5, name_regex="main-.*").plan()   # doctest: +SKIP
@@ -225,7 +231,7 @@ class ExpirationPolicy(Model):
         project: Project | None = None,
         *,
         overrides: Mapping[str, Any] | None = None,
-        **options: Any,
+        **options: Unpack[PlanOptions],
     ) -> PolicyPlan:
         """What a run of this policy would delete in every repository of the project.
 
@@ -243,7 +249,7 @@ class ExpirationPolicy(Model):
         return PolicyPlan(plans, project_id=project.id)
 
 
-def _same(field: str, sent: Any, got: Any) -> bool:
+def _same(field: str, sent: object, got: object) -> bool:
     if field in REGEX_FIELDS:
         return (sent or None) == (got or None)
     return sent == got
@@ -263,20 +269,20 @@ def _not_applied(given: Mapping[str, Any], fresh: Mapping[str, Any]) -> dict[str
 # -- plans over a project ------------------------------------------------------------
 
 
-class PolicyPlan(list):
+class PolicyPlan(list[CleanupPlan["Tag"]]):
     """The cleanup plans of one project's repositories (a list of CleanupPlan)."""
 
-    def __init__(self, plans: list[Any], project_id: Any = None) -> None:
+    def __init__(self, plans: Iterable[CleanupPlan[Tag]], project_id: int | None = None) -> None:
         super().__init__(plans)
         self.project_id = project_id
 
     @property
-    def to_delete(self) -> list[Any]:
+    def to_delete(self) -> list[Tag]:
         """Every tag to delete, repository after repository."""
         return [tag for plan in self for tag in plan.to_delete]
 
     @property
-    def names_to_delete(self) -> dict[str, list[str]]:
+    def names_to_delete(self) -> dict[str | None, list[str]]:
         return {plan.repository: plan.names_to_delete for plan in self}
 
     @property
@@ -302,7 +308,7 @@ class PolicyPlan(list):
 
     __str__ = __repr__
 
-    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+    def _repr_pretty_(self, printer: PrettyPrinter, cycle: bool) -> None:
         printer.text("PolicyPlan(...)" if cycle else repr(self))
 
     def _repr_html_(self) -> str:
@@ -311,7 +317,11 @@ class PolicyPlan(list):
         return "\n".join(parts)
 
     def apply(
-        self, connection: Connection | None = None, *, user: User | None = None, **options: Any
+        self,
+        connection: Connection | None = None,
+        *,
+        user: User | None = None,
+        **options: Unpack[RunOptions],
     ) -> ApplyResult:
         """Delete exactly the planned tags (audited): :func:`regops.ops.apply.apply_plan`.
 
@@ -322,6 +332,8 @@ class PolicyPlan(list):
         """
         conn = resolve_connection(connection)
         if user is not None:
+            if self.project_id is None:
+                raise ValidationError("user", "this plan does not know its project")
             user.check_cleanup_permission(self.project_id)
             options["actor"] = actor_for(user, options.get("actor"))
         return apply_plan(self, conn.registry, gitlab_url=conn.settings.gitlab_url, **options)
@@ -336,7 +348,7 @@ def actor_for(user: User | None, actor: str | None = None) -> str:
 # -- queries across projects ----------------------------------------------------------
 
 
-class PolicyQuery(Query):
+class PolicyQuery(Query[ExpirationPolicy]):
     """Policies across projects: a :class:`Query` that can also keep only projects
     with container repositories.
 
@@ -344,7 +356,7 @@ class PolicyQuery(Query):
     project for ``with_repositories()``; each read once, then cached.
     """
 
-    def with_repositories(self) -> Query:
+    def with_repositories(self) -> PolicyQuery:
         """Only policies of projects that have container repositories."""
         return self.filter(lambda policy: _has_repositories(policy.project), "with_repositories")
 

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from regops.connection import Connection
 from regops.errors import GitLabNotFound, ValidationError
@@ -16,6 +16,7 @@ from regops.gitlab.client import PER_PAGE, PROJECT_FILTERS
 from regops.models.base import (
     Collection,
     Model,
+    Q,
     Query,
     check_filters,
     relation,
@@ -66,7 +67,7 @@ class Project(Model):
             raise cls.DoesNotExist(f"Project {project_id} not found (or not visible)") from None
 
     @classmethod
-    def find_by(cls, *, connection: Connection | None = None, **attrs: Any) -> Project:
+    def find_by(cls, *, connection: Connection | None = None, **attrs: int | str) -> Project:
         """``Project.find_by(full_path="group/app")`` (also ``id=``, ``path_with_namespace=``)."""
         if len(attrs) != 1 or next(iter(attrs)) not in FIND_BY_KEYS:
             raise ValidationError(
@@ -77,21 +78,43 @@ class Project(Model):
         return cls.find(next(iter(attrs.values())), connection=connection)
 
     @classmethod
-    def all(cls, *, connection: Connection | None = None) -> Query:
+    def all(cls, *, connection: Connection | None = None) -> Query[Project]:
         """Every project visible to the token (lazy: nothing sent until used)."""
         return cls.query(connection=connection)
 
     @classmethod
-    def where(cls, *, connection: Connection | None = None, **filters: Any) -> Query:
+    def where(cls, *, connection: Connection | None = None, **filters: object) -> Query[Project]:
         """Projects matching GitLab's server-side filters (``search``, ``archived`` ...)."""
         return cls.query(connection=connection).where(**filters)
 
+    @overload
     @classmethod
-    def first(cls, n: int | None = None, *, connection: Connection | None = None) -> Any:
-        return cls.query(connection=connection).first(n)
+    def first(cls, n: None = None, *, connection: Connection | None = None) -> Project | None: ...
+
+    @overload
+    @classmethod
+    def first(cls, n: int, *, connection: Connection | None = None) -> Collection[Project]: ...
 
     @classmethod
-    def last(cls, n: int | None = None, *, connection: Connection | None = None) -> Any:
+    def first(
+        cls, n: int | None = None, *, connection: Connection | None = None
+    ) -> Project | Collection[Project] | None:
+        """The lowest-id project, or a Collection of the ``n`` lowest."""
+        return cls.query(connection=connection).first(n)
+
+    @overload
+    @classmethod
+    def last(cls, n: None = None, *, connection: Connection | None = None) -> Project | None: ...
+
+    @overload
+    @classmethod
+    def last(cls, n: int, *, connection: Connection | None = None) -> Collection[Project]: ...
+
+    @classmethod
+    def last(
+        cls, n: int | None = None, *, connection: Connection | None = None
+    ) -> Project | Collection[Project] | None:
+        """The highest-id project, or a Collection of the ``n`` highest (ascending ids)."""
         return cls.query(connection=connection).last(n)
 
     @classmethod
@@ -107,7 +130,7 @@ class Project(Model):
     # -- query hooks ---------------------------------------------------------------
 
     @classmethod
-    def _where(cls, query: Query, filters: Mapping[str, Any]) -> Query:
+    def _where(cls, query: Q, filters: Mapping[str, Any]) -> Q:
         check_filters(cls.__name__, filters, SUPPORTED_FILTERS)
         visibility = filters.get("visibility")
         if visibility is not None and visibility not in VISIBILITIES:
@@ -116,7 +139,7 @@ class Project(Model):
 
     @classmethod
     def _query_items(
-        cls, conn: Connection, query: Query, batch_size: int | None = None
+        cls, conn: Connection, query: Query[Project], batch_size: int | None = None
     ) -> Iterator[Project]:
         params = dict(query.filters)
         if batch_size:
@@ -125,11 +148,11 @@ class Project(Model):
             yield cls(row, connection=conn)
 
     @classmethod
-    def _query_last(cls, conn: Connection, query: Query, n: int) -> list[Project]:
+    def _query_last(cls, conn: Connection, query: Query[Project], n: int) -> list[Project]:
         return [cls(row, connection=conn) for row in conn.gitlab.projects_desc(n, **query.filters)]
 
     @classmethod
-    def _query_count(cls, conn: Connection, query: Query) -> int | None:
+    def _query_count(cls, conn: Connection, query: Query[Project]) -> int | None:
         """GitLab's own count (None above 10,000 projects: the caller then counts)."""
         return conn.gitlab.count_projects(**query.filters)
 
@@ -149,7 +172,7 @@ class Project(Model):
     # -- relations -----------------------------------------------------------------
 
     @relation
-    def container_repositories(self) -> Collection:
+    def container_repositories(self) -> Collection[ContainerRepository]:
         """The project's container repositories (one paginated GitLab list)."""
         model = Model.named("ContainerRepository")
         conn = self.connection

@@ -7,19 +7,22 @@ functions hand them the connection's, as the console and notebooks expect.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from regops.connection import Connection
 from regops.errors import ConfigError
 from regops.models.base import resolve_connection
-from regops.ops.usage import UsageReport, by_project, select_projects
+from regops.ops.usage import ScanOptions, UsageReport, by_project, select_projects
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack is Python 3.11+; annotations only
 
 
 def usage_by_project(
-    projects: Iterable[Any] | None = None,
+    projects: Iterable[object] | None = None,  # each checked by ProjectRef.of
     *,
     connection: Connection | None = None,
-    **options: Any,
+    **options: Unpack[ScanOptions],
 ) -> UsageReport:
     """Registry usage by project, as the admin guide's Rails recipe (and more).
 

@@ -15,11 +15,14 @@ from regops.errors import GitLabNotFound
 from regops.models.base import Collection, Model, relation, resolve_connection
 from regops.models.tag import load_tags
 from regops.ops.apply import PlanTarget
-from regops.ops.cleanup import CleanupPlan, plan_cleanup
+from regops.ops.cleanup import CleanupPlan, PlanOptions, plan_cleanup
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack is Python 3.11+; annotations only
+
     from regops.models.policy import ExpirationPolicy
     from regops.models.project import Project
+    from regops.models.tag import Tag
 
 
 class ContainerRepository(Model):
@@ -87,7 +90,7 @@ class ContainerRepository(Model):
         return project
 
     @relation
-    def tags(self) -> Collection:
+    def tags(self) -> Collection[Tag]:
         """The repository's tags.
 
         With registry access, every tag comes with its details (digest, size,
@@ -97,7 +100,7 @@ class ContainerRepository(Model):
         """
         return load_tags(self, details=self.connection.registry is not None)
 
-    def load_tags(self, details: bool = True) -> Collection:
+    def load_tags(self, details: bool = True) -> Collection[Tag]:
         """Tags with details now, whatever the access (cached as ``.tags``).
 
         Without registry access this costs one GitLab request per tag
@@ -110,8 +113,10 @@ class ContainerRepository(Model):
     # -- cleanup -------------------------------------------------------------------
 
     def plan_cleanup(
-        self, policy: ExpirationPolicy | Mapping[str, Any] | None = None, **options: Any
-    ) -> CleanupPlan:
+        self,
+        policy: ExpirationPolicy | Mapping[str, Any] | None = None,
+        **options: Unpack[PlanOptions],
+    ) -> CleanupPlan[Tag]:
         """What ``policy`` (default: the project's) would delete here; nothing is deleted.
 
         ``options`` go to :func:`regops.ops.cleanup.plan_cleanup` (``now``,

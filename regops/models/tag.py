@@ -18,7 +18,7 @@ request per tag. Both give the same values, with GitLab's meanings:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -73,7 +73,7 @@ class Tag(Model):
         """Where the details came from: ``listed`` (none), ``gitlab`` or ``registry``."""
         return self.__dict__["_source"]
 
-    def _key(self) -> Any:
+    def _key(self) -> Hashable:
         return (self.repository.get("id"), self._data.get("name"))
 
     def _missing_reason(self, name: str) -> str:
@@ -114,7 +114,7 @@ class Tag(Model):
 # -- loading -----------------------------------------------------------------------
 
 
-def load_tags(repository: ContainerRepository, details: bool) -> Collection:
+def load_tags(repository: ContainerRepository, details: bool) -> Collection[Tag]:
     """The repository's tags, with details read concurrently when ``details``.
 
     Registry access: the tag list, then (``details``) the resolver reads every
@@ -148,14 +148,17 @@ def load_tags(repository: ContainerRepository, details: bool) -> Collection:
     return _collection(repository, conn, [r for r in found if r is not None], "gitlab")
 
 
-def _log_vanished(repository: Any, listed: list[str], found: list[str]) -> None:
+def _log_vanished(repository: ContainerRepository, listed: list[str], found: list[str]) -> None:
     for name in sorted(set(listed) - set(found)):
         log.warning("tag %s:%s vanished while listing; skipped", repository.path, name)
 
 
 def _collection(
-    repository: Any, conn: Connection, rows: Iterable[Mapping], source: str
-) -> Collection:
+    repository: ContainerRepository,
+    conn: Connection,
+    rows: Iterable[Mapping[str, Any]],
+    source: str,
+) -> Collection[Tag]:
     tags = [Tag(row, repository=repository, connection=conn, source=source) for row in rows]
     return Collection(tags, model=Tag)
 

@@ -9,11 +9,14 @@ True
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from regops.connection import Connection
 from regops.errors import CleanupPermissionError, GitLabNotFound
 from regops.models.base import Model, resolve_connection
+
+if TYPE_CHECKING:
+    from regops.models.project import Project
 
 NO_ACCESS = 0  # GitLab's Gitlab::Access::NO_ACCESS: not a member (directly or inherited)
 DEVELOPER_ACCESS = 30  # Gitlab::Access::DEVELOPER: the least role allowed to delete images
@@ -50,21 +53,21 @@ class User(Model):
             return "User.is_admin: GitLab shows it only to administrators"
         return super()._missing_reason(name)
 
-    def access_level(self, project: Any) -> int:
+    def access_level(self, project: Project | int | str) -> int:
         """This user's access level in ``project`` (a Project or id), inherited included.
 
         One request (``members/all/:user_id``); ``0`` when not a member. An
         administrator who is not a member also gets 0: admin rights are not
         a membership.
         """
-        project_id = getattr(project, "id", project)
+        project_id = project if isinstance(project, (int, str)) else project.id
         try:
             member = self.connection.gitlab.member(project_id, self.id)
         except GitLabNotFound:
             return NO_ACCESS
         return int(member.get("access_level") or NO_ACCESS)
 
-    def check_cleanup_permission(self, project: Any) -> int:
+    def check_cleanup_permission(self, project: Project | int | str) -> int:
         """This user's access level in ``project``; CleanupPermissionError below Developer.
 
         GitLab's CleanupTagsService needs ``destroy_container_image``, which
@@ -75,7 +78,8 @@ class User(Model):
         if level < DEVELOPER_ACCESS:
             raise CleanupPermissionError(
                 f"user {self.id} ({self.get('username') or '?'}) has access level {level} in "
-                f"project {getattr(project, 'id', project)}; running its cleanup policy needs "
+                f"project {project if isinstance(project, (int, str)) else project.id}; "
+                "running its cleanup policy needs "
                 f"at least Developer ({DEVELOPER_ACCESS})"
             )
         return level

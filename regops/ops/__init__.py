@@ -7,11 +7,12 @@ after a plain ``import regops``.
 from __future__ import annotations
 
 import importlib
+from types import ModuleType
 
 SUBMODULES = ("usage", "cleanup", "apply", "audit", "restore")
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> ModuleType:
     if name not in SUBMODULES:
         raise AttributeError(f"module 'regops.ops' has no attribute {name!r}")
     return importlib.import_module(f"regops.ops.{name}")

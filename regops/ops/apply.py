@@ -31,7 +31,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol, TypedDict
 
 from tabulate import tabulate
 
@@ -50,6 +50,8 @@ from regops.ops.audit import (
     RESULT_SKIPPED_CHANGED,
     AuditRecord,
     AuditWriter,
+    OutcomeFields,
+    RecordFields,
     encode_manifest,
     new_run_id,
 )
@@ -58,6 +60,10 @@ from regops.registry import safe_delete
 from regops.registry.client import RegistryClient
 from regops.registry.safe_delete import BatchOutcome, DeleteBatch, OriginalTag, SafeDelete
 from regops.secrets import redact, redact_url
+
+if TYPE_CHECKING:
+    # typing.TypeIs is Python 3.13+, typing.Unpack 3.11+; annotations only, never run.
+    from typing_extensions import TypeIs, Unpack
 
 log = logging.getLogger("regops.apply")
 
@@ -144,7 +150,7 @@ class ApplyResult:
             f"failed {len(self.failed)} ({self.requests} registry requests, run {self.run_id})"
         )
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self) -> list[dict[str, str]]:
         return [
             {
                 "repository": o.repository,
@@ -227,9 +233,9 @@ def targets_from_plan(plan: Plan) -> list[DeleteTarget]:
 
 def _targets(plan: Plan) -> Iterator[DeleteTarget]:
     if _is_repository_plan(plan):
-        yield from _repository_targets(plan)  # type: ignore[arg-type]
+        yield from _repository_targets(plan)
         return
-    for item in plan:  # type: ignore[union-attr]
+    for item in plan:
         if isinstance(item, DeleteTarget):
             yield item
         elif _is_repository_plan(item):
@@ -238,7 +244,7 @@ def _targets(plan: Plan) -> Iterator[DeleteTarget]:
             raise ValidationError("plan", f"not a plan or a DeleteTarget: {item!r}")
 
 
-def _is_repository_plan(value: object) -> bool:
+def _is_repository_plan(value: object) -> TypeIs[RepositoryPlan]:
     return hasattr(value, "to_delete") and hasattr(value, "repository")
 
 
@@ -268,6 +274,17 @@ def _batches(targets: list[DeleteTarget], size: int) -> Iterator[list[DeleteTarg
 
 
 # ---------------------------------------------------------------------- apply
+
+
+class RunOptions(TypedDict, total=False):
+    """:func:`apply_plan`'s keyword arguments that say how to run (plans pass them on)."""
+
+    audit_path: Path | str | None
+    actor: str | None
+    max_requests_per_second: float | None
+    batch_size: int
+    run_id: str | None
+    journal: Journal | None
 
 
 def default_actor() -> str:
@@ -324,11 +341,11 @@ def apply_plan(
 def _plan_target(plan: Plan) -> PlanTarget:
     """The target of the plan, or of the first repository plan in it that has one."""
     if _is_repository_plan(plan):
-        return plan.target or PlanTarget()  # type: ignore[union-attr]
+        return plan.target or PlanTarget()
     if isinstance(plan, Sequence):
         for item in plan:
             if _is_repository_plan(item) and item.target is not None:
-                return item.target  # type: ignore[no-any-return]
+                return item.target
     return PlanTarget()
 
 
@@ -337,7 +354,7 @@ class _Runner:
 
     def __init__(
         self,
-        registry: Any,
+        registry: RegistryClient,
         audit: AuditWriter,
         journal: Journal,
         *,
@@ -350,7 +367,8 @@ class _Runner:
         self.audit = audit
         self.journal = journal
         self.run_id = run_id
-        self.base = {"run_id": run_id, "actor": actor, "gitlab_url": gitlab_url}
+        self.actor = actor
+        self.gitlab_url = gitlab_url
         self.result = ApplyResult(run_id=run_id, audit_path=audit.path)
         self.intents = 0
         self.batches = 0
@@ -367,7 +385,9 @@ class _Runner:
         log.info("apply %s", self.result.summary())
         return self.result
 
-    def _record(self, target: DeleteTarget, event: str, **fields: Any) -> AuditRecord:
+    def _record(
+        self, target: DeleteTarget, event: str, **fields: Unpack[RecordFields]
+    ) -> AuditRecord:
         record = AuditRecord(
             event=event,
             repository=target.repository,
@@ -375,19 +395,25 @@ class _Runner:
             digest=target.digest,
             project_id=target.project_id,
             project_path=target.project_path,
-            **self.base,
+            run_id=self.run_id,
+            actor=self.actor,
+            gitlab_url=self.gitlab_url,
             **fields,
         )
         self.audit.write(record)
         return record
 
-    def _outcome(self, target: DeleteTarget, result: str, **fields: Any) -> None:
-        media_type = fields.pop("media_type", None)
-        self._record(target, "result", result=result, media_type=media_type, **fields)
-        fields.pop("method", None)
-        fields.pop("batch", None)
+    def _outcome(self, target: DeleteTarget, result: str, **fields: Unpack[OutcomeFields]) -> None:
+        self._record(target, "result", result=result, **fields)
         self.result.outcomes.append(
-            TagOutcome(target.repository, target.tag, target.digest, result, **fields)
+            TagOutcome(
+                target.repository,
+                target.tag,
+                target.digest,
+                result,
+                error=fields.get("error"),
+                current_digest=fields.get("current_digest"),
+            )
         )
 
     def _batch(self, targets: list[DeleteTarget]) -> None:
@@ -471,12 +497,12 @@ class _Runner:
     def _settled(self, target: DeleteTarget, outcome: BatchOutcome, batch_id: str) -> None:
         """Record one tag's result from its batch's outcome."""
         state = outcome.results[target.tag]
-        fields: dict[str, Any] = {"method": outcome.batch.method, "batch": batch_id}
+        fields: OutcomeFields = {"method": outcome.batch.method, "batch": batch_id}
         fields.update(outcome_details(outcome, target.tag))
         self._outcome(target, AUDIT_RESULT[state], **fields)
 
 
-def outcome_details(outcome: BatchOutcome, tag: str) -> dict[str, Any]:
+def outcome_details(outcome: BatchOutcome, tag: str) -> OutcomeFields:
     """``error`` and ``current_digest`` fields saying why a tag ended as it did."""
     state = outcome.results[tag]
     if state == safe_delete.CHANGED:

@@ -28,11 +28,15 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING, TypedDict
 
 from regops.errors import StateError, ValidationError
 from regops.fsutil import fsync_folder, write_all
 from regops.locks import PRIVATE_FILE_MODE, ensure_private_dir, state_dir
 from regops.secrets import redact, redact_url
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack is Python 3.11+; annotations only
 
 log = logging.getLogger("regops.audit")
 
@@ -89,6 +93,30 @@ def audit_files(directory: Path | None = None) -> list[Path]:
     return sorted(folder.glob(AUDIT_FILE_TEMPLATE.format(date="*")))
 
 
+class OutcomeFields(TypedDict, total=False):
+    """Optional fields of an :class:`AuditRecord` that say how one tag's delete went."""
+
+    error: str | None
+    current_digest: str | None
+    method: str | None
+    batch: str | None
+    placeholder: str | None
+
+
+class ResultFields(OutcomeFields, total=False):
+    """What :meth:`AuditRecord.with_result` may set besides the result."""
+
+    actor: str | None
+
+
+class RecordFields(OutcomeFields, total=False):
+    """The optional fields apply writes into its intent and result records."""
+
+    result: str | None
+    media_type: str | None
+    manifest: str | None
+
+
 @dataclass(frozen=True)
 class AuditRecord:
     """One line of the audit log."""
@@ -138,7 +166,7 @@ class AuditRecord:
         except (binascii.Error, ValueError) as exc:
             raise ValidationError("manifest", f"not valid base64 in {self!r}: {exc}") from None
 
-    def with_result(self, result: str, **fields: object) -> AuditRecord:
+    def with_result(self, result: str, **fields: Unpack[ResultFields]) -> AuditRecord:
         """The result record that follows this intent (no manifest copy)."""
         return replace(self, event=EVENT_RESULT, result=result, manifest=None, time="", **fields)
 

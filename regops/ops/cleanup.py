@@ -41,12 +41,12 @@ import html
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypedDict, TypeVar
 
 from tabulate import tabulate
 
 from regops.errors import ValidationError
-from regops.ops.apply import ApplyResult, PlanTarget, apply_plan
+from regops.ops.apply import ApplyResult, DeletableTag, PlanTarget, RunOptions, apply_plan
 from regops.policy import LATEST_TAG, CleanupPolicy, compile_gitlab_literal_regex
 from regops.registry.client import RegistryClient
 
@@ -71,12 +71,38 @@ MAX_REPR_ROWS = 50
 MAX_WARNING_NAMES = 10
 TABLE_HEADERS = ("repository", "tag", "created_at", "size", "decision", "reason")
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack is Python 3.11+; annotations only
+
+
+class PlannedTag(Protocol):
+    """What a plan needs of a tag: its name.
+
+    Everything else it reads is optional and read with getattr, a missing value
+    being unknown: ``created_at`` (aware datetime, ISO text or None),
+    ``total_size``, ``path``, ``digest``, ``manifest``, ``placeholder``.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+
+TagT = TypeVar("TagT", bound=PlannedTag)  # the caller's tag type, handed back in the plan
+DeletableT = TypeVar("DeletableT", bound=DeletableTag)  # a tag apply can delete: name + digest
+
+
+class PlanOptions(TypedDict, total=False):
+    """:func:`plan_cleanup`'s optional keyword arguments that models pass on."""
+
+    now: datetime | None
+    max_list_size: int | None
+
 
 @dataclass(frozen=True)
-class TagDecision:
+class TagDecision(Generic[TagT]):
     """One tag and what the plan does with it."""
 
-    tag: Any
+    tag: TagT
     delete: bool
     reason: str
 
@@ -90,15 +116,15 @@ class TagDecision:
 
 
 @dataclass(eq=False)
-class CleanupPlan:
+class CleanupPlan(Generic[TagT]):
     """What one cleanup run would delete in one repository, and why every tag stays.
 
     ``counts`` follows GitLab's service result (original_size, before_truncate_size,
     after_truncate_size, before_delete_size, deleted_size).
     """
 
-    decisions: list[TagDecision]
-    to_delete: list[Any]
+    decisions: list[TagDecision[TagT]]
+    to_delete: list[TagT]
     policy: CleanupPolicy
     now: datetime
     repository: str | None = None
@@ -171,7 +197,7 @@ class CleanupPlan:
                 kept.update(sizes)
         return sum(size for digest, size in deleted.items() if digest not in kept)
 
-    def to_dicts(self) -> list[dict[str, Any]]:
+    def to_dicts(self) -> list[dict[str, object]]:
         """One plain dict per tag, in the listing order (for CSV, JSON, diffs)."""
         return [
             {
@@ -198,7 +224,7 @@ class CleanupPlan:
             text += f", frees up to {_human_size(self.freed_bytes)}"
         return text if self.finished else text + " (unfinished: max_list_size reached)"
 
-    def _rows(self, limit: int | None) -> list[list[Any]]:
+    def _rows(self, limit: int | None) -> list[list[str]]:
         rows = []
         for d in self.decisions[:limit]:
             created = _created_at(d.tag)
@@ -215,7 +241,7 @@ class CleanupPlan:
             )
         return rows
 
-    def _repository_of(self, tag: Any) -> str | None:
+    def _repository_of(self, tag: PlannedTag) -> str | None:
         return self.repository or _repository_from_path(tag)
 
     def _table(self, limit: int | None, tablefmt: str = "simple") -> str:
@@ -241,24 +267,30 @@ class CleanupPlan:
         parts.extend(f"<p>warning: {html.escape(w)}</p>" for w in self.warnings)
         return "\n".join(parts)
 
-    def apply(self, registry: RegistryClient | None = None, **options: Any) -> ApplyResult:
+    def apply(
+        self: CleanupPlan[DeletableT],
+        registry: RegistryClient | None = None,
+        *,
+        gitlab_url: str | None = None,
+        **options: Unpack[RunOptions],
+    ) -> ApplyResult:
         """Delete exactly the planned tags, audited: :func:`regops.ops.apply.apply_plan`.
 
         ``registry`` defaults to the one the plan was made from (a plan made
         through the models knows it); ``options`` are ``audit_path``,
         ``actor``, ``max_requests_per_second``, ``batch_size``.
         """
-        return apply_plan(self, registry, **options)
+        return apply_plan(self, registry, gitlab_url=gitlab_url, **options)
 
 
 def plan_cleanup(
-    tags: Iterable[Any],
-    policy: Any,
+    tags: Iterable[TagT],
+    policy: object,  # checked by CleanupPolicy.parse
     now: datetime | None = None,
     max_list_size: int | None = None,
     repository: str | None = None,
     target: PlanTarget | None = None,
-) -> CleanupPlan:
+) -> CleanupPlan[TagT]:
     """Decide every tag as a GitLab cleanup run would; delete nothing.
 
     ``tags``: objects with ``.name`` and ``.created_at`` (aware datetime or None).
@@ -272,7 +304,7 @@ def plan_cleanup(
     rules = CleanupPolicy.parse(policy)
     now = _check_now(now)
     listed = _check_tags(tags)
-    builder = _PlanBuilder(rules, now)
+    builder: _PlanBuilder[TagT] = _PlanBuilder(rules, now)
     candidates = builder.set_aside_placeholders(listed)
     candidates = builder.keep_latest(candidates)
     candidates = builder.filter_by_name(candidates)
@@ -299,20 +331,20 @@ def plan_cleanup(
     )
 
 
-class _PlanBuilder:
+class _PlanBuilder(Generic[TagT]):
     """The steps of GitLab's cleanup service, recording a decision per tag."""
 
     def __init__(self, rules: CleanupPolicy, now: datetime) -> None:
         self.rules = rules
         self.now = now
-        self.decided: dict[str, TagDecision] = {}
+        self.decided: dict[str, TagDecision[TagT]] = {}
         self.delete_regex = rules.delete_regex
         self.keep_regex = rules.keep_regex
 
-    def keep(self, tag: Any, reason: str) -> None:
+    def keep(self, tag: TagT, reason: str) -> None:
         self.decided[tag.name] = TagDecision(tag, False, reason)
 
-    def delete(self, tag: Any) -> None:
+    def delete(self, tag: TagT) -> None:
         if self.rules.older_than is not None:
             reason = DELETE_OLDER_THAN.format(older_than=self.rules.older_than)
         elif self.rules.keep_n is not None:
@@ -321,7 +353,7 @@ class _PlanBuilder:
             reason = DELETE_MATCHED
         self.decided[tag.name] = TagDecision(tag, True, reason)
 
-    def set_aside_placeholders(self, tags: list[Any]) -> list[Any]:
+    def set_aside_placeholders(self, tags: list[TagT]) -> list[TagT]:
         """Keep tags on a regops placeholder out of every step (they are not images).
 
         Counted as the newest (their date is unknown), they would push real
@@ -342,7 +374,7 @@ class _PlanBuilder:
             "again before applying"
         ]
 
-    def keep_latest(self, tags: list[Any]) -> list[Any]:
+    def keep_latest(self, tags: list[TagT]) -> list[TagT]:
         if not self.rules.keep_latest:
             return list(tags)
         for tag in tags:
@@ -358,7 +390,7 @@ class _PlanBuilder:
             return KEEP_NAME_REGEX_KEEP
         return None
 
-    def filter_by_name(self, tags: list[Any]) -> list[Any]:
+    def filter_by_name(self, tags: list[TagT]) -> list[TagT]:
         result = []
         for tag in tags:
             reason = self.name_decision(tag.name)
@@ -368,7 +400,7 @@ class _PlanBuilder:
                 self.keep(tag, reason)
         return result
 
-    def truncate(self, tags: list[Any], max_list_size: int | None) -> list[Any]:
+    def truncate(self, tags: list[TagT], max_list_size: int | None) -> list[TagT]:
         """GitLab's cap, deterministic: the newest keep_n plus the oldest max_list_size."""
         keep_n = self.rules.keep_n or 0
         if not max_list_size or len(tags) <= max_list_size + keep_n:
@@ -380,7 +412,7 @@ class _PlanBuilder:
                 self.keep(tag, KEEP_OVER_LIST_SIZE)
         return [tag for tag in tags if id(tag) in chosen]
 
-    def newest_first(self, tags: list[Any]) -> list[Any]:
+    def newest_first(self, tags: list[TagT]) -> list[TagT]:
         """GitLab's order_by_date_desc: stable sort ascending, then reversed.
 
         Unknown dates sort as now; ties therefore come out in reverse listing
@@ -390,7 +422,7 @@ class _PlanBuilder:
         ordered.reverse()
         return ordered
 
-    def filter_keep_n(self, tags: list[Any]) -> list[Any]:
+    def filter_keep_n(self, tags: list[TagT]) -> list[TagT]:
         if self.rules.keep_n is None:
             return tags
         ordered = self.newest_first(tags)
@@ -398,7 +430,7 @@ class _PlanBuilder:
             self.keep(tag, KEEP_N)
         return ordered[self.rules.keep_n :]
 
-    def filter_older_than(self, tags: list[Any]) -> list[Any]:
+    def filter_older_than(self, tags: list[TagT]) -> list[TagT]:
         if self.rules.older_than_delta is None:
             return tags
         cutoff = self.now - self.rules.older_than_delta
@@ -413,7 +445,7 @@ class _PlanBuilder:
                 self.keep(tag, KEEP_NEWER)
         return result
 
-    def anchoring_warnings(self, tags: list[Any]) -> list[str]:
+    def anchoring_warnings(self, tags: list[TagT]) -> list[str]:
         """Tags GitLab's literal ``\\A<p>\\z`` anchoring would filter differently."""
         rules = self.rules
         if not _has_alternation(rules.name_regex) and not _has_alternation(rules.name_regex_keep):
@@ -456,7 +488,7 @@ def _check_max_list_size(value: int | None) -> int | None:
     return value  # 0 means no limit, as in GitLab
 
 
-def _check_tags(tags: Iterable[Any]) -> list[Any]:
+def _check_tags(tags: Iterable[TagT]) -> list[TagT]:
     """Every tag needs a str name, unique, and a usable created_at."""
     listed = list(tags)
     seen: set[str] = set()
@@ -471,7 +503,7 @@ def _check_tags(tags: Iterable[Any]) -> list[Any]:
     return listed
 
 
-def _created_at(tag: Any) -> datetime | None:
+def _created_at(tag: PlannedTag) -> datetime | None:
     """The tag's created_at as an aware datetime (ISO strings accepted), or None."""
     value = _attr(tag, "created_at")
     if value is None or value == "":
@@ -488,7 +520,7 @@ def _created_at(tag: Any) -> datetime | None:
     return value
 
 
-def _attr(obj: Any, name: str) -> Any:
+def _attr(obj: object, name: str) -> Any:  # Any: an optional field of the caller's own type
     """getattr that treats a missing or unfetchable attribute as unknown."""
     try:
         return getattr(obj, name, None)
@@ -496,7 +528,7 @@ def _attr(obj: Any, name: str) -> Any:
         return None
 
 
-def referenced_blobs(tag: Any) -> dict[str, int] | None:
+def referenced_blobs(tag: object) -> dict[str, int] | None:
     """Digest -> size of every blob a tag keeps alive: its manifest, config, layers.
 
     Needs ``tag.manifest`` with ``.config`` and ``.layers`` (descriptors with
@@ -514,7 +546,7 @@ def referenced_blobs(tag: Any) -> dict[str, int] | None:
         return None
     sizes[str(digest)] = len(raw)
     config = _attr(manifest, "config")
-    descriptors: Sequence[Any] = [*([config] if config is not None else [])]
+    descriptors: Sequence[object] = [*([config] if config is not None else [])]
     descriptors = [*descriptors, *(_attr(manifest, "layers") or ())]
     for descriptor in descriptors:
         size = _attr(descriptor, "size")
@@ -525,7 +557,7 @@ def referenced_blobs(tag: Any) -> dict[str, int] | None:
     return sizes
 
 
-def _repository_from_path(tag: Any) -> str | None:
+def _repository_from_path(tag: object) -> str | None:
     """``group/app:tag`` -> ``group/app`` (GitLab's Tag#path)."""
     path = _attr(tag, "path")
     if isinstance(path, str) and ":" in path:
@@ -534,7 +566,7 @@ def _repository_from_path(tag: Any) -> str | None:
 
 
 def _has_alternation(pattern: str | None) -> bool:
-    return bool(pattern) and "|" in pattern
+    return pattern is not None and "|" in pattern
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -26,7 +26,6 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from tabulate import tabulate
 
@@ -105,7 +104,7 @@ class RecoveryReport:
         )
         return text + (f"; {unsettled} batches NOT settled" if unsettled else "")
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self) -> list[dict[str, str]]:
         return [
             {
                 "repository": b.repository,

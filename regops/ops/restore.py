@@ -28,7 +28,6 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from tabulate import tabulate
 
@@ -109,7 +108,7 @@ class RestoreResult:
             f"not restorable {len(self.not_restored)}"
         )
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self) -> list[dict[str, str]]:
         return [
             {
                 "repository": i.repository,

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, ParamSpec, TypedDict, overload
 
 from regops.errors import ConfigError, RegopsError, ValidationError
 from regops.fsutil import atomic_write
@@ -44,6 +44,9 @@ from regops.registry.manifest import Manifest
 from regops.registry.reference import Digest
 from regops.registry.resolver import TagResolver
 from regops.registry.storage import RegistryStorage
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeIs  # typing.TypeIs is Python 3.13+; annotations only
 
 log = logging.getLogger("regops.usage")
 
@@ -60,6 +63,9 @@ CSV_HEADER = ("project_id", "creator_id", "registry_size_bytes", "project path")
 EXTENDED_HEADER = (*CSV_HEADER, "repositories", "tags", "unique_bytes", "incomplete")
 TOTAL_LABEL = "(all scanned projects)"  # unique_bytes here counts a shared blob once
 
+Cell = int | str | None  # one value of a CSV or table row
+Params = ParamSpec("Params")
+
 
 # --------------------------------------------------------------------------- values
 
@@ -73,22 +79,35 @@ class ProjectRef:
     full_path: str
 
     @classmethod
-    def of(cls, project: Any) -> ProjectRef:
-        """From a GitLab API dict, a :class:`regops.models.Project` or a ProjectRef."""
+    def of(cls, project: object) -> ProjectRef:
+        """From a GitLab API dict, a :class:`regops.models.Project` or a ProjectRef.
+
+        Any value is accepted and checked here: ``id`` must be an integer, ``creator_id``
+        an integer or missing, and a path must be there.
+        """
         if isinstance(project, ProjectRef):
             return project
         get = project.get if isinstance(project, Mapping) else _attribute_getter(project)
         pid = get("id")
-        if not isinstance(pid, int) or isinstance(pid, bool):
+        if not _is_int(pid):
             raise ValidationError("project", f"expected a project with an integer id, got {pid!r}")
+        creator_id = get("creator_id")
+        if creator_id is not None and not _is_int(creator_id):
+            raise ValidationError(
+                "project", f"project {pid}: expected an integer creator_id, got {creator_id!r}"
+            )
         path = get("path_with_namespace") or get("full_path")
         if not path:
             raise ValidationError("project", f"project {pid} has no path_with_namespace")
-        return cls(pid, get("creator_id"), str(path))
+        return cls(pid, creator_id, str(path))
 
 
-def _attribute_getter(obj: Any) -> Callable[[str], Any]:
-    def get(name: str) -> Any:
+def _is_int(value: object) -> TypeIs[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _attribute_getter(obj: object) -> Callable[[str], object]:
+    def get(name: str) -> object:
         try:
             return getattr(obj, name)
         except AttributeError:
@@ -118,8 +137,8 @@ class ProjectUsage:
     def incomplete(self) -> bool:
         return bool(self.errors)
 
-    def csv_row(self, extended: bool = False) -> tuple[Any, ...]:
-        row: tuple[Any, ...] = (
+    def csv_row(self, extended: bool = False) -> tuple[Cell, ...]:
+        row: tuple[Cell, ...] = (
             self.project_id,
             self.creator_id,
             self.registry_size_bytes,
@@ -129,8 +148,8 @@ class ProjectUsage:
             row += (self.repositories, self.tags, self.unique_bytes, _flag(self.incomplete))
         return row
 
-    def to_dict(self, extended: bool = True) -> dict[str, Any]:
-        data: dict[str, Any] = {
+    def to_dict(self, extended: bool = True) -> dict[str, object]:
+        data: dict[str, object] = {
             "project_id": self.project_id,
             "creator_id": self.creator_id,
             "registry_size_bytes": self.registry_size_bytes,
@@ -176,7 +195,7 @@ class UsageSummary:
             text += f"; {self.incomplete_projects} projects INCOMPLETE"
         return text
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
 
 
@@ -198,7 +217,13 @@ class UsageReport(Sequence[ProjectUsage]):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, index):  # type: ignore[override]
+    @overload
+    def __getitem__(self, index: int) -> ProjectUsage: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[ProjectUsage]: ...
+
+    def __getitem__(self, index: int | slice) -> ProjectUsage | list[ProjectUsage]:
         return self.rows[index]
 
     def __repr__(self) -> str:
@@ -219,7 +244,7 @@ class UsageReport(Sequence[ProjectUsage]):
     def incomplete(self) -> list[ProjectUsage]:
         return [p for p in self.projects if p.incomplete]
 
-    def to_dicts(self) -> list[dict[str, Any]]:
+    def to_dicts(self) -> list[dict[str, object]]:
         return [row.to_dict(self.extended) for row in self.rows]
 
     def to_csv(self, path_or_file: str | os.PathLike[str] | IO[str] | None = None) -> str:
@@ -281,7 +306,7 @@ class UsageReport(Sequence[ProjectUsage]):
         }
         return json.dumps(document, indent=2) + "\n"
 
-    def _table_data(self) -> tuple[list[str], list[tuple[Any, ...]]]:
+    def _table_data(self) -> tuple[list[str], list[tuple[Cell, ...]]]:
         headers = list(EXTENDED_HEADER if self.extended else CSV_HEADER)
         rows = [p.csv_row(self.extended) for p in self.rows]
         if not self.extended and any(p.incomplete for p in self.rows):
@@ -304,7 +329,7 @@ def _reported(project: ProjectUsage) -> bool:
     return project.registry_size_bytes > 0 or project.unique_bytes > 0 or project.incomplete
 
 
-def _emit(text: str, target: Any, stdout: bool = False) -> None:
+def _emit(text: str, target: str | os.PathLike[str] | IO[str] | None, stdout: bool = False) -> None:
     if target is None:
         if stdout:
             import sys
@@ -322,7 +347,7 @@ def _emit(text: str, target: Any, stdout: bool = False) -> None:
 
 
 def select_projects(
-    gitlab: Any,
+    gitlab: GitLabClient,
     *,
     last: int | None = None,
     projects: Sequence[int | str] = (),
@@ -362,8 +387,17 @@ def _unique(refs: list[ProjectRef]) -> list[ProjectRef]:
 # --------------------------------------------------------------------------- the scan
 
 
+class ScanOptions(TypedDict, total=False):
+    """:func:`by_project`'s optional keyword arguments that callers pass on."""
+
+    extended: bool
+    workers: int
+    storage: RegistryStorage | None
+    progress: bool
+
+
 def by_project(
-    projects: Iterable[Any],
+    projects: Iterable[object],  # each checked by ProjectRef.of
     *,
     gitlab: GitLabClient,
     resolver: TagResolver,
@@ -449,20 +483,24 @@ class _Scan:
             raise self.crash
         return UsageReport(self.rows, self._summary(counts, started), extended=self.extended)
 
-    def _spawn(self, fn: Callable[..., None], *args: Any) -> None:
+    def _spawn(
+        self, fn: Callable[Params, None], /, *args: Params.args, **kwargs: Params.kwargs
+    ) -> None:
         with self.lock:
             if self.stopping:
                 return
             self.pending += 1
         try:
-            self.pool.submit(self._guarded, fn, *args)
+            self.pool.submit(self._guarded, fn, *args, **kwargs)
         except RuntimeError:  # pool shut down by an interrupt meanwhile
             self._done()
 
-    def _guarded(self, fn: Callable[..., None], *args: Any) -> None:
+    def _guarded(
+        self, fn: Callable[Params, None], /, *args: Params.args, **kwargs: Params.kwargs
+    ) -> None:
         try:
             if not self.stopping:
-                fn(*args)
+                fn(*args, **kwargs)
         except BaseException as exc:  # a bug, not a registry answer: stop and re-raise
             with self.lock:
                 self.crash = self.crash or exc
@@ -512,7 +550,7 @@ class _Scan:
         with self.lock:
             self.rows[index].tags += len(tags)
         if self.storage is not None:
-            self._storage_tags(index, path, tags)
+            self._storage_tags(index, path, tags, self.storage)
             return
         with self.lock:
             self.repos_left[(index, path)] = len(tags)
@@ -534,7 +572,9 @@ class _Scan:
             self._record(index, path, [tag], manifest.total_size, blobs)
         self._group_done(index, path)
 
-    def _storage_tags(self, index: int, path: str, tags: list[str]) -> None:
+    def _storage_tags(
+        self, index: int, path: str, tags: list[str], storage: RegistryStorage
+    ) -> None:
         """Storage mode: read every tag's link here, then resolve each distinct digest once.
 
         Tags are grouped by digest. A digest parsed earlier in the scan or held by
@@ -543,7 +583,7 @@ class _Scan:
         pool hand-off per tag. The reads happen under ``disk_slots``.
         """
         with self.disk_slots:
-            groups = self._tag_links(index, path, tags)
+            groups = self._tag_links(index, path, tags, storage)
             local = {digest: self._local_manifest(path, digest) for digest in groups}
         with self.lock:
             self.repos_left[(index, path)] = len(groups)
@@ -556,14 +596,16 @@ class _Scan:
             else:
                 self._spawn(self._digest_tags, index, path, digest, names)
 
-    def _tag_links(self, index: int, path: str, tags: list[str]) -> dict[Digest, list[str]]:
+    def _tag_links(
+        self, index: int, path: str, tags: list[str], storage: RegistryStorage
+    ) -> dict[Digest, list[str]]:
         """Digest -> the tags of ``path`` pointing at it, from the link files."""
         groups: dict[Digest, list[str]] = {}
         for tag in tags:
             try:
-                digest = self.storage.tag_digest(path, tag)
+                digest = storage.tag_digest(path, tag)
                 if digest is None:  # the registry lists it, the disk does not: wrong root?
-                    raise ConfigError(f"tag {path}:{tag} has no current/link under {self.storage}")
+                    raise ConfigError(f"tag {path}:{tag} has no current/link under {storage}")
             except (RegopsError, OSError) as exc:
                 self._fail(index, f"{path}:{tag}", exc)
                 continue
@@ -685,6 +727,7 @@ class _Progress:
 
         self.projects_total = projects
         self.projects_done = 0
+        self.repositories_total = 0  # the bar's total, kept here: tqdm's may be None
         self.lock = threading.Lock()
         self.bar = tqdm(total=0, unit="repo", desc=self._desc(), leave=False, dynamic_ncols=True)
 
@@ -693,7 +736,8 @@ class _Progress:
 
     def add_repositories(self, count: int) -> None:
         with self.lock:
-            self.bar.total += count
+            self.repositories_total += count
+            self.bar.total = self.repositories_total
             self.bar.refresh()
 
     def repository_done(self) -> None:
@@ -716,7 +760,7 @@ def _progress_bar(projects: int) -> _Progress:
 # --------------------------------------------------------------------------- the baseline
 
 
-def naive_by_project(gitlab: Any, projects: Iterable[Any]) -> UsageReport:
+def naive_by_project(gitlab: GitLabClient, projects: Iterable[object]) -> UsageReport:
     """The Rails loop as a Python user would write it over the GitLab API, sequentially.
 
     One ``GET .../tags/:name`` per tag (GitLab does one registry round trip

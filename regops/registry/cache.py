@@ -105,9 +105,9 @@ class ContentCache:
         if self.directory is not None:
             self._write_disk(digest, data)
 
-    def __contains__(self, digest: object) -> bool:
+    def __contains__(self, value: object) -> bool:
         try:
-            digest = Digest.parse(digest)  # type: ignore[arg-type]
+            digest = Digest.parse(value)
         except ValidationError:
             return False
         with self._lock:

@@ -179,7 +179,8 @@ def load_private_key(path: str | os.PathLike[str]) -> PrivateKey:
     except (ValueError, UnsupportedAlgorithm):
         raise KeyFileError(f"key {path}: not a PEM private key") from None
     _check_strength(key, f"key {path}")
-    return key  # type: ignore[return-value]
+    assert isinstance(key, PrivateKey)  # _check_strength refused every other kind
+    return key
 
 
 def load_certificate(path: str | os.PathLike[str]) -> x509.Certificate:
@@ -211,8 +212,9 @@ def check_pair(key_path: str | os.PathLike[str], cert_path: str | os.PathLike[st
     cert = load_certificate(cert_path)
     cert_public = cert.public_key()
     _check_strength(cert_public, f"certificate {cert_path}")
+    assert isinstance(cert_public, PublicKey)  # _check_strength refused every other kind
     kid = libtrust_kid(key)
-    if libtrust_kid(cert_public) != kid:  # type: ignore[arg-type]
+    if libtrust_kid(cert_public) != kid:
         raise KeyFileError(f"key {key_path} does not match certificate {cert_path}")
     return kid
 

@@ -249,7 +249,7 @@ _RFC3339 = re.compile(
 )
 
 
-def parse_rfc3339(text: Any) -> datetime | None:
+def parse_rfc3339(text: object) -> datetime | None:
     """An aware datetime from an RFC 3339 string (nanoseconds truncated); None if unreadable.
 
     >>> parse_rfc3339("2024-05-01T12:00:00.123456789Z").isoformat()

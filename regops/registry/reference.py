@@ -29,7 +29,7 @@ class Digest(str):
 
     __slots__ = ()
 
-    def __new__(cls, value: str) -> Digest:
+    def __new__(cls, value: object) -> Digest:  # any value: validated here
         if isinstance(value, Digest):
             return value
         if not isinstance(value, str) or not _DIGEST.fullmatch(value):
@@ -37,8 +37,9 @@ class Digest(str):
         return super().__new__(cls, value)
 
     @classmethod
-    def parse(cls, text: str, field: str = "digest") -> Digest:
-        """A Digest from text, the error naming ``field``."""
+    def parse(cls, text: object, field: str = "digest") -> Digest:
+        """A Digest from text (any value is checked: it often comes from JSON), the error naming
+        ``field``."""
         try:
             return cls(text.strip() if isinstance(text, str) else text)
         except ValidationError:

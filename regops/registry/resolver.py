@@ -235,12 +235,9 @@ class TagResolver:
                     self.memo_hits += 1
                     return known
                 event = self._inflight.get(digest)
-                owner = event is None
-                if owner:
-                    event = self._inflight[digest] = threading.Event()
-            if owner:
-                break
-            assert event is not None
+                if event is None:  # this thread loads; the others wait for its event
+                    mine = self._inflight[digest] = threading.Event()
+                    break
             event.wait()  # the owner finished (or failed: then one of us tries again)
         try:
             value = load()
@@ -250,7 +247,7 @@ class TagResolver:
         finally:
             with self._lock:
                 self._inflight.pop(digest, None)
-            event.set()
+            mine.set()
 
     def _store(self, digest: Digest, value: Manifest | ImageConfig) -> None:
         """Into the bounded LRU; the caller holds the lock."""

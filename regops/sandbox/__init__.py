@@ -23,14 +23,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from werkzeug.serving import WSGIRequestHandler, make_server
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from regops.config import resolve_settings
+from regops.config import Settings, resolve_settings
 from regops.connection import Connection
 from regops.errors import ConfigError, ValidationError
 from regops.http import HTTPSettings
 from regops.registry.client import RegistryClient
-from regops.registry.keys import check_pair, generate_key, write_key_and_certificate
+from regops.registry.keys import PrivateKey, check_pair, generate_key, write_key_and_certificate
 from regops.registry.tokens import (
     DEFAULT_ISSUER,
     DEFAULT_SERVICE,
@@ -88,11 +88,11 @@ class Sandbox:
         self.data_dir: Path | None = None
         self.state: SandboxState | None = None
         self.registry_server: RegistryServer | None = None
-        self.app: Any = None
-        self._server: Any = None
+        self.app: GitLabStandIn | None = None
+        self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
-        self._key: Any = None
-        self._admin_registry: Any = None
+        self._key: PrivateKey | None = None
+        self._admin_registry: RegistryClient | None = None
         self.seed_seconds: dict[str, float] = {}
 
     def __repr__(self) -> str:
@@ -108,22 +108,24 @@ class Sandbox:
         if self._server is not None:
             return self
         self.gitlab_port, self.registry_port = self._requested_ports
-        self.data_dir = self._data_arg or Path(tempfile.mkdtemp(prefix="regops-sandbox-"))
+        self.data_dir = data_dir = self._data_arg or Path(
+            tempfile.mkdtemp(prefix="regops-sandbox-")
+        )
         try:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            os.chmod(self.data_dir, 0o700)
-            self._key = self._load_or_make_key()
-            self.state = SandboxState.load(self.data_dir) if self._keep else SandboxState()
-            self._ensure_users()
-            self._start_gitlab()
-            self._start_registry()
+            data_dir.mkdir(parents=True, exist_ok=True)
+            os.chmod(data_dir, 0o700)
+            self._key = key = self._load_or_make_key(data_dir)
+            self.state = state = SandboxState.load(data_dir) if self._keep else SandboxState()
+            self._ensure_users(state)
+            app = self._start_gitlab(state, key)
+            self._start_registry(app, data_dir, key)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _load_or_make_key(self) -> Any:
-        keys = self.data_dir / "keys"
+    def _load_or_make_key(self, data_dir: Path) -> PrivateKey:
+        keys = data_dir / "keys"
         key_path, cert_path = keys / "registry.key", keys / "registry.crt"
         if key_path.exists() and cert_path.exists():
             check_pair(key_path, cert_path)
@@ -131,30 +133,30 @@ class Sandbox:
             write_key_and_certificate(keys, generate_key(bits=SANDBOX_KEY_BITS), overwrite=True)
         return load_signing_key(key_path)
 
-    def _ensure_users(self) -> None:
-        if self.state.user_by_username(ADMIN_USERNAME) is None:
-            self.state.add_user(ADMIN_USERNAME, admin=True, name="Administrator")
-        if self.state.user_by_username(USER_USERNAME) is None:
-            self.state.add_user(USER_USERNAME, name="Dev Eloper")
+    def _ensure_users(self, state: SandboxState) -> None:
+        if state.user_by_username(ADMIN_USERNAME) is None:
+            state.add_user(ADMIN_USERNAME, admin=True, name="Administrator")
+        if state.user_by_username(USER_USERNAME) is None:
+            state.add_user(USER_USERNAME, name="Dev Eloper")
 
-    def _start_gitlab(self) -> None:
-        self.app = GitLabStandIn(
-            self.state,
+    def _start_gitlab(self, state: SandboxState, key: PrivateKey) -> GitLabStandIn:
+        self.app = app = GitLabStandIn(
+            state,
             registry=None,
             registry_host="",
-            signing_key=self._key,
+            signing_key=key,
             issuer=self.issuer,
             service=self.service,
             delay=self.http_delay,
         )
         handler = _QuietHandler if self.quiet else _RedactingHandler
-        self._server = make_server(
-            LOOPBACK, self.gitlab_port, self.app, threaded=True, request_handler=handler
+        self._server = server = make_server(
+            LOOPBACK, self.gitlab_port, app, threaded=True, request_handler=handler
         )
-        self._server.daemon_threads = True
-        self.gitlab_port = self._server.server_port
+        # threaded=True: a ThreadedWSGIServer, whose request threads are daemon threads.
+        self.gitlab_port = server.server_port
         self._thread = threading.Thread(
-            target=self._server.serve_forever,
+            target=server.serve_forever,
             kwargs={"poll_interval": SHUTDOWN_POLL},
             name=SERVER_THREAD_NAME,
             daemon=True,
@@ -162,25 +164,24 @@ class Sandbox:
         self._thread.start()
         if not self.quiet:
             print(f"GitLab API stand-in on {self.gitlab_url}")
+        return app
 
-    def _start_registry(self) -> None:
-        self.registry_server = RegistryServer(
-            self.data_dir / "registry",
+    def _start_registry(self, app: GitLabStandIn, data_dir: Path, key: PrivateKey) -> None:
+        self.registry_server = server = RegistryServer(
+            data_dir / "registry",
             self.cert_path,
             realm=f"{self.gitlab_url}/jwt/auth",
             issuer=self.issuer,
             service=self.service,
             port=self.registry_port or None,
         )
-        self.registry_server.start()
-        minter = TokenMinter(
-            self._key, issuer=self.issuer, service=self.service, subject=ADMIN_USERNAME
-        )
+        server.start()
+        minter = TokenMinter(key, issuer=self.issuer, service=self.service, subject=ADMIN_USERNAME)
         self._admin_registry = RegistryClient(
-            self.registry_server.url, KeyAuth(minter), http=HTTPSettings(timeout=(5.0, 30.0))
+            server.url, KeyAuth(minter), http=HTTPSettings(timeout=(5.0, 30.0))
         )
-        self.app.registry = self._admin_registry
-        self.app.registry_host = self.registry_host
+        app.registry = self._admin_registry
+        app.registry_host = self.registry_host
 
     def stop(self) -> None:
         """Stop both servers; remove the temporary directory when no data dir was given."""
@@ -208,9 +209,16 @@ class Sandbox:
         self.stop()
 
     # ------------------------------------------------------------ properties
-    def _running(self) -> None:
+    def _running(self) -> RegistryServer:
+        """The registry server; ConfigError when the sandbox is not started."""
         if self._server is None or self.registry_server is None:
             raise ConfigError("the sandbox is not running; call start() first")
+        return self.registry_server
+
+    def _data_dir(self) -> Path:
+        if self.data_dir is None:
+            raise ConfigError("the sandbox is not running; call start() first")
+        return self.data_dir
 
     @property
     def gitlab_url(self) -> str:
@@ -220,39 +228,36 @@ class Sandbox:
 
     @property
     def registry_url(self) -> str:
-        self._running()
-        return self.registry_server.url
+        return self._running().url
 
     @property
     def registry_host(self) -> str:
-        self._running()
-        return self.registry_server.host
+        return self._running().host
 
     @property
     def key_path(self) -> Path:
-        return self.data_dir / "keys" / "registry.key"
+        return self._data_dir() / "keys" / "registry.key"
 
     @property
     def cert_path(self) -> Path:
-        return self.data_dir / "keys" / "registry.crt"
+        return self._data_dir() / "keys" / "registry.crt"
 
     @property
     def storage_path(self) -> Path:
         """The registry's filesystem rootdirectory (for RegistryStorage and GC)."""
-        self._running()
-        return self.registry_server.storage_path
+        return self._running().storage_path
 
     @property
     def cache_path(self) -> Path:
         """The manifest cache the sandbox's environment points regops at."""
         self._running()
-        assert self.data_dir is not None
-        return self.data_dir / "cache"
+        return self._data_dir() / "cache"
 
     @property
-    def registry(self) -> Any:
+    def registry(self) -> RegistryClient:
         """An admin RegistryClient (locally signed tokens, every scope)."""
         self._running()
+        assert self._admin_registry is not None  # made with the registry server
         return self._admin_registry
 
     def user(self, username: str) -> UserRecord:
@@ -310,7 +315,9 @@ class Sandbox:
             handle.writelines(lines)
         return target
 
-    def settings(self, user: str = "admin", registry_auth: str | None = None, **overrides: Any):
+    def settings(
+        self, user: str = "admin", registry_auth: str | None = None, **overrides: Any
+    ) -> Settings:
         """regops Settings for ``user``, from explicit values only (no environment)."""
         env = self.env(user, registry_auth)
         explicit: dict[str, Any] = {
@@ -328,11 +335,13 @@ class Sandbox:
             "cache_dir": "none",
         }
         explicit.update(overrides)
-        empty = Path(self.data_dir) / "no-home"
+        empty = self._data_dir() / "no-home"
         empty.mkdir(exist_ok=True)
         return resolve_settings(environ={}, home=empty, system_root=empty, **explicit)
 
-    def connect(self, user: str = "admin", registry_auth: str | None = None, **overrides: Any):
+    def connect(
+        self, user: str = "admin", registry_auth: str | None = None, **overrides: Any
+    ) -> Connection:
         """A :class:`regops.connection.Connection` to this sandbox as ``user``.
 
         It does not become the default connection; ``regops.connect`` does that.
@@ -345,6 +354,7 @@ class Sandbox:
         self._running()
         started = time.monotonic()
         summary = seed(self, profile, **options)
+        assert self.app is not None  # started with the registry (_running)
         self.app.register_repositories()  # pushed with the admin key, not through /jwt/auth
         self.seed_seconds[profile] = time.monotonic() - started
         return summary
@@ -374,6 +384,6 @@ def run_seeded(
 ) -> Iterator[Sandbox]:
     """A started sandbox seeded with ``profile`` ("none" seeds nothing), stopped on exit."""
     with Sandbox(data_dir) as sandbox:
-        if profile != "none" and not (data_dir and sandbox.state.projects):
+        if profile != "none" and not (data_dir and sandbox.state and sandbox.state.projects):
             sandbox.seed(profile, **options)
         yield sandbox

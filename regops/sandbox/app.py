@@ -30,7 +30,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Collection, Mapping
-from typing import Any
+from typing import Any, Literal, overload
 from urllib.parse import unquote, urlencode
 
 from werkzeug.exceptions import HTTPException, NotFound
@@ -202,6 +202,12 @@ class GitLabStandIn:
             return _json({"message": "500 Internal Server Error"}, 500)
 
     # --------------------------------------------------------------- helpers
+    @overload
+    def authenticate(self, request: Request, *, required: Literal[True] = True) -> UserRecord: ...
+
+    @overload
+    def authenticate(self, request: Request, *, required: bool) -> UserRecord | None: ...
+
     def authenticate(self, request: Request, *, required: bool = True) -> UserRecord | None:
         """The user from PRIVATE-TOKEN, private_token / access_token query, or Bearer."""
         token = request.headers.get("PRIVATE-TOKEN") or request.args.get("private_token")
@@ -813,6 +819,14 @@ def policy_attributes(request: Request) -> dict[str, Any]:
         if key in attrs and attrs[key] is not None and not isinstance(attrs[key], str):
             raise bad_request(f"{prefix}[{key}] is invalid")
     return attrs
+
+
+@overload
+def _int_arg(request: Request, name: str, default: int) -> int: ...
+
+
+@overload
+def _int_arg(request: Request, name: str, default: None = None) -> int | None: ...
 
 
 def _int_arg(request: Request, name: str, default: int | None = None) -> int | None:

@@ -35,7 +35,7 @@ from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from regops.errors import ValidationError
 from regops.registry.storage import LINK_FILE, MANIFESTS_DIR, V2_PREFIX
@@ -53,7 +53,21 @@ PUSH_WORKERS = 8  # concurrent repositories pushed while seeding
 # Sizes of the per-repository layers bench images pick from (varied, still small).
 BENCH_LAYER_SIZES = (512, 1024, 1536)
 INVALID_REGEX = "build-[0-9+"  # RE2 rejects it (missing ]): exercises policy audits
-BENCH_DEFAULTS = {"projects": 50, "repositories": 3, "tags": 40, "distinct_share": 0.33}
+
+
+class BenchDefaults(TypedDict):
+    projects: int
+    repositories: int
+    tags: int
+    distinct_share: float
+
+
+BENCH_DEFAULTS: BenchDefaults = {
+    "projects": 50,
+    "repositories": 3,
+    "tags": 40,
+    "distinct_share": 0.33,
+}
 
 
 @dataclass
@@ -108,15 +122,15 @@ def _push_all(
 
     def run(items: list[Push]) -> int:
         for item in items:
-            push = images.push_index if isinstance(item.image, images.Index) else images.push_image
-            push(
-                client,
-                item.repository,
-                item.image,  # type: ignore[arg-type]
-                item.tags,
-                mount_from=mount_from,
-                shared=set(shared),
-            )
+            repo, image, tags = item.repository, item.image, item.tags
+            if isinstance(image, images.Index):
+                images.push_index(
+                    client, repo, image, tags, mount_from=mount_from, shared=set(shared)
+                )
+            else:
+                images.push_image(
+                    client, repo, image, tags, mount_from=mount_from, shared=set(shared)
+                )
         return len(items)
 
     # Largest repositories first, so the longest sequence starts at once.
@@ -135,6 +149,7 @@ def _image(
 def seed_demo(sandbox: Sandbox) -> SeedSummary:
     """The demo instance described in the module docstring."""
     state = sandbox.state
+    assert state is not None  # seeding runs on a started sandbox
     summary = SeedSummary("demo")
     root, dev = sandbox.user("root"), sandbox.user("dev")
     viewer = state.user_by_username("viewer") or state.add_user("viewer", name="Vi Ewer")
@@ -271,6 +286,7 @@ def seed_bench(
     if not 0 < distinct_share <= 1:
         raise ValidationError("distinct_share", f"must be in (0, 1], got {distinct_share!r}")
     state = sandbox.state
+    assert state is not None  # seeding runs on a started sandbox
     rng = random.Random(seed_value)
     summary = SeedSummary("bench", users=["root", "dev"])
     root, dev = sandbox.user("root"), sandbox.user("dev")

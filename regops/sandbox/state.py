@@ -180,7 +180,7 @@ class SandboxState:
         self.registry_reads: collections.Counter[str] = collections.Counter()
         self._throttle_left = 0
         self._throttle_retry_after = 0
-        self._next_id = collections.Counter()
+        self._next_id: collections.Counter[str] = collections.Counter()
 
     # ------------------------------------------------------------------ ids
     def _new_id(self, kind: str, start: int = 1) -> int:
@@ -273,7 +273,7 @@ class SandboxState:
             self.save()
 
     def set_policy(
-        self, project: ProjectRecord, attrs: Mapping[str, Any], *, validate=True
+        self, project: ProjectRecord, attrs: Mapping[str, Any], *, validate: bool = True
     ) -> None:
         """Update a project's policy; next_run_at is reset to now + cadence (GitLab's rule).
 
@@ -505,7 +505,9 @@ class SandboxState:
         state.settings.update(data.get("settings", {}))
         state.deleted_repositories = set(data.get("deleted_repositories", []))
         state.bulk_delete_requests = {
-            int(k): parse_iso(v) for k, v in data.get("bulk_delete_requests", {}).items()
+            int(k): when
+            for k, v in data.get("bulk_delete_requests", {}).items()
+            if (when := parse_iso(v)) is not None  # saved by save(): always a time
         }
         return state
 
