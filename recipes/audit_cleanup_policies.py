@@ -13,10 +13,8 @@ success, 1 some project could not be read, 2 bad usage.
 
 from __future__ import annotations
 
-import sys
-
 from regops.commands.cleanup import AUDIT_LOCK, add_audit_arguments, audit_body
-from regops.scripting import recipe_parser, run_recipe
+from regops.scripting import exit_process, recipe_parser, run_recipe
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,4 +24,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -14,10 +14,8 @@ success, 1 some project failed (each named on stderr), 2 bad usage.
 
 from __future__ import annotations
 
-import sys
-
 from regops.commands.cleanup import ENABLE_LOCK, add_enable_arguments, enable_body, validate_enable
-from regops.scripting import recipe_parser, run_recipe
+from regops.scripting import exit_process, recipe_parser, run_recipe
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,4 +25,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -18,10 +18,8 @@ Connection settings come from the environment or config files (see
 
 from __future__ import annotations
 
-import sys
-
 from regops.commands.usage import USAGE_LOCK, add_arguments, usage_body
-from regops.scripting import recipe_parser, run_recipe
+from regops.scripting import exit_process, recipe_parser, run_recipe
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,4 +29,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

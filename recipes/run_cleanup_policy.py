@@ -19,10 +19,8 @@ Connection settings come from the environment or config files (see
 
 from __future__ import annotations
 
-import sys
-
 from regops.commands.cleanup import RUN_LOCK, add_run_arguments, run_body, validate_run
-from regops.scripting import recipe_parser, run_recipe
+from regops.scripting import exit_process, recipe_parser, run_recipe
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,4 +30,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -1,5 +1,3 @@
-import sys
+from regops.cli import run
 
-from regops.cli import main
-
-sys.exit(main())
+run()

@@ -62,5 +62,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def run() -> None:
+    """The console script: :func:`main`, then end the process with its code (not waiting
+    for worker threads a deadline left in network reads)."""
+    from regops.scripting import exit_process
+
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -8,6 +8,7 @@
     │   └── PolicyError              an invalid cleanup policy attribute
     ├── KeyFileError                 a signing key / certificate that is missing or wrong
     ├── TransportError               no HTTP answer (connection, timeout) after retries
+    │   └── HostUnreachable          a host failed several requests in a row: not asked again
     ├── HTTPError                    an HTTP answer that is an error (.method .url .status)
     │   ├── GitLabError              GitLab REST API (.message from GitLab's body)
     │   │   ├── GitLabUnauthorized   401
@@ -28,12 +29,15 @@
     ├── UnfinishedDeleteError        tags left on a regops placeholder: `regops cleanup recover`
     ├── RegistryStartError           the docker-registry process would not start
     ├── LockHeldError                another run holds the recipe's lock file (.pid)
-    ├── DeadlineExceeded             a run passed its --deadline (exit 124)
     ├── UsageError                   a command line asking for something invalid (exit 2)
     ├── CleanupPermissionError       the acting user is below Developer on the project
     ├── PolicyNotApplied             GitLab answered a policy update but kept old values
     ├── UpdateAllError               update_all failed for some policies (.updated .failed)
     └── DoesNotExist                 a model lookup found nothing (Project.DoesNotExist …)
+
+Beside the tree, like KeyboardInterrupt (a BaseException, so no ``except
+Exception`` swallows it and an interrupted delete batch is settled on its way
+out): ``DeadlineExceeded``, a run that passed its ``--deadline`` (exit 124).
 
 Messages never contain secrets: URLs are passed through
 :func:`regops.secrets.redact_url` and text through :func:`regops.secrets.redact`.
@@ -93,6 +97,22 @@ class TransportError(RegopsError):
         self.method = method
         self.url = redact_url(url)
         super().__init__(f"{method} {self.url}: {reason}")
+
+
+class HostUnreachable(TransportError):
+    """A host failed ``failures`` requests in a row (refused or no answer): a systemic fault.
+
+    Raised at once, without a request, while the host's breaker is open.
+    """
+
+    def __init__(self, method: str, url: str, origin: str, failures: int, reason: str) -> None:
+        self.origin = redact_url(origin)
+        super().__init__(
+            method,
+            url,
+            f"{self.origin} did not answer {failures} requests in a row ({reason}); "
+            "not asking it again for now",
+        )
 
 
 class HTTPError(RegopsError):
@@ -212,8 +232,8 @@ class LockHeldError(RegopsError):
         super().__init__(f"another run holds the lock {path} ({who}{when}); try again later")
 
 
-class DeadlineExceeded(RegopsError):
-    """A run passed its deadline and stopped itself."""
+class DeadlineExceeded(BaseException):
+    """A run passed its deadline and stops itself, the way Ctrl-C would stop it."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds

@@ -28,14 +28,24 @@ if TYPE_CHECKING:
     from requests.sessions import _Settings
 
 from regops import __version__
-from regops.errors import TransportError, ValidationError
+from regops.errors import HostUnreachable, TransportError, ValidationError
 from regops.secrets import redact, redact_url
 
 log = logging.getLogger("regops.http")
 
 USER_AGENT = f"regops/{__version__}"
-CONNECT_TIMEOUT = 5.0  # seconds to open a TCP/TLS connection
-READ_TIMEOUT = 60.0  # seconds between bytes; large blobs stream, so this is not a total
+CONNECT_TIMEOUT = 3.05  # seconds to open a TCP/TLS connection (just over a SYN retry)
+# Seconds between bytes. regops reads API pages, manifests and configs (a few KiB),
+# which a working server sends in well under a second: 15 s is generous, and short
+# enough that a hung server costs little before the breaker below opens.
+READ_TIMEOUT = 15.0
+TIMEOUT_RETRIES = 1  # a request that timed out is tried once more, not max_retries times
+# A host that failed this many requests in a row by being unreachable (connection
+# refused, connect or read timeout) is not asked again for BREAKER_COOLDOWN seconds:
+# every request to it fails at once with HostUnreachable, so a stopped server ends a
+# run in seconds, with one cause, instead of every worker waiting out its own timeouts.
+BREAKER_THRESHOLD = 3
+BREAKER_COOLDOWN = 60.0
 POOL_SIZE = 32  # connections kept per host: enough for the default worker pools
 MAX_RETRIES = 4  # attempts after the first, for idempotent requests
 BACKOFF_BASE = 0.25  # seconds; doubled at every attempt, with jitter
@@ -162,6 +172,71 @@ class TokenBucket:
             self._tokens -= count
 
 
+class Breaker:
+    """Consecutive unreachable failures per origin (scheme, host, port); opens at a threshold.
+
+    Any answer from a host (even an error status) closes its breaker again.
+    """
+
+    def __init__(
+        self,
+        threshold: int = BREAKER_THRESHOLD,
+        cooldown: float = BREAKER_COOLDOWN,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.threshold = threshold
+        self.cooldown = cooldown
+        self._clock = clock
+        self._failures: dict[str, int] = {}
+        self._opened: dict[str, tuple[float, str]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, origin: str, method: str, url: str) -> None:
+        """HostUnreachable when ``origin``'s breaker is open."""
+        with self._lock:
+            opened = self._opened.get(origin)
+            if opened is None:
+                return
+            since, reason = opened
+            if self._clock() - since >= self.cooldown:  # half open: let one request try
+                del self._opened[origin]
+                self._failures[origin] = self.threshold - 1
+                return
+        raise HostUnreachable(method, url, origin, self.threshold, reason)
+
+    def failed(self, origin: str, reason: str) -> None:
+        with self._lock:
+            count = self._failures.get(origin, 0) + 1
+            self._failures[origin] = count
+            if count >= self.threshold and origin not in self._opened:
+                self._opened[origin] = (self._clock(), reason)
+                log.warning(
+                    "%s did not answer %d requests in a row (%s): not asking it again for %gs",
+                    origin,
+                    count,
+                    reason,
+                    self.cooldown,
+                )
+
+    def answered(self, origin: str) -> None:
+        with self._lock:
+            self._failures.pop(origin, None)
+            self._opened.pop(origin, None)
+
+
+def _origin_text(url: str) -> str:
+    """``scheme://host:port`` of a URL (what the breaker counts by), or the URL itself."""
+    origin = url_origin(url)
+    return f"{origin[0]}://{origin[1]}:{origin[2]}" if origin else url
+
+
+def _unreachable(exc: Exception) -> bool:
+    """True for failures that say the host is not there: refused, or no answer in time."""
+    if isinstance(exc, requests.Timeout):
+        return True
+    return isinstance(exc, requests.ConnectionError) and "Connection refused" in str(exc)
+
+
 class RetryingSession(requests.Session):
     """A Session with default timeouts, retries for idempotent requests, and redaction.
 
@@ -182,6 +257,7 @@ class RetryingSession(requests.Session):
         self.request_count = 0
         self._count_lock = threading.Lock()  # worker threads share one session
         self._environment_cache: dict[tuple[object, ...], _Settings] = {}
+        self.breaker = Breaker()
 
     def __repr__(self) -> str:
         return f"<RetryingSession ua={self.settings.user_agent!r} timeout={self.settings.timeout}>"
@@ -201,8 +277,11 @@ class RetryingSession(requests.Session):
         url = url.decode("utf-8") if isinstance(url, bytes) else url
         retryable = method in IDEMPOTENT_METHODS if idempotent is None else idempotent
         attempts = 1 + (self.settings.max_retries if retryable else 0)
+        origin = _origin_text(url)
+        timeouts = 0
         for attempt in range(attempts):
             last = attempt == attempts - 1
+            self.breaker.check(origin, method, url)
             if pace is not None:
                 pace.take()
             with self._count_lock:
@@ -215,12 +294,18 @@ class RetryingSession(requests.Session):
                 requests.Timeout,
                 requests.exceptions.ChunkedEncodingError,
             ) as exc:
-                if last:
-                    raise TransportError(method, url, _reason(exc)) from None
-                self._wait(attempt, None, method, url, _reason(exc))
+                reason = _reason(exc)
+                if _unreachable(exc):
+                    self.breaker.failed(origin, reason)
+                if isinstance(exc, requests.Timeout):
+                    timeouts += 1
+                if last or timeouts > TIMEOUT_RETRIES:
+                    raise TransportError(method, url, reason) from None
+                self._wait(attempt, None, method, url, reason)
                 continue
             except requests.RequestException as exc:
                 raise TransportError(method, url, _reason(exc)) from None
+            self.breaker.answered(origin)
             if response.status_code not in RETRY_STATUSES or last:
                 return response
             wait = retry_after_seconds(response)

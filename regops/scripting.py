@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -99,6 +100,59 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help=f"stop the whole run after this long (default {DEFAULT_DEADLINE:g} s), exit 124",
     )
+
+
+SCOPES = ("instance", "visible")
+
+
+def add_scope_option(parser: argparse.ArgumentParser) -> None:
+    """``--scope``: what an instance-wide run may cover with a non-admin token."""
+    parser.add_argument(
+        "--scope",
+        choices=SCOPES,
+        default="instance",
+        help="instance (default): refuse a token that cannot see every project; "
+        "visible: cover what the token sees, and say so in every output",
+    )
+
+
+@dataclass(frozen=True)
+class Reach:
+    """What an instance-wide run covers: everything (an admin's token), or what a user sees."""
+
+    username: str
+    admin: bool
+    visible_projects: int | None = None
+
+    @property
+    def note(self) -> str | None:
+        """The sentence every output carries when the run did not cover the instance."""
+        if self.admin:
+            return None
+        count = "" if self.visible_projects is None else f"{self.visible_projects} "
+        return (
+            f"covers the {count}projects {self.username} can see, not the whole instance "
+            "(not an administrator's token)"
+        )
+
+
+EVERYTHING = Reach("", True)  # a run that asked for given projects covers them all
+
+
+def check_reach(args: argparse.Namespace, connection: Any, what: str) -> Reach:
+    """Refuse (UsageError, exit 2) an instance-wide ``what`` with a non-admin token,
+    unless ``--scope visible``; then the returned Reach's ``note`` says what it covers."""
+    user = connection.current_user()
+    name = str(user.get("username") or "?")
+    if user.get("is_admin"):
+        return Reach(name, True)
+    if getattr(args, "scope", "instance") != "visible":
+        raise UsageError(
+            f"the token belongs to {name}, who is not an administrator: {what} would cover "
+            f"only the projects {name} can see; use an administrator's token, or "
+            "--scope visible to accept that (every output then says so)"
+        )
+    return Reach(name, False, connection.gitlab.count_projects())
 
 
 def inform(args: argparse.Namespace, text: object) -> None:
@@ -241,6 +295,24 @@ def deadline(seconds: float | None) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def exit_process(code: int) -> None:
+    """End the process with ``code``, now.
+
+    After a deadline, worker threads may still sit in network reads until
+    their timeouts: the process does not wait for them (the run's lock is a
+    flock, released by the kernel; audit records are already on disk).
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    stuck = [
+        t for t in threading.enumerate() if t.is_alive() and not t.daemon and t is not
+        threading.main_thread()
+    ]  # fmt: skip
+    if stuck:
+        os._exit(code)
+    sys.exit(code)
 
 
 class _NoLock:

@@ -364,7 +364,7 @@ def test_boolean_and_timeout_parse(home, root):
     env = {**BASE_ENV, "REGOPS_SSL_VERIFY": "no", "REGOPS_TIMEOUT": "12.5"}
     s = resolve(env, home=home, root=root)
     assert s.ssl_verify is False and s.timeout == 12.5
-    assert s.http_settings().timeout == (5.0, 12.5)
+    assert s.http_settings().timeout == (3.05, 12.5)  # the connect timeout: CONNECT_TIMEOUT
 
 
 def test_no_url(home, root):

@@ -52,7 +52,7 @@ def test_gitlab_client_and_repr(tmp_path):
 
 def test_timeout_and_verify_reach_the_transport(tmp_path):
     conn = Connection(settings(tmp_path, timeout=7, ssl_verify=False))
-    assert conn.gitlab.session.settings.timeout == (5.0, 7.0)
+    assert conn.gitlab.session.settings.timeout == (3.05, 7.0)
     assert conn.gitlab.session.verify is False
 
 

@@ -7,10 +7,13 @@ import requests
 import responses
 
 from regops import __version__
-from regops.errors import TransportError
+from regops.errors import HostUnreachable, TransportError
 from regops.http import (
+    BREAKER_THRESHOLD,
     CONNECT_TIMEOUT,
     READ_TIMEOUT,
+    TIMEOUT_RETRIES,
+    Breaker,
     HTTPSettings,
     make_session,
     retry_after_seconds,
@@ -98,13 +101,54 @@ def test_get_marked_not_idempotent_is_not_retried(session):
 
 
 @responses.activate
-def test_connection_errors_retried_then_transport_error(session, sleeps):
+def test_connection_errors_retried_until_the_breaker_opens(session, sleeps):
     for _ in range(4):
         responses.get(URL, body=requests.ConnectionError("[Errno 111] Connection refused"))
-    with pytest.raises(TransportError, match="Connection refused") as info:
+    with pytest.raises(HostUnreachable, match="Connection refused") as info:
         session.get(URL)
     assert info.value.method == "GET"
-    assert len(responses.calls) == 4 and len(sleeps) == 3
+    # three refusals in a row open the host's breaker: the fourth attempt is not sent
+    assert len(responses.calls) == BREAKER_THRESHOLD == 3 and len(sleeps) == 3
+    other = "https://other.example.com/api"
+    responses.get(other, status=200)
+    assert session.get(other).status_code == 200  # another host is still asked
+    with pytest.raises(HostUnreachable):
+        session.get(URL + "/again")  # the same host: refused at once, no request
+    assert len(responses.calls) == 4
+
+
+@responses.activate
+def test_resets_do_not_open_the_breaker(session, sleeps):
+    for _ in range(BREAKER_THRESHOLD):
+        responses.get(URL, body=requests.ConnectionError("reset by peer"))
+    responses.get(URL, status=200)
+    # as many resets in a row as would open the breaker for refusals: still retried
+    assert session.get(URL).status_code == 200
+    assert len(responses.calls) == BREAKER_THRESHOLD + 1
+
+
+@responses.activate
+def test_a_timed_out_request_is_tried_once_more(session, sleeps):
+    for _ in range(3):
+        responses.get(URL, body=requests.ReadTimeout("Read timed out."))
+    with pytest.raises(TransportError, match="timed out"):
+        session.get(URL)
+    assert len(responses.calls) == 1 + TIMEOUT_RETRIES == 2  # a timeout is expensive
+
+
+def test_breaker_closes_after_its_cooldown():
+    now = [0.0]
+    breaker = Breaker(threshold=2, cooldown=10, clock=lambda: now[0])
+    breaker.failed("https://h:443", "refused")
+    breaker.check("https://h:443", "GET", "https://h/x")  # one failure: still asked
+    breaker.failed("https://h:443", "refused")
+    with pytest.raises(HostUnreachable, match="did not answer 2 requests in a row"):
+        breaker.check("https://h:443", "GET", "https://h/x")
+    now[0] = 10.0
+    breaker.check("https://h:443", "GET", "https://h/x")  # half open: one try
+    breaker.failed("https://h:443", "refused")
+    with pytest.raises(HostUnreachable):
+        breaker.check("https://h:443", "GET", "https://h/x")  # failed again: open again
 
 
 @responses.activate
@@ -124,7 +168,7 @@ def test_post_connection_error_is_not_retried(session, sleeps):
 
 @responses.activate
 def test_timeout_is_a_transport_error(session):
-    for _ in range(4):
+    for _ in range(2):
         responses.get(URL, body=requests.ReadTimeout("Read timed out. (read timeout=60)"))
     with pytest.raises(TransportError, match="timed out"):
         session.get(URL)

@@ -192,6 +192,7 @@ def add_enable_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--execute", action="store_true", help="enable the policies (default: list only)"
     )
+    scripting.add_scope_option(parser)
 
 
 def validate_enable(args: argparse.Namespace) -> None:
@@ -206,6 +207,7 @@ def enable_body(args: argparse.Namespace, connection: Any) -> Outcome:
     from regops.models import ExpirationPolicy
 
     found, enabled, failed = 0, 0, []
+    reach = scripting.check_reach(args, connection, "enabling policies across the instance")
     query = ExpirationPolicy.where(enabled=False, connection=connection).with_repositories()
     for policy in query:
         project = policy.project
@@ -221,8 +223,11 @@ def enable_body(args: argparse.Namespace, connection: Any) -> Outcome:
             continue
         enabled += 1
     if not args.execute:
-        return Outcome(EXIT_OK, f"{found} projects to enable (dry run; use --execute)")
+        dry = f"{found} projects to enable (dry run; use --execute)"
+        return Outcome(EXIT_OK, f"{dry}; {reach.note}" if reach.note else dry)
     summary = f"{found} projects found, {enabled} enabled, {len(failed)} failed"
+    if reach.note:
+        summary += f"; {reach.note}"
     return Outcome(EXIT_FAILED if failed else EXIT_OK, summary)
 
 
@@ -241,7 +246,8 @@ def _stderr() -> Any:
 
 
 def add_audit_arguments(parser: argparse.ArgumentParser) -> None:
-    """``audit_cleanup_policies`` has only the common options."""
+    """``audit_cleanup_policies``: the common options and ``--scope``."""
+    scripting.add_scope_option(parser)
 
 
 def audit_body(args: argparse.Namespace, connection: Any) -> Outcome:
@@ -250,6 +256,7 @@ def audit_body(args: argparse.Namespace, connection: Any) -> Outcome:
     from regops.policy import compile_gitlab_regex
 
     checked, findings, failed = 0, 0, 0
+    reach = scripting.check_reach(args, connection, "an audit of the instance's policies")
     for policy in ExpirationPolicy.all(connection=connection):
         checked += 1
         project = policy.project
@@ -269,6 +276,8 @@ def audit_body(args: argparse.Namespace, connection: Any) -> Outcome:
             findings += 1
             print(f"{project.id},{project.full_path},{repository},{_csv(problem)}", flush=True)
     summary = f"{checked} policies checked, {findings} findings, {failed} projects unreadable"
+    if reach.note:
+        summary += f"; {reach.note}"
     return Outcome(EXIT_FAILED if failed else EXIT_OK, summary)
 
 

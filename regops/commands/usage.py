@@ -58,6 +58,12 @@ def run(args: argparse.Namespace, connection: Connection | None = None) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options shared by ``regops usage`` and recipes/registry_usage_by_project.py."""
     parser.add_argument("-o", "--output", metavar="FILE", help="write here, atomically (stdout)")
+    parser.add_argument(
+        "--partial",
+        metavar="FILE",
+        help="when some project cannot be read, write the incomplete report here "
+        "(the output itself is never replaced by an incomplete report)",
+    )
     parser.add_argument("--format", choices=FORMATS, default="csv", help="output format (csv)")
     parser.add_argument(
         "--extended",
@@ -96,10 +102,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default root: REGOPS_REGISTRY_STORAGE or gitlab.yml)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    scripting.add_scope_option(parser)
 
 
 def usage_body(args: argparse.Namespace, connection: Connection) -> Outcome:
     """Select, scan, write; the outcome says whether every project was read."""
+    reach = scripting.EVERYTHING  # given projects or a group: nothing is left out silently
+    if not args.project and not args.group:
+        reach = scripting.check_reach(args, connection, "a usage report of the instance")
     projects = select_projects(
         connection.gitlab, last=args.last, projects=args.project, group=args.group
     )
@@ -117,27 +127,37 @@ def usage_body(args: argparse.Namespace, connection: Connection) -> Outcome:
         storage=storage_from(args, connection),
         progress=sys.stderr.isatty() and not args.no_progress and not args.quiet,
     )
+    report.coverage = reach.note
     report_incomplete(report)
     if not report.ok:
         print(f"regops usage: {report.summary.line()}", file=sys.stderr)
     output = None if args.output in (None, "-") else Path(args.output)
-    if output is not None and not report.ok:
-        return Outcome(EXIT_FAILED, kept_message(output, report))
-    report.write(output, args.format)
     if not report.ok:
-        return Outcome(EXIT_FAILED, f"{len(report.incomplete)} projects incomplete")
-    return Outcome(EXIT_OK, report.summary.line())
+        if args.partial:
+            report.write(Path(args.partial), args.format)
+        return Outcome(EXIT_FAILED, kept_message(output, report, args.partial))
+    report.write(output, args.format)
+    covers = f"; {reach.note}" if reach.note else ""
+    if not report.ok:
+        return Outcome(EXIT_FAILED, f"{len(report.incomplete)} projects incomplete{covers}")
+    return Outcome(EXIT_OK, report.summary.line() + covers)
 
 
-def kept_message(output: Path, report: UsageReport) -> str:
-    """Why ``output`` was left alone: which projects are incomplete, and what it still holds."""
+def kept_message(output: Path | None, report: UsageReport, partial: str | None = None) -> str:
+    """Why no report was written: which projects are incomplete, what ``output`` still holds,
+    and where the partial report went if one was asked for."""
     names = [p.full_path for p in report.incomplete]
     shown = ", ".join(names[:PROJECTS_NAMED])
     if len(names) > PROJECTS_NAMED:
         shown += f" and {len(names) - PROJECTS_NAMED} more"
+    also = f"; the incomplete report is in {partial}" if partial else ""
+    if output is None:
+        return f"no report printed: incomplete projects {shown}{also}"
     if output.exists():
-        return f"{output} not replaced (the previous file is kept): incomplete projects {shown}"
-    return f"{output} not written: incomplete projects {shown}"
+        return (
+            f"{output} not replaced (the previous file is kept): incomplete projects {shown}" + also
+        )
+    return f"{output} not written: incomplete projects {shown}{also}"
 
 
 def cache_from(args: argparse.Namespace) -> ContentCache:
@@ -169,7 +189,11 @@ def storage_from(args: argparse.Namespace, connection: Any) -> Any:
 
 
 def report_incomplete(report: UsageReport) -> None:
-    """Each incomplete project's first reasons on stderr (the JSON format has them all)."""
+    """Each incomplete project's first reasons on stderr (the JSON format has them all);
+    when a systemic fault stopped the scan, only that cause, once."""
+    if report.stopped_by is not None:
+        print(f"regops usage: stopped: {report.stopped_by}", file=sys.stderr)
+        return
     for row in report.incomplete:
         shown = row.errors[:ERRORS_SHOWN_PER_PROJECT]
         more = len(row.errors) - len(shown)

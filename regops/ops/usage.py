@@ -37,7 +37,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, ParamSpec, TypedDict, overload
 
-from regops.errors import ConfigError, RegopsError, ValidationError
+from regops.errors import (
+    ConfigError,
+    GitLabUnauthorized,
+    HostUnreachable,
+    RegistryUnauthorized,
+    RegopsError,
+    ValidationError,
+)
 from regops.fsutil import atomic_write
 from regops.gitlab.client import GitLabClient
 from regops.registry.manifest import Manifest
@@ -50,6 +57,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("regops.usage")
 
+# Faults that are not about one project: every further request would fail the same way.
+SYSTEMIC_FAULTS = (HostUnreachable, RegistryUnauthorized, GitLabUnauthorized)
 DEFAULT_WORKERS = 16  # concurrent requests: saturates a registry round trip without hammering it
 MAX_WORKERS = 128  # beyond this the HTTP pool (regops.http.POOL_SIZE) only queues
 WAIT_SLICE = 0.2  # seconds the main thread sleeps between checks, so Ctrl-C is seen promptly
@@ -207,11 +216,20 @@ class UsageReport(Sequence[ProjectUsage]):
     """
 
     def __init__(
-        self, projects: list[ProjectUsage], summary: UsageSummary, *, extended: bool = False
+        self,
+        projects: list[ProjectUsage],
+        summary: UsageSummary,
+        *,
+        extended: bool = False,
+        stopped_by: str | None = None,
     ) -> None:
         self.projects = projects
         self.summary = summary
         self.extended = extended
+        self.stopped_by = stopped_by  # the systemic fault that stopped the scan, if one did
+        # Set when the scan saw only part of the instance (a non-admin token): every
+        # format states it (a "# ..." line heads the CSV, a JSON field, the table's footer).
+        self.coverage: str | None = None
         self.rows = [p for p in projects if _reported(p)]
 
     def __len__(self) -> int:
@@ -283,6 +301,8 @@ class UsageReport(Sequence[ProjectUsage]):
 
     def _csv(self) -> str:
         buffer = io.StringIO()
+        if self.coverage:
+            buffer.write(f"# {self.coverage}\n")
         # QUOTE_MINIMAL writes GitLab paths and integers exactly as Ruby's "%s,%s,%s,%s"
         # does (a GitLab path never holds a comma or a quote), and stays valid CSV if one did.
         writer = csv.writer(buffer, lineterminator="\n")
@@ -303,6 +323,7 @@ class UsageReport(Sequence[ProjectUsage]):
         document = {
             "projects": [p.to_dict(self.extended) for p in self.rows],
             "summary": self.summary.to_dict(),
+            "coverage": self.coverage or "the whole instance",
         }
         return json.dumps(document, indent=2) + "\n"
 
@@ -322,7 +343,10 @@ class UsageReport(Sequence[ProjectUsage]):
         total = f"total: {self.summary.registry_size_bytes:,} registry_size_bytes" + (
             f", {self.summary.unique_bytes:,} unique bytes" if self.extended else ""
         )
-        return f"{body}\n{total}\n{self.summary.line()}\n"
+        footer = f"{total}\n{self.summary.line()}\n"
+        if self.coverage:
+            footer += f"{self.coverage}\n"
+        return f"{body}\n{footer}"
 
 
 def _reported(project: ProjectUsage) -> bool:
@@ -454,6 +478,8 @@ class _Scan:
         self.pending = 0
         self.stopping = False
         self.crash: BaseException | None = None
+        self.stopped_by: RegopsError | None = None  # a systemic fault: the scan stops
+        self.finished: set[int] = set()  # projects whose every repository was read
         self.bar = _progress_bar(len(refs)) if progress else None
         self.repos_left: dict[tuple[int, str], int] = {}
         self.shared_hits = 0  # tags answered by another tag's manifest (same digest)
@@ -481,7 +507,16 @@ class _Scan:
         self.pool.shutdown(wait=True)
         if self.crash is not None:
             raise self.crash
-        return UsageReport(self.rows, self._summary(counts, started), extended=self.extended)
+        if self.stopped_by is not None:
+            for index, row in enumerate(self.rows):
+                if index not in self.finished and not row.errors:
+                    row.errors.append(f"not read: the scan stopped ({self.stopped_by})")
+        return UsageReport(
+            self.rows,
+            self._summary(counts, started),
+            extended=self.extended,
+            stopped_by=str(self.stopped_by) if self.stopped_by is not None else None,
+        )
 
     def _spawn(
         self, fn: Callable[Params, None], /, *args: Params.args, **kwargs: Params.kwargs
@@ -515,10 +550,20 @@ class _Scan:
                 self.idle.notify_all()
 
     def _fail(self, index: int, where: str, exc: Exception) -> None:
+        """Mark the project incomplete; a systemic fault stops the whole scan, said once."""
         message = f"{where}: {exc}"
-        log.warning("%s: %s", self.refs[index].full_path, message)
+        systemic = isinstance(exc, SYSTEMIC_FAULTS)
         with self.lock:
             self.rows[index].errors.append(message)
+            first = systemic and self.stopped_by is None
+            if first:
+                assert isinstance(exc, RegopsError)
+                self.stopped_by = exc
+                self.stopping = True
+        if first:
+            log.info("stopping the scan: %s", exc)  # the caller reports the cause, once
+        elif not systemic and not self.stopping:
+            log.warning("%s: %s", self.refs[index].full_path, message)
 
     # -- tasks ---------------------------------------------------------------------
 
@@ -679,6 +724,8 @@ class _Scan:
             self._tick_project(index)
 
     def _tick_project(self, index: int) -> None:
+        with self.lock:
+            self.finished.add(index)
         if self.bar is not None:
             self.bar.project_done()
 

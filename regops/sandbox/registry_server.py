@@ -123,6 +123,11 @@ class RegistryServer:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The registry process's id while it runs (tests stop it with SIGSTOP)."""
+        return self._process.pid if self.running and self._process is not None else None
+
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         where = self.url if self.port else "no port"
