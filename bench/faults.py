@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
 import sys
 import tempfile
 import threading
@@ -140,7 +141,17 @@ def main(argv: list[str] | None = None) -> int:
     sizes = (args.runs, args.lanes, args.projects, args.repositories, args.tags, args.batch_size)
     if min(sizes) < 1:
         parser.error("--runs, --lanes, --projects, --repositories, --tags, --batch-size: >= 1")
-    work = Path(args.work_dir or tempfile.mkdtemp(prefix="regops-faults-"))
+    if args.work_dir:
+        return sweep(args, kinds, Path(args.work_dir))
+    work = Path(tempfile.mkdtemp(prefix="regops-faults-"))
+    try:
+        return sweep(args, kinds, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def sweep(args: argparse.Namespace, kinds: tuple[str, ...], work: Path) -> int:
+    """Seed (unless ``work`` holds a seed), run the sweep, print the tally; the exit code."""
     template = work / "template"
     started = time.monotonic()
     if not (template / "state.json").exists():
@@ -293,7 +304,10 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULTS["distinct_share"],
         help="share of tags with their own image",
     )
-    parser.add_argument("--work-dir", help="keep the seed and runs here (reused when seeded)")
+    parser.add_argument(
+        "--work-dir",
+        help="keep the seed and runs here, reused when seeded (default: a temporary one)",
+    )
     return parser
 
 
