@@ -364,6 +364,7 @@ def test_usage_scan_is_exact_or_keeps_the_old_file(lanes, usage_baseline, tmp_pa
     for i, seen in enumerate(log):
         firsts.setdefault(kind(seen), i)
     assert set(firsts) == {
+        "gitlab GET /api/v4/user",  # whether the token is an admin's (the run's coverage)
         "gitlab GET /api/v4/projects",
         "gitlab GET /api/v4/projects/<id>/registry/repositories",
         "registry GET /v2/<repo>/tags/<ref>",
