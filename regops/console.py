@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import regops
 from regops.connection import Connection, connect, set_default_connection
-from regops.errors import RegopsError
+from regops.errors import GitLabUnauthorized, RegopsError, TransportError
 from regops.models import (
     ContainerRepository,
     ExpirationPolicy,
@@ -31,6 +31,7 @@ from regops.models import (
     usage_by_project,
 )
 from regops.ops.cleanup import plan_cleanup
+from regops.secrets import redact_url
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -83,13 +84,30 @@ def _connect_into(ns: dict[str, Any]) -> Callable[..., Connection]:
 
 
 def banner(conn: Connection) -> str:
-    """Who and where: GitLab URL and version, user, admin or not, registry access mode."""
+    """Who and where: GitLab URL and version, user, admin or not, registry access mode.
+
+    When GitLab cannot be asked, the banner names the real cause: not reachable,
+    or reachable but refusing the token.
+    """
     head = f"regops {regops.__version__} console"
+    preloaded = f"Preloaded: {', '.join(PRELOADED)}. Try: {EXAMPLE}\n"
+    where = redact_url(conn.settings.gitlab_url or "") or "(no GitLab URL configured)"
     try:
         info = conn.describe()
+    except GitLabUnauthorized:
+        return (
+            f"{head}: GitLab {where} is reachable but refused the token (401): it is "
+            "wrong, expired or revoked; check GITLAB_PRIVATE_TOKEN / `regops config`\n" + preloaded
+        )
+    except TransportError as exc:
+        return f"{head}: GitLab {where} is not reachable: {exc}\n" + preloaded
     except RegopsError as exc:
-        return f"{head}\nGitLab not reachable: {exc}\n"
-    admin = "admin" if info["is_admin"] else "not admin"
+        return f"{head}: GitLab {where}: {exc}\n" + preloaded
+    admin = (
+        "admin"
+        if info["is_admin"]
+        else "not an administrator: instance-wide reports need --scope visible"
+    )
     if info.get("registry_url"):
         registry = f"registry {info['registry_url']} (access: {info['registry_auth']})"
     else:
@@ -97,9 +115,13 @@ def banner(conn: Connection) -> str:
     return (
         f"{head}: GitLab {info['gitlab_url']} ({info['gitlab_version']}) "
         f"as {info['user']} ({admin})\n"
-        f"{registry}\n"
-        f"Preloaded: {', '.join(PRELOADED)}. Try: {EXAMPLE}\n"
+        f"{registry}\n" + preloaded
     )
+
+
+def one_line(exc: BaseException) -> str:
+    """How an error regops raised on purpose is shown in the console: one line and a hint."""
+    return f"{type(exc).__name__}: {exc}  (%tb shows the full traceback)"
 
 
 def run_code(code: str, ns: dict[str, Any], *, out: Any = None) -> None:
@@ -130,12 +152,25 @@ def run_file(path: str | Path, ns: dict[str, Any], args: Sequence[str] = ()) -> 
 
 
 def interact(ns: dict[str, Any], text: str) -> None:
-    """Start IPython with ``ns`` and the banner ``text``."""
-    from IPython import start_ipython
+    """Start IPython with ``ns`` and the banner ``text``; regops's own errors print as
+    one line (``%tb`` still shows the traceback)."""
+    from IPython.terminal.ipapp import TerminalIPythonApp
     from traitlets.config import Config
 
     config = Config()
     config.TerminalInteractiveShell.banner1 = text
     config.TerminalInteractiveShell.confirm_exit = False
     config.InteractiveShellApp.display_banner = True
-    start_ipython(argv=[], user_ns=ns, config=config)
+    app = TerminalIPythonApp.instance(config=config, user_ns=ns)
+    app.initialize(argv=[])
+    assert app.shell is not None
+    app.shell.set_custom_exc((RegopsError,), _show_one_line)
+    app.start()
+
+
+def _show_one_line(
+    shell: Any, etype: type[BaseException], value: BaseException, tb: Any, tb_offset: Any = None
+) -> None:
+    """IPython's handler for RegopsError: one line; the traceback kept for ``%tb``."""
+    sys.last_type, sys.last_value, sys.last_traceback = etype, value, tb
+    print(one_line(value), file=sys.stderr)

@@ -175,15 +175,25 @@ def validate_policy_attributes(
     an empty value for "unset". Returns the normalised given attributes; with
     ``current`` (the stored policy) the whole record after the update, validated
     as GitLab validates on save; with ``partial=False`` the defaults filled in.
-    The raised error carries every problem in ``.errors`` (field -> messages).
+    The raised error carries every problem in ``.errors`` (field -> GitLab's
+    messages); its own text adds the allowed values to GitLab's "is not
+    included in the list".
     """
     result, errors = collect_policy_errors(attrs, current=current, partial=partial)
     if errors:
         field, messages = next(iter(errors.items()))
-        error = PolicyError(field, messages[0])
+        error = PolicyError(field, with_allowed_values(field, messages[0]))
         error.errors = errors
         raise error
     return result
+
+
+def with_allowed_values(field: str, message: str) -> str:
+    """GitLab's message, plus the values it allows when it only says "not in the list"."""
+    if message != MSG_INCLUSION or field not in ALLOWED:
+        return message
+    shown = ", ".join("null" if value is None else str(value).lower() for value in ALLOWED[field])
+    return f"{message} (allowed: {shown})"
 
 
 def policy_error_body(errors: Mapping[str, Iterable[str]] | PolicyError) -> dict[str, Any]:

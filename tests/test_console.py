@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -82,6 +83,26 @@ def test_a_second_console_session_reads_configs_from_the_disk_cache(sandbox, tmp
     assert int(tags) == len(links) and configs
     assert int(cold) == 1 + len(links) + len(configs)  # tag list, one GET a tag, configs
     assert warm == 1 + len(links)  # configs read from disk
+
+
+def test_banner_names_the_real_cause(sandbox, tmp_path):
+    from regops.config import Settings
+    from regops.connection import Connection
+    from regops.console import banner
+    from regops.secrets import Secret
+
+    wrong = Connection(Settings(gitlab_url=sandbox.gitlab_url, token=Secret("glpat-wrong-0000")))
+    text = banner(wrong)
+    assert "is reachable but refused the token (401)" in text and "Preloaded:" in text
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # nothing listens there once the socket is closed
+    gone = Connection(Settings(gitlab_url=f"http://127.0.0.1:{port}", token=Secret("x")))
+    text = banner(gone)
+    assert "is not reachable" in text and "refused the token" not in text
+    assert "Preloaded:" in text
+    dev = banner(sandbox.connect("user"))
+    assert "as dev (not an administrator" in dev and "Preloaded:" in dev
 
 
 def test_c_statements_print_only_what_is_printed(sandbox, tmp_path):
@@ -191,6 +212,13 @@ def test_interactive_console_in_tmux(sandbox, tmp_path):
         assert "full_path" in table and "apps/mobile/ios" in table and "----" in table
         tmux("send-keys", "-t", tmux.session, "ExpirationPolicy.find_by(project_id=3)", "Enter")
         tmux.wait_for("<ExpirationPolicy project_id=3 enabled=False")
+        # an error regops raises on purpose: one line and a hint, not a traceback
+        tmux("send-keys", "-t", tmux.session, "Project.find(4242)", "Enter")
+        screen = tmux.wait_for("(%tb shows the full traceback)")
+        shown = screen[screen.index("Project.find(4242)") :]
+        assert "DoesNotExist: Project 4242 not found" in shown and "Traceback" not in shown
+        tmux("send-keys", "-t", tmux.session, "%tb", "Enter")
+        tmux.wait_for("Traceback")  # the full story is still there when asked for
         tmux("send-keys", "-t", tmux.session, "exit", "Enter")
         deadline = time.monotonic() + TMUX_WAIT
         while time.monotonic() < deadline:

@@ -74,8 +74,21 @@ def test_find_find_by_and_does_not_exist(conn):
     assert Project.find(web.id, connection=conn) == web
     with pytest.raises(Project.DoesNotExist, match="Project 4242"):
         Project.find(4242, connection=conn)
+    # Rails' names: find raises, find_by and find_by_id give None
     with pytest.raises(DoesNotExist, match="no/such"):
-        Project.find_by(full_path="no/such", connection=conn)
+        Project.find("no/such", connection=conn)
+    assert Project.find_by(full_path="no/such", connection=conn) is None
+    assert Project.find_by_id(4242, connection=conn) is None
+    assert Project.find_by_id(web.id, connection=conn) == web
+    assert User.find_by_id(9999, connection=conn) is None
+    assert ContainerRepository.find_by_id(4242, connection=conn) is None
+    assert web.full_name == "Apps / web"  # GitLab's Project#full_name
+    assert web.attributes["path_with_namespace"] == "apps/web"
+    repository = web.container_repositories[0]
+    assert repository.attributes["path"] == repository.path  # every model has attributes
+    with pytest.raises(ValidationError, match=r"Project.find\(id\)"):
+        Project.get(3)  # the dict-style lookup of one object, not a finder
+    assert web.get("id") == web.id
     with pytest.raises(ContainerRepository.DoesNotExist, match="4242"):
         ContainerRepository.find(4242, connection=conn)
 

@@ -210,3 +210,15 @@ def test_compiled_regex_is_fully_anchored() -> None:
 def test_blank_regex_matches_no_tag(pattern: str | None) -> None:
     regex = compile_gitlab_regex(pattern, "name_regex_keep")
     assert not any(regex.search(name) for name in ["latest", "a", "v1.0", ".*"])
+
+
+def test_a_refused_value_names_the_allowed_ones_but_gitlab_bodies_stay_gitlabs():
+    with pytest.raises(PolicyError) as info:
+        validate_policy_attributes({"keep_n": 7})
+    assert str(info.value) == (
+        "keep_n: is not included in the list (allowed: 1, 5, 10, 25, 50, 100, null)"
+    )
+    # the stand-in answers with GitLab's exact words (lib/api/helpers.rb render_validation_error!)
+    assert policy_error_body(info.value) == {
+        "message": {"container_expiration_policy.keep_n": ["is not included in the list"]}
+    }

@@ -90,7 +90,14 @@ def _run_quietly(console: Any, ns: dict[str, Any], args: argparse.Namespace) -> 
         print(exc.code, file=sys.stderr)
         return EXIT_FAILED
     except RegopsError as exc:
-        print(f"regops console: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if getattr(args, "verbose", False):
+            traceback.print_exc(file=sys.stderr)
+        else:
+            print(
+                f"regops console: {type(exc).__name__}: {exc}  (regops -v console ... "
+                "shows the traceback)",
+                file=sys.stderr,
+            )
         return EXIT_FAILED
     except Exception:
         traceback.print_exc(file=sys.stderr)

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
             print("== What the enabled cleanup policies would delete (nothing is deleted)\n")
             for policy in ExpirationPolicy.where(enabled=True, connection=connection):
                 print(f"{policy.project.full_path}: {preview(policy)}")
-            project = Project.find_by(full_path=ONE_OFF_PROJECT, connection=connection)
+            project = Project.find(ONE_OFF_PROJECT, connection=connection)
             plan = project.container_expiration_policy.plan(project, overrides=ONE_OFF_POLICY)
             print(f"\n== A one-off plan for {ONE_OFF_PROJECT}: {ONE_OFF_POLICY}\n")
             print(repr(plan))

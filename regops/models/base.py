@@ -123,6 +123,30 @@ class relation(Generic[Owner, Value]):
 # -- models ------------------------------------------------------------------------
 
 
+class instance_only:
+    """A method of objects only: called on the class, it says what to call instead
+    (``Project.get(3)`` would otherwise fail with a confusing TypeError)."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def __call__(self, method: Callable[..., Any]) -> instance_only:
+        self.method = method
+        self.__doc__ = method.__doc__
+        return self
+
+    def __get__(self, obj: object, owner: type | None = None) -> Callable[..., Any]:
+        if obj is not None:
+            bound: Callable[..., Any] = self.method.__get__(obj, owner)
+            return bound
+        message = self.message.format(model=owner.__name__ if owner else "Model")
+
+        def refuse(*args: object, **kwargs: object) -> None:
+            raise ValidationError("get", message)
+
+        return refuse
+
+
 class Model:
     """One GitLab object: its fields as attributes, lazy relations, a short repr.
 
@@ -217,9 +241,32 @@ class Model:
         """The connection this object was loaded through."""
         return resolve_connection(self._connection)
 
+    @instance_only(
+        "{model}.get is one object's attribute lookup (obj.get(name, default)); to find an "
+        "object by id use {model}.find(id) (raises when missing) or {model}.find_by_id(id) "
+        "(None when missing)"
+    )
     def get(self, name: str, default: object = None) -> Any:  # Any: as __getattr__
         """The attribute ``name`` if known, else ``default`` (never a request)."""
         return self._data.get(name, default)
+
+    @property
+    def attributes(self) -> dict[str, Any]:  # Any: GitLab's JSON values
+        """The object's fields and values (``obj.attributes`` in a Rails console)."""
+        declared = {name: self._data.get(name) for name in type(self).fields}
+        return {**declared, **{k: v for k, v in self._data.items() if k not in declared}}
+
+    @classmethod
+    def find_by_id(cls: type[M], object_id: int | str, **options: Any) -> M | None:
+        """The object with this id, or None (Rails' ``find_by_id``; ``find`` raises)."""
+        finder = getattr(cls, "find", None)
+        if finder is None:
+            raise ValidationError("find_by_id", f"{cls.__name__} objects cannot be found by id")
+        try:
+            found: M = finder(object_id, **options)
+        except cls.DoesNotExist:
+            return None
+        return found
 
     def to_dict(self) -> dict[str, Any]:
         """The object's data (fields as loaded; relations are not loaded)."""

@@ -95,15 +95,14 @@ class ExpirationPolicy(Model):
     @classmethod
     def find_by(
         cls, *, project_id: int | str, connection: Connection | None = None
-    ) -> ExpirationPolicy:
-        """The policy of project ``project_id`` (one GitLab request)."""
-        model = Model.named("Project")
-        try:
-            project: Project = model.find(project_id, connection=connection)
-        except model.DoesNotExist:
-            raise cls.DoesNotExist(
-                f"ExpirationPolicy not found: project {project_id} not found"
-            ) from None
+    ) -> ExpirationPolicy | None:
+        """The policy of project ``project_id`` (one GitLab request), or None when the
+        project is not there (as in Rails)."""
+        project: Project | None = Model.named("Project").find_by_id(
+            project_id, connection=connection
+        )
+        if project is None:
+            return None
         return project.container_expiration_policy
 
     @classmethod

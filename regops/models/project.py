@@ -67,15 +67,16 @@ class Project(Model):
             raise cls.DoesNotExist(f"Project {project_id} not found (or not visible)") from None
 
     @classmethod
-    def find_by(cls, *, connection: Connection | None = None, **attrs: int | str) -> Project:
-        """``Project.find_by(full_path="group/app")`` (also ``id=``, ``path_with_namespace=``)."""
+    def find_by(cls, *, connection: Connection | None = None, **attrs: int | str) -> Project | None:
+        """``Project.find_by(full_path="group/app")`` (also ``id=``, ``path_with_namespace=``):
+        the project, or None when there is none (as in Rails; ``find`` raises)."""
         if len(attrs) != 1 or next(iter(attrs)) not in FIND_BY_KEYS:
             raise ValidationError(
                 ",".join(attrs) or "find_by",
                 f"Project.find_by takes exactly one of {', '.join(FIND_BY_KEYS)} "
                 "(use Project.where(...) for other filters)",
             )
-        return cls.find(next(iter(attrs.values())), connection=connection)
+        return cls.find_by_id(next(iter(attrs.values())), connection=connection)
 
     @classmethod
     def all(cls, *, connection: Connection | None = None) -> Query[Project]:
@@ -163,6 +164,14 @@ class Project(Model):
             return self.connection.gitlab.project(self.id)
         except GitLabNotFound:
             raise self.DoesNotExist(f"Project {self.id} not found (deleted?)") from None
+
+    @property
+    def full_name(self) -> str:
+        """GitLab's ``Project#full_name``: ``Group / Sub / Project`` (name_with_namespace)."""
+        name = self._data.get("name_with_namespace")
+        if name:
+            return str(name)
+        return " / ".join(self.full_path.split("/"))
 
     @property
     def full_path(self) -> str:
