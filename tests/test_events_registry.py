@@ -239,8 +239,10 @@ def test_a_crash_before_or_after_the_commit_loses_nothing_and_stores_once(
     assert failures == {"before": 0, "after": 0}  # both crashes happened, both were redelivered
     ids = raw_ids(tmp_path / "events.sqlite3")
     assert len(ids) == len(set(ids))
-    assert sorted(e["digest"] for e in store.query(action="push") if e["media_type"]
-                  not in MANIFEST_TYPES) == sorted(repo_layers(tmp_path / "registry" / "storage"))  # fmt: skip
+    blobs = [
+        e["digest"] for e in store.query(action="push") if e["media_type"] not in MANIFEST_TYPES
+    ]
+    assert sorted(blobs) == sorted(repo_layers(tmp_path / "registry" / "storage"))
     store.close()
 
 
@@ -249,10 +251,21 @@ def serve(port: int, db: Path, log: Path) -> subprocess.Popen:
     env = {**os.environ, "REGOPS_NOTIFICATION_SECRET": SECRET.reveal()}
     handle = open(log, "ab")  # noqa: SIM115 (the child owns it)
     process = subprocess.Popen(
-        [sys.executable, "-m", "regops", "events", "serve", "--listen", f"127.0.0.1:{port}",
-         "--db", str(db)],
-        stdout=handle, stderr=handle, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "regops",
+            "events",
+            "serve",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--db",
+            str(db),
+        ],
+        stdout=handle,
+        stderr=handle,
+        env=env,
+    )
     wait_for(lambda: b"listening on" in log.read_bytes(), "the receiver to listen")
     return process
 
@@ -277,8 +290,11 @@ def test_a_receiver_down_for_a_while_loses_no_event(tmp_path, signing_material, 
         try:
             expected = sorted((REPO, tag, digest) for tag, digest in links.items())
             wait_for(lambda: manifest_pushes(store) == expected, "the push made while down")
-            blobs = [e["digest"] for e in store.query(action="push") if e["media_type"]
-                     not in MANIFEST_TYPES]  # fmt: skip
+            blobs = [
+                e["digest"]
+                for e in store.query(action="push")
+                if e["media_type"] not in MANIFEST_TYPES
+            ]
             assert sorted(blobs) == sorted(repo_layers(registry.storage_path))
             ids = raw_ids(db)
             assert len(ids) == len(set(ids))

@@ -130,7 +130,7 @@ def _json(response_class: Any, body: Any, status: int) -> Any:
 
 
 class ReceiverServer:
-    """The listener on a thread (``start()``/``stop()``, a context manager); ``url`` ends in path."""
+    """The listener on a thread: ``start()``/``stop()`` or a context manager; ``url``."""
 
     def __init__(self, app: ReceiverApp, host: str = "127.0.0.1", port: int = 0) -> None:
         self.app = app
