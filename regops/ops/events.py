@@ -144,7 +144,7 @@ class EventStore:
             self._db.execute("PRAGMA synchronous = FULL")  # the commit is on disk before 200
             self._migrate()
         except sqlite3.Error as exc:
-            raise StateError("open the events database", self.path, OSError(str(exc))) from None
+            raise StateError("open the events database", self.path, OSError(0, str(exc))) from None
         os.chmod(self.path, 0o600)
 
     def __repr__(self) -> str:
@@ -157,9 +157,7 @@ class EventStore:
                 raise StateError(
                     "use the events database",
                     self.path,
-                    OSError(
-                        f"schema version {version} is newer than this regops ({SCHEMA_VERSION})"
-                    ),
+                    OSError(0, f"schema version {version} is newer than regops' {SCHEMA_VERSION}"),
                 )
             while version < SCHEMA_VERSION:
                 self._db.execute("BEGIN IMMEDIATE")
