@@ -35,11 +35,13 @@ class Event(Model):
 
         ``since``/``until``: a datetime, an RFC 3339 time or a duration back from now.
         """
-        return cls.all(db=db).where(**filters)
+        query: EventQuery = cls.all(db=db).where(**filters)  # type: ignore[assignment]
+        return query
 
     @classmethod
     def all(cls, *, db: str | os.PathLike[str] | None = None) -> EventQuery:
-        return EventQuery(cls, source=Path(db) if db is not None else None)
+        source = [Path(db)] if db is not None else None  # Query.source is an iterable
+        return EventQuery(cls, source=source)
 
     @classmethod
     def _where(cls, query: Query, filters: Mapping[str, Any]) -> Query:
@@ -54,7 +56,8 @@ class Event(Model):
     def _query_items(
         cls, conn: Connection | None, query: Query, batch_size: int | None = None
     ) -> Iterator[Event]:
-        path = query.source if isinstance(query.source, Path) else default_db_path()
+        path = next(iter(query.source), None) if query.source is not None else None
+        path = path if isinstance(path, Path) else default_db_path()
         with EventStore(path) as store:
             rows = store.query(**query.filters)
         for row in rows:

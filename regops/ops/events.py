@@ -222,7 +222,8 @@ class EventStore:
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
         """Stored events matching every given filter, oldest first (by the event's time)."""
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[Any] = []
         for name, value in (
             ("repository", repository),
             ("action", action),
@@ -262,11 +263,15 @@ def _text(value: Any) -> str | None:
     return str(value) if value not in (None, "") else None
 
 
+def _mapping(event: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = event.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def _row(event: Mapping[str, Any], received: str) -> tuple[Any, ...]:
-    target = event.get("target") if isinstance(event.get("target"), dict) else {}
-    request = event.get("request") if isinstance(event.get("request"), dict) else {}
-    actor = event.get("actor") if isinstance(event.get("actor"), dict) else {}
-    source = event.get("source") if isinstance(event.get("source"), dict) else {}
+    target, request, actor, source = (
+        _mapping(event, key) for key in ("target", "request", "actor", "source")
+    )
     when = parse_rfc3339(event.get("timestamp"))
     size = target.get("size", target.get("length"))
     return (

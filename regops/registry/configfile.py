@@ -114,7 +114,8 @@ class RegistryConfig:
         for index, item in enumerate(raw if isinstance(raw, list) else []):
             if not isinstance(item, dict):
                 continue
-            headers = item.get("headers") if isinstance(item.get("headers"), dict) else {}
+            raw_headers = item.get("headers")
+            headers: dict[Any, Any] = raw_headers if isinstance(raw_headers, dict) else {}
             endpoints.append(
                 NotificationEndpoint(
                     index=index,
