@@ -30,6 +30,8 @@ _EXPORTS = {
     "ExpirationPolicy": "regops.models",
     "User": "regops.models",
     "Collection": "regops.models",
+    "ApplicationSettings": "regops.models",
+    "Event": "regops.models",
     "usage_by_project": "regops.models",
     "CleanupPolicy": "regops.policy",
     "plan_cleanup": "regops.ops.cleanup",

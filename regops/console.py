@@ -23,7 +23,9 @@ import regops
 from regops.connection import Connection, connect, set_default_connection
 from regops.errors import GitLabUnauthorized, RegopsError, TransportError
 from regops.models import (
+    ApplicationSettings,
     ContainerRepository,
+    Event,
     ExpirationPolicy,
     Project,
     Tag,
@@ -46,6 +48,8 @@ PRELOADED = (
     "User",
     "plan_cleanup",
     "usage_by_project",
+    "ApplicationSettings",
+    "Event",
     "conn",
 )
 EXAMPLE = "Project.last(3)"
@@ -64,6 +68,8 @@ def namespace(conn: Connection) -> dict[str, Any]:
         "User": User,
         "plan_cleanup": plan_cleanup,
         "usage_by_project": usage_by_project,
+        "ApplicationSettings": ApplicationSettings,
+        "Event": Event,
         "conn": conn,
     }
     ns["connect"] = _connect_into(ns)

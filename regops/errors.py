@@ -33,6 +33,7 @@
     ├── CleanupPermissionError       the acting user is below Developer on the project
     ├── PolicyNotApplied             GitLab answered a policy update but kept old values
     ├── UpdateAllError               update_all failed for some policies (.updated .failed)
+    ├── SettingsNotApplied           GitLab answered a settings update but kept old values
     └── DoesNotExist                 a model lookup found nothing (Project.DoesNotExist …)
 
 Beside the tree, like KeyboardInterrupt (a BaseException, so no ``except
@@ -270,3 +271,15 @@ class UpdateAllError(RegopsError):
         self.failed = failed
         lines = "; ".join(f"project {pid}: {exc}" for pid, exc in failed.items())
         super().__init__(f"update_all: {len(updated)} updated, {len(failed)} failed: {lines}")
+
+
+class SettingsNotApplied(RegopsError):
+    """GitLab answered a settings update with success but kept other values (``.fields``)."""
+
+    def __init__(self, what: str, fields: Mapping[str, tuple[Any, Any]]) -> None:
+        self.what = what
+        self.fields = dict(fields)
+        detail = "; ".join(
+            f"{f}: sent {sent!r}, GitLab has {got!r}" for f, (sent, got) in fields.items()
+        )
+        super().__init__(f"{what}: GitLab did not apply {', '.join(fields)} ({detail})")

@@ -11,7 +11,8 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, overload
 
 from regops.connection import Connection
-from regops.errors import GitLabNotFound, ValidationError
+from regops.errors import GitLabNotFound, SettingsNotApplied, ValidationError
+from regops.gitlab.appsettings import validate_access_level
 from regops.gitlab.client import PER_PAGE, PROJECT_FILTERS
 from regops.models.base import (
     Collection,
@@ -22,6 +23,7 @@ from regops.models.base import (
     relation,
     resolve_connection,
 )
+from regops.ops.registry_access import has_images, registry_access_level
 
 if TYPE_CHECKING:
     from regops.models.policy import ExpirationPolicy
@@ -213,3 +215,45 @@ class Project(Model):
             )
         policy: ExpirationPolicy = model.from_project(self, data)
         return policy
+
+    # -- container registry access (issue 15) -----------------------------------------
+
+    @property
+    def container_registry_access_level(self) -> str:
+        """``enabled``, ``private`` or ``disabled`` (older GitLab: from the boolean)."""
+        return registry_access_level(self._data)
+
+    def has_container_images(self) -> bool:
+        """True when a container repository of the project has a tag (one GitLab list)."""
+        rows = self.connection.gitlab.project_repositories(self.id, tags_count=True)
+        return has_images(rows)
+
+    def update_container_registry_access_level(self, level: str, *, force: bool = False) -> Project:
+        """Set the registry's access level, then read it back (SettingsNotApplied if ignored).
+
+        GitLab itself accepts ``disabled`` on a project with images: they stay in
+        storage, but nobody can pull, push or delete them any more (ProjectPolicy's
+        ``container_registry_disabled`` rule; /jwt/auth grants nothing), so a
+        cleanup policy cannot reach them either. regops refuses that unless
+        ``force=True`` (a deliberate difference, see the README).
+        """
+        level = validate_access_level(level)
+        leaving = level == "disabled" and self.container_registry_access_level != level
+        if leaving and not force and self.has_container_images():
+            raise ValidationError(
+                "container_registry_access_level",
+                f"project {self.id} has container images: disabling its registry leaves "
+                "them in storage where nobody can pull or delete them; delete them first, "
+                "or pass force=True",
+            )
+        gitlab = self.connection.gitlab
+        gitlab.update_project(self.id, container_registry_access_level=level)
+        fresh = gitlab.project(self.id)
+        self.__dict__["_data"] = self._prepare(fresh)
+        self.__dict__["_relations"] = {}
+        got = registry_access_level(fresh)
+        if got != level:
+            raise SettingsNotApplied(
+                f"project {self.id}", {"container_registry_access_level": (level, got)}
+            )
+        return self

@@ -38,6 +38,11 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from regops.errors import PolicyError, RegistryError, RegistryNotFound, ValidationError
+from regops.gitlab.appsettings import (
+    REGISTRY_SETTINGS,
+    collect_settings_errors,
+    validate_access_level,
+)
 from regops.ops.cleanup import plan_cleanup
 from regops.policy import CleanupPolicy, policy_error_body
 from regops.registry.resolver import TagResolver
@@ -402,12 +407,15 @@ class GitLabStandIn:
             found = self.find_project(user, project)
             return _json(self.project_json(found, request))
         found = self.find_project(user, project, st.MAINTAINER)
+        level = registry_access_update(request_params(request))
         attrs = policy_attributes(request)
         if attrs:
             try:
                 self.state.set_policy(found, attrs)
             except PolicyError as exc:
                 raise ApiError(400, policy_error_body(exc)) from None
+        if level is not None:
+            self.state.set_registry_access_level(found, level)
         return _json(self.project_json(found, request))
 
     def on_member(self, request: Request, project: str, user_id: int) -> Response:
@@ -492,6 +500,7 @@ class GitLabStandIn:
         No catalog read: like GitLab's ``container_repositories`` row, the record
         exists once the repository has been listed (that is where ids come from).
         """
+        check_registry_enabled(project)
         record = self.state.repository_by_id(rid)
         if (
             record is None
@@ -505,6 +514,7 @@ class GitLabStandIn:
     def on_repositories(self, request: Request, project: str) -> Response:
         user = self.authenticate(request, required=False)
         found = self.find_project(user, project, st.REPORTER)
+        check_registry_enabled(found)
         tags = _bool(request.args.get("tags"), "tags")
         count = _bool(request.args.get("tags_count"), "tags_count")
         items = self.project_repositories(found)
@@ -637,12 +647,7 @@ class GitLabStandIn:
         if not user.is_admin:
             raise FORBIDDEN
         if request.method == "PUT":
-            updates = {}
-            for key, value in request_params(request).items():
-                if key not in self.state.settings:
-                    continue
-                default = st.REGISTRY_SETTINGS_DEFAULTS[key]
-                updates[key] = _coerce(value, default, key)
+            updates = settings_update(request_params(request))
             with self.state.lock:
                 self.state.settings.update(updates)
                 self.state.save()
@@ -704,8 +709,8 @@ class GitLabStandIn:
         if scope.type != "repository" or user is None:
             return None
         project = self.state.project_for_repository(scope.name)
-        if project is None:
-            return None
+        if project is None or project.registry_access_level == "disabled":
+            return None  # Auth::ContainerRegistryAuthenticationService#can_access?
         level = self.level(project, user)
         actions = tuple(a for a in scope.actions if level >= ACTION_MIN_LEVEL.get(a, math.inf))
         if "push" in actions:
@@ -906,3 +911,41 @@ def keyset_page(
         url = _link(request, {"page"}, per_page=per_page, **cursor)
         response.headers["Link"] = f'<{url}>; rel="next"'
     return response
+
+
+# --------------------------------------------------------- registry settings and access
+REGISTRY_DISABLED = ApiError(403, {"message": "403 Forbidden"})
+
+
+def check_registry_enabled(project: ProjectRecord) -> None:
+    """403 when the project's registry is disabled: ProjectPolicy's ``container_registry_disabled``
+    rule prevents reading, updating and destroying container images, admins included."""
+    if project.registry_access_level == "disabled":
+        raise REGISTRY_DISABLED
+
+
+def registry_access_update(params: Mapping[str, Any]) -> str | None:
+    """``container_registry_access_level`` (or the deprecated boolean) from a project PUT."""
+    if "container_registry_access_level" in params:
+        try:
+            return validate_access_level(params["container_registry_access_level"])
+        except ValidationError:
+            raise bad_request(
+                "container_registry_access_level does not have a valid value"
+            ) from None
+    if "container_registry_enabled" in params:
+        enabled = params["container_registry_enabled"]
+        if not isinstance(enabled, bool):
+            enabled = _bool(str(enabled), "container_registry_enabled")
+        return "enabled" if enabled else "disabled"
+    return None
+
+
+def settings_update(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The registry settings of a PUT, validated as ApplicationSetting does (400 with
+    ``{"message": {field: [messages]}}`` otherwise); other settings are not modelled."""
+    given = {k: v for k, v in params.items() if k in REGISTRY_SETTINGS}
+    values, errors = collect_settings_errors(given)
+    if errors:
+        raise ApiError(400, {"message": errors})
+    return values

@@ -294,6 +294,13 @@ class SandboxState:
             project.last_activity_at = utcnow()
             self.save()
 
+    def set_registry_access_level(self, project: ProjectRecord, level: str) -> None:
+        """Set a project's container_registry_access_level (disabled, private, enabled)."""
+        with self.lock:
+            project.registry_access_level = level
+            project.last_activity_at = utcnow()
+            self.save()
+
     # ------------------------------------------------------------- lookups
     def user_by_username(self, username: str) -> UserRecord | None:
         with self.lock:
