@@ -70,6 +70,9 @@ class HTTPSettings:
     backoff_base: float = BACKOFF_BASE
     max_retry_after: float = MAX_RETRY_AFTER
     user_agent: str = USER_AGENT
+    # Unreachable failures in a row that open a host's breaker; None: no breaker (a
+    # readiness probe polling a server that is still starting expects refusals).
+    breaker_threshold: int | None = BREAKER_THRESHOLD
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
 
 
@@ -257,7 +260,8 @@ class RetryingSession(requests.Session):
         self.request_count = 0
         self._count_lock = threading.Lock()  # worker threads share one session
         self._environment_cache: dict[tuple[object, ...], _Settings] = {}
-        self.breaker = Breaker()
+        threshold = settings.breaker_threshold
+        self.breaker = Breaker(threshold) if threshold is not None else None
 
     def __repr__(self) -> str:
         return f"<RetryingSession ua={self.settings.user_agent!r} timeout={self.settings.timeout}>"
@@ -281,7 +285,8 @@ class RetryingSession(requests.Session):
         timeouts = 0
         for attempt in range(attempts):
             last = attempt == attempts - 1
-            self.breaker.check(origin, method, url)
+            if self.breaker is not None:
+                self.breaker.check(origin, method, url)
             if pace is not None:
                 pace.take()
             with self._count_lock:
@@ -295,7 +300,7 @@ class RetryingSession(requests.Session):
                 requests.exceptions.ChunkedEncodingError,
             ) as exc:
                 reason = _reason(exc)
-                if _unreachable(exc):
+                if self.breaker is not None and _unreachable(exc):
                     self.breaker.failed(origin, reason)
                 if isinstance(exc, requests.Timeout):
                     timeouts += 1
@@ -305,7 +310,8 @@ class RetryingSession(requests.Session):
                 continue
             except requests.RequestException as exc:
                 raise TransportError(method, url, _reason(exc)) from None
-            self.breaker.answered(origin)
+            if self.breaker is not None:
+                self.breaker.answered(origin)
             if response.status_code not in RETRY_STATUSES or last:
                 return response
             wait = retry_after_seconds(response)

@@ -341,3 +341,14 @@ def test_child_logger_records_are_redacted(caplog):
     text = caplog.text + "".join(r.getMessage() for r in caplog.records)
     assert_hidden(secret, text)
     assert "sent ***" in text and "refused ***" in text
+
+
+@responses.activate
+def test_a_readiness_probe_can_go_without_the_breaker(sleeps):
+    # a server that is still starting refuses connections: a probe polls through that
+    session = make_session(HTTPSettings(max_retries=5, sleep=sleeps, breaker_threshold=None))
+    for _ in range(5):
+        responses.get(URL, body=requests.ConnectionError("[Errno 111] Connection refused"))
+    responses.get(URL, status=200)
+    assert session.get(URL).status_code == 200
+    assert len(responses.calls) == 6

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from regops.connection import Connection
-from regops.models.base import Model, Query, check_filters
+from regops.models.base import Model, Q, Query, check_filters
 from regops.ops.events import COLUMNS, EventStore, default_db_path, since_value
 
 FILTERS = ("repository", "action", "tag", "digest", "since", "until")
@@ -35,8 +35,7 @@ class Event(Model):
 
         ``since``/``until``: a datetime, an RFC 3339 time or a duration back from now.
         """
-        query: EventQuery = cls.all(db=db).where(**filters)  # type: ignore[assignment]
-        return query
+        return cls.all(db=db).where(**filters)
 
     @classmethod
     def all(cls, *, db: str | os.PathLike[str] | None = None) -> EventQuery:
@@ -44,7 +43,7 @@ class Event(Model):
         return EventQuery(cls, source=source)
 
     @classmethod
-    def _where(cls, query: Query, filters: Mapping[str, Any]) -> Query:
+    def _where(cls, query: Q, filters: Mapping[str, Any]) -> Q:
         check_filters(cls.__name__, filters, FILTERS)
         values = dict(filters)
         for key in ("since", "until"):

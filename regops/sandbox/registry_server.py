@@ -223,7 +223,10 @@ class RegistryServer:
         return text[-STDERR_TAIL:].strip()
 
     def _wait_ready(self) -> None:
-        session = make_session(HTTPSettings(timeout=PROBE_TIMEOUT, max_retries=0))
+        # no breaker: refusals are expected until the registry listens
+        session = make_session(
+            HTTPSettings(timeout=PROBE_TIMEOUT, max_retries=0, breaker_threshold=None)
+        )
         deadline = time.monotonic() + self.startup_timeout
         try:
             while time.monotonic() < deadline:
