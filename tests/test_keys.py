@@ -117,24 +117,30 @@ def test_gitlab_rb_lines(pair):
 # --------------------------------------------------------------------------- CLI
 
 
-def test_cli_generate_prints_gitlab_rb_only_on_stdout(tmp_path, capsys):
+def test_cli_generate_writes_the_snippet_and_never_prints_the_key(tmp_path, capsys):
     out = tmp_path / "keys"
     assert main(["keys", "generate", "--out", str(out), "--bits", "2048"]) == 0
     captured = capsys.readouterr()
     key_text = (out / "registry.key").read_text()
     cert_text = (out / "registry.crt").read_text()
-    assert stat.S_IMODE((out / "registry.key").stat().st_mode) == 0o600
-    assert gitlab_rb_lines(key_text, cert_text) in captured.out
-    assert key_text.splitlines()[1] not in captured.err  # only stdout, where it was asked
-    assert check_pair(out / "registry.key", out / "registry.crt") in captured.err
+    snippet = out / "gitlab.rb.snippet"
+    for private in (out / "registry.key", snippet):
+        assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    assert gitlab_rb_lines(key_text, cert_text) in snippet.read_text()
+    for line in key_text.splitlines()[1:-1]:  # no line of the key body, anywhere
+        assert line not in captured.out and line not in captured.err
+    assert "PRIVATE KEY" not in captured.out + captured.err
+    assert cert_text in captured.out  # the certificate is public: shown
+    assert str(snippet) in captured.out
+    assert check_pair(out / "registry.key", out / "registry.crt") in captured.out
 
 
 def test_cli_generate_no_gitlab_rb_and_refuses_overwrite(tmp_path, capsys):
     out = tmp_path / "keys"
     assert main(["keys", "generate", "--out", str(out), "--type", "ec", "--no-gitlab-rb"]) == 0
     first = capsys.readouterr()
-    assert first.out == ""
-    assert "PRIVATE" not in first.err
+    assert not (out / "gitlab.rb.snippet").exists()
+    assert "PRIVATE" not in first.out + first.err
     assert main(["keys", "generate", "--out", str(out), "--type", "ec"]) == 1
     err = capsys.readouterr().err.strip()
     assert "already exists" in err and len(err.splitlines()) == 1

@@ -108,7 +108,7 @@ def run_body(args: argparse.Namespace, connection: Any) -> Outcome:
         batch_size=args.batch_size or DEFAULT_BATCH_SIZE,
     )
     scripting.inform(args, result)
-    summary = f"project {project.id}: {result.summary()}; audit log {result.audit_path}"
+    summary = f"project {project.id}: {result.summary()}"
     return Outcome(EXIT_OK if result.ok else EXIT_FAILED, summary)
 
 

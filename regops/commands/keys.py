@@ -1,10 +1,10 @@
 """``regops keys``: make and check the registry token signing key pair.
 
-``regops keys generate --out DIR`` writes ``registry.key`` (mode 0600) and
-``registry.crt`` and prints the two gitlab.rb lines that install them. Those
-lines hold the private key in clear text (that is what
-``registry['internal_key']`` is): they go to stdout only, where the admin asked
-for them; redirect stdout to a protected file, or pass ``--no-gitlab-rb``.
+``regops keys generate --out DIR`` writes ``registry.key`` (mode 0600),
+``registry.crt`` and ``gitlab.rb.snippet`` (mode 0600: the two gitlab.rb lines
+that install the pair hold the private key in clear text, as
+``registry['internal_key']`` does), and prints their paths, the key id and the
+certificate. The private key is never printed.
 
 ``regops keys check KEY CERT`` says whether the pair matches and prints the
 libtrust key id the registry will look tokens up by.
@@ -15,7 +15,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
+from regops.errors import KeyFileError
+from regops.fsutil import atomic_write
+from regops.locks import PRIVATE_FILE_MODE
 from regops.registry.keys import (
     DEFAULT_COMMON_NAME,
     DEFAULT_RSA_BITS,
@@ -30,6 +34,9 @@ from regops.registry.keys import (
 )
 from regops.scripting import EXIT_OK, EXIT_USAGE
 
+SNIPPET_NAME = "gitlab.rb.snippet"
+SNIPPET_HEADER = "# gitlab.rb lines installing the registry token key pair (PRIVATE KEY inside)\n"
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``keys generate`` and ``keys check``."""
@@ -37,7 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verbs = parser.add_subparsers(dest="keys_command", metavar="VERB")
     parser.set_defaults(func=lambda args: _usage(parser))
 
-    generate = verbs.add_parser("generate", help="write a new key pair and print gitlab.rb lines")
+    generate = verbs.add_parser(
+        "generate", help="write a new key pair and a gitlab.rb snippet installing it"
+    )
     generate.add_argument("--out", required=True, help="directory for registry.key/registry.crt")
     generate.add_argument("--type", choices=KEY_TYPES, default="rsa", help="key type (rsa)")
     generate.add_argument(
@@ -51,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     generate.add_argument(
         "--no-gitlab-rb",
         action="store_true",
-        help="do not print the gitlab.rb lines (they contain the private key)",
+        help="do not write gitlab.rb.snippet (the lines that install the pair)",
     )
     generate.set_defaults(func=run_generate)
 
@@ -67,7 +76,7 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    """Write the pair; print where, the kid, and (unless told not to) gitlab.rb lines."""
+    """Write the pair and the gitlab.rb snippet; print where, the kid and the certificate."""
     if args.type == "rsa" and args.bits < MIN_RSA_BITS:
         print(
             f"regops keys: --bits {args.bits} is too weak (minimum {MIN_RSA_BITS})",
@@ -78,18 +87,25 @@ def run_generate(args: argparse.Namespace) -> int:
     key_path, cert_path = write_key_and_certificate(
         args.out, key, args.common_name, overwrite=args.force
     )
-    print(f"key:         {key_path} (mode 0600)", file=sys.stderr)
-    print(f"certificate: {cert_path}", file=sys.stderr)
-    print(f"kid:         {libtrust_kid(key)}", file=sys.stderr)
+    print(f"key:         {key_path} (mode 0600)")
+    print(f"certificate: {cert_path}")
+    print(f"kid:         {libtrust_kid(key)}")
     if args.type == "ec":
         print(
             "note: GitLab signs registry tokens with RSA only; an EC key serves regops' "
-            "own tokens (KeyAuth), so no gitlab.rb lines are printed",
+            "own tokens (KeyAuth), so no gitlab.rb snippet is written",
             file=sys.stderr,
         )
     elif not args.no_gitlab_rb:
-        print("# gitlab.rb (contains the PRIVATE KEY: keep it secret)")
-        sys.stdout.write(gitlab_rb_lines(_read_key_pem(key_path), cert_path.read_text()))
+        snippet = Path(args.out) / SNIPPET_NAME
+        if snippet.exists() and not args.force:
+            raise KeyFileError(f"{snippet} exists; use --force to replace it")
+        lines = gitlab_rb_lines(_read_key_pem(key_path), cert_path.read_text())
+        atomic_write(snippet, SNIPPET_HEADER + lines, mode=PRIVATE_FILE_MODE)
+        print(f"gitlab.rb:   {snippet} (mode 0600: it holds the private key; paste it into")
+        print("             /etc/gitlab/gitlab.rb, then run gitlab-ctl reconfigure)")
+    print()
+    sys.stdout.write(cert_path.read_text())
     return EXIT_OK
 
 

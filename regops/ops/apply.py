@@ -143,12 +143,13 @@ class ApplyResult:
         return not self.failed and not self.rolled_back
 
     def summary(self) -> str:
-        """One line: counts, requests, run id."""
-        return (
+        """One line: counts, requests, run id, and where the audit log is (restore needs it)."""
+        text = (
             f"deleted {len(self.deleted)}, already gone {len(self.already_gone)}, "
             f"skipped {len(self.skipped)}, rolled back {len(self.rolled_back)}, "
             f"failed {len(self.failed)} ({self.requests} registry requests, run {self.run_id})"
         )
+        return f"{text}; audit log {self.audit_path}" if self.audit_path else text
 
     def rows(self) -> list[dict[str, str]]:
         return [
