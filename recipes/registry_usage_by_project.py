@@ -29,6 +29,7 @@ from regops.locks import RunLock
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(parser)
+    parser.set_defaults(record=True)  # cron keeps the usage history (--no-record: not)
     args = parser.parse_args(argv)
     try:
         with RunLock("registry_usage_by_project"):  # overlapping cron runs wait for none

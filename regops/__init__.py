@@ -30,6 +30,7 @@ _EXPORTS = {
     "User": "regops.models",
     "Collection": "regops.models",
     "usage_by_project": "regops.models",
+    "UsageHistory": "regops.models",
     "CleanupPolicy": "regops.policy",
     "plan_cleanup": "regops.ops.cleanup",
     "CleanupPlan": "regops.ops.cleanup",

@@ -32,7 +32,8 @@
     ├── CleanupPermissionError       the acting user is below Developer on the project
     ├── PolicyNotApplied             GitLab answered a policy update but kept old values
     ├── UpdateAllError               update_all failed for some policies (.updated .failed)
-    └── DoesNotExist                 a model lookup found nothing (Project.DoesNotExist …)
+    ├── DoesNotExist                 a model lookup found nothing (Project.DoesNotExist …)
+    └── HistoryError                 the usage history database cannot be read or written (.path)
 
 Messages never contain secrets: URLs are passed through
 :func:`regops.secrets.redact_url` and text through :func:`regops.secrets.redact`.
@@ -235,3 +236,12 @@ class UpdateAllError(RegopsError):
         self.failed = failed
         lines = "; ".join(f"project {pid}: {exc}" for pid, exc in failed.items())
         super().__init__(f"update_all: {len(updated)} updated, {len(failed)} failed: {lines}")
+
+
+class HistoryError(RegopsError):
+    """The usage history database cannot be opened, read or written (``.path``), or was
+    written by a newer regops."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = str(path)
+        super().__init__(f"usage history {path}: {reason}")

@@ -42,6 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_arguments(parser)
     parser.set_defaults(func=run)
+    register_history(parser)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,6 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default root: REGOPS_REGISTRY_STORAGE or gitlab.yml)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_record_arguments(parser)
 
 
 def run(args: argparse.Namespace, connection: Any = None) -> int:
@@ -103,11 +105,13 @@ def run(args: argparse.Namespace, connection: Any = None) -> int:
         projects,
         gitlab=connection.gitlab,
         resolver=TagResolver(connection.registry, cache_from(args)),
-        extended=args.extended,
+        extended=args.extended or recording(args) or bool(getattr(args, "plot", None)),
         workers=args.workers,
         storage=storage_from(args, connection),
         progress=sys.stderr.isatty() and not args.no_progress,
     )
+    record_and_plot(args, report, connection)
+    report.extended = args.extended  # a recorded or plotted run measured more than it prints
     output = None if args.output in (None, "-") else Path(args.output)
     if output is not None and not report.ok:
         code = finish(report)
@@ -168,3 +172,101 @@ def finish(report: UsageReport) -> int:
     if not report.ok or sys.stderr.isatty():
         print(f"regops usage: {report.summary.line()}", file=sys.stderr)
     return EXIT_OK if report.ok else EXIT_INCOMPLETE
+
+
+# ---------------------------------------------------------------------- history and charts
+
+HISTORY_FORMATS = ("table", "csv", "json")
+
+
+def add_record_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--record`` / ``--no-record``, ``--history PATH`` and ``--plot FILE``."""
+    parser.add_argument(
+        "--record",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="store this run in the usage history, a SQLite file (regops usage: off by "
+        "default; recipes/registry_usage_by_project.py: on)",
+    )
+    parser.add_argument(
+        "--history",
+        metavar="PATH",
+        help="usage history file (default: REGOPS_HISTORY or <state dir>/usage-history.sqlite3)",
+    )
+    parser.add_argument(
+        "--plot",
+        metavar="FILE",
+        help="also draw the top projects (registry_size_bytes beside unique_bytes) "
+        "into FILE (.png or .svg)",
+    )
+
+
+def recording(args: argparse.Namespace) -> bool:
+    """True when the run is stored: then it measures unique_bytes with index children
+    (``--extended``'s scan) whatever it prints, so that snapshots compare."""
+    return bool(getattr(args, "record", False))
+
+
+def record_and_plot(args: argparse.Namespace, report: UsageReport, connection: Any) -> None:
+    """Store the report in the history (``--record``) and draw it (``--plot``)."""
+    from regops.ops.history import HistoryStore
+
+    if recording(args):
+        with HistoryStore(args.history) as store:
+            store.record(report, gitlab_url=connection.settings.gitlab_url, extended=True)
+    if getattr(args, "plot", None):
+        report.plot().save(args.plot)
+
+
+def register_history(parser: argparse.ArgumentParser) -> None:
+    """``regops usage history``: the recorded snapshots, growth, charts."""
+    verbs = parser.add_subparsers(dest="usage_command", metavar="history")
+    history = verbs.add_parser(
+        "history",
+        help="recorded usage snapshots (see --record)",
+        description="Usage snapshots recorded by `regops usage --record`, oldest first.",
+    )
+    history.add_argument("--history", dest="history", metavar="PATH", help="history file")
+    history.add_argument(
+        "--since", metavar="WHEN", help="only snapshots since: a duration back (30d) or a date"
+    )
+    history.add_argument(
+        "--project", dest="history_project", metavar="ID_OR_PATH", help="only this project's rows"
+    )
+    history.add_argument(
+        "--format",
+        dest="history_format",
+        choices=HISTORY_FORMATS,
+        default="table",
+        help="table (default), csv (one row per snapshot and project) or json "
+        "(a list of snapshots, each with its rows)",
+    )
+    history.add_argument(
+        "--growth", action="store_true", help="per project: first and last row, and the change"
+    )
+    history.add_argument(
+        "--plot",
+        dest="history_plot",
+        metavar="FILE",
+        help="draw the growth of the top projects into FILE (.png or .svg)",
+    )
+    history.set_defaults(func=run_history)
+
+
+def run_history(args: argparse.Namespace) -> int:
+    """Print the snapshots (or their growth); draw them with ``--plot``."""
+    from regops.models import UsageHistory
+    from regops.ops.history import render
+
+    history = UsageHistory(args.history)
+    project = args.history_project
+    if project is not None and project.strip().isdigit():
+        project = int(project)
+    snapshots = history.snapshots(args.since, project=project)
+    if args.growth:
+        print(history.growth(args.since))
+    else:
+        sys.stdout.write(render(snapshots, args.history_format))
+    if args.history_plot:
+        history.plot(args.since).save(args.history_plot)
+    return EXIT_OK

@@ -46,6 +46,7 @@ from typing import Any
 from tabulate import tabulate
 
 from regops.errors import ValidationError
+from regops.ops import charts
 from regops.ops.apply import ApplyResult, PlanTarget, apply_plan
 from regops.policy import LATEST_TAG, CleanupPolicy, compile_gitlab_literal_regex
 from regops.registry.client import RegistryClient
@@ -136,6 +137,11 @@ class CleanupPlan:
     def placeholder_tags(self) -> list[str]:
         """Tags found on a regops placeholder: an interrupted delete to recover first."""
         return list(self.placeholders)
+
+    @property
+    def kept_by_keep_n(self) -> list[TagDecision]:
+        """The decisions the ``keep_n`` step kept (the newest candidates)."""
+        return [d for d in self.decisions if d.reason == KEEP_N]
 
     @property
     def counts(self) -> dict[str, int]:
@@ -240,6 +246,11 @@ class CleanupPlan:
         parts.append(self._table(None, tablefmt="html"))
         parts.extend(f"<p>warning: {html.escape(w)}</p>" for w in self.warnings)
         return "\n".join(parts)
+
+    def plot(self) -> Any:
+        """Tag ages, kept and deleted, with the policy's cut-offs: a matplotlib Figure
+        (:func:`regops.ops.charts.plan_chart`)."""
+        return charts.plan_chart([self])
 
     def apply(self, registry: RegistryClient | None = None, **options: Any) -> ApplyResult:
         """Delete exactly the planned tags, audited: :func:`regops.ops.apply.apply_plan`.
