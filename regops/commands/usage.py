@@ -26,7 +26,7 @@ from regops.registry.cache import ContentCache, default_cache_dir
 from regops.registry.resolver import TagResolver
 from regops.registry.storage import RegistryStorage
 from regops.scripting import EXIT_FAILED as EXIT_INCOMPLETE
-from regops.scripting import EXIT_OK, positive_int
+from regops.scripting import EXIT_OK, EXIT_USAGE, positive_int
 
 ERRORS_SHOWN_PER_PROJECT = 3  # stderr stays readable in a cron mail; JSON has them all
 PROJECTS_NAMED = 10  # incomplete projects named in the "not replaced" line; the rest counted
@@ -255,9 +255,15 @@ def register_history(parser: argparse.ArgumentParser) -> None:
 
 def run_history(args: argparse.Namespace) -> int:
     """Print the snapshots (or their growth); draw them with ``--plot``."""
+    from regops.errors import ValidationError
     from regops.models import UsageHistory
-    from regops.ops.history import render
+    from regops.ops.history import parse_since, render
 
+    try:
+        parse_since(args.since)
+    except ValidationError as exc:
+        print(f"regops usage history: bad --since: {exc.reason}", file=sys.stderr)
+        return EXIT_USAGE
     history = UsageHistory(args.history)
     project = args.history_project
     if project is not None and project.strip().isdigit():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-SUBMODULES = ("usage", "cleanup", "apply", "audit", "restore")
+SUBMODULES = ("usage", "cleanup", "apply", "audit", "restore", "history", "charts", "forecast")
 
 
 def __getattr__(name: str):
