@@ -91,13 +91,13 @@ class Table(list):
 
 def _run_rows(effects: list[RunEffect]) -> list[tuple[Any, ...]]:
     def stamp(snapshot: Snapshot | None) -> str:
-        return f"{snapshot.taken_at:%Y-%m-%d %H:%M}" if snapshot else "none"
+        return f"{snapshot.taken_at:%Y-%m-%d %H:%M:%S}" if snapshot else "none"
 
     return [
         (
             e.run.kind,
             e.run.run_id,
-            f"{e.run.finished_at:%Y-%m-%d %H:%M}",
+            f"{e.run.finished_at:%Y-%m-%d %H:%M:%S}",
             "" if e.run.tags_deleted is None else e.run.tags_deleted,
             stamp(e.before),
             stamp(e.after),

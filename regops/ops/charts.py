@@ -328,7 +328,12 @@ def history_chart(
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=LABEL_FONT, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    project_ax.tick_params(axis="x", labelrotation=30, labelsize=LABEL_FONT)
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+
+    locator = AutoDateLocator()
+    project_ax.xaxis.set_major_locator(locator)
+    project_ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    project_ax.tick_params(axis="x", labelsize=LABEL_FONT)
     if not ordered:
         total_ax.text(
             0.5, 0.5, "no snapshots", ha="center", va="center", transform=total_ax.transAxes

@@ -770,7 +770,7 @@ GROWTH_HEADER = (
 
 def growth_rows(growths: Iterable[Growth]) -> list[tuple[Any, ...]]:
     return [
-        (g.project_path, _iso(g.first_at)[:16], _iso(g.last_at)[:16], g.last_registry_size_bytes,
+        (g.project_path, _iso(g.first_at)[:19], _iso(g.last_at)[:19], g.last_registry_size_bytes,
          g.registry_size_delta, g.last_unique_bytes, g.unique_delta, g.tags_delta)
         for g in growths
     ]  # fmt: skip
