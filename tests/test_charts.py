@@ -212,7 +212,7 @@ def test_forecast_chart_sorted_by_bytes_freed():
     assert [p.get_width() for p in sorted(freed.patches, key=lambda p: p.get_y())] == [8, 1, 0]
     assert [p.get_width() for p in sorted(deleted.patches, key=lambda p: p.get_y())] == [9, 3, 2]
     assert [p.get_width() for p in tags_ax.containers[0].patches] == [9, 3, 2]
-    assert "14 tags in 3 projects, up to 9.0 MiB freed" in chart.get_suptitle()
+    assert "due within 24 h: 14 tags in 3 projects, up to 9.0 MiB freed" in chart.get_suptitle()
 
 
 def test_regops_usage_does_not_load_matplotlib():

@@ -58,6 +58,25 @@ RUN_HEADER = (
 )
 
 
+OVERVIEW_HEADER = (
+    "taken_at",
+    "projects",
+    "repositories",
+    "tags",
+    "registry_size_bytes",
+    "unique_bytes",
+    "incomplete_projects",
+)
+
+
+def _overview_rows(snapshots: list[Snapshot]) -> list[tuple[Any, ...]]:
+    return [
+        (f"{s.taken_at:%Y-%m-%d %H:%M:%S}", s.projects, s.repositories, s.tags,
+         s.registry_size_bytes, s.unique_bytes, s.incomplete_projects)
+        for s in snapshots
+    ]  # fmt: skip
+
+
 class Table(list):
     """A list of values that prints as a table (text and HTML)."""
 
@@ -160,6 +179,10 @@ class UsageHistory:
         """Snapshots taken since ``since`` (``"30d"``, an ISO date, a datetime), oldest first."""
         with HistoryStore(self.path, create=False) as store:
             return store.snapshots(since=parse_since(since), project=project)
+
+    def overview(self, since: Since = None) -> Table:
+        """One row per snapshot: when, how many projects, the instance totals."""
+        return Table(self.snapshots(since), OVERVIEW_HEADER, _overview_rows, "(no snapshots)")
 
     def table(self, since: Since = None, *, project: int | str | None = None) -> str:
         """The snapshots as text: one row per project, then the totals."""

@@ -471,10 +471,13 @@ def _created(tag: Any) -> datetime | None:
 # --------------------------------------------------------------------------- forecast
 
 
-def forecast_chart(rows: Sequence[Any], *, top: int | None = DEFAULT_TOP) -> Any:
-    """Bytes tonight's cleanup frees, by project (largest first), and tags it deletes.
+def forecast_chart(
+    rows: Sequence[Any], *, top: int | None = DEFAULT_TOP, window: str = "24 h"
+) -> Any:
+    """Bytes the coming cleanup runs free, by project (largest first), and tags they delete.
 
-    ``rows``: forecast rows (:class:`regops.ops.forecast.PolicyForecast`).
+    ``rows``: forecast rows (:class:`regops.ops.forecast.PolicyForecast`), those due
+    within ``window`` (shown in the title).
     """
     planned = [r for r in rows if r.deleted_tags]
     ordered = sorted(
@@ -512,11 +515,13 @@ def forecast_chart(rows: Sequence[Any], *, top: int | None = DEFAULT_TOP) -> Any
     more = f" (top {len(shown)} of {len(planned)})" if len(shown) < len(planned) else ""
     freed = sum(r.freed_bytes or 0 for r in planned)
     chart.suptitle(
-        f"Next cleanup run of every enabled policy: {sum(r.deleted_tags for r in planned)} "
-        f"tags in {len(planned)} projects, up to {human_bytes(freed)} freed{more}"
+        f"Cleanup runs due within {window}: {sum(r.deleted_tags for r in planned)} tags in "
+        f"{len(planned)} projects, up to {human_bytes(freed)} freed{more}"
     )
     if not shown:
-        bytes_ax.text(
-            0.5, 0.5, "nothing to delete", ha="center", va="center", transform=bytes_ax.transAxes
-        )
+        tags_ax.set_visible(False)
+        bytes_ax.set_xticks([])
+        bytes_ax.set_xlabel("")
+        message = f"no run due within {window} deletes anything"
+        bytes_ax.text(0.5, 0.5, message, ha="center", va="center", transform=bytes_ax.transAxes)
     return chart

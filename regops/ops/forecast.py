@@ -43,6 +43,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from regops.durations import parse_duration
 from regops.errors import GitLabError, PolicyError, RegopsError, ValidationError
 from regops.ops import charts
 from regops.ops.cleanup import CleanupPlan, plan_cleanup
@@ -230,12 +231,9 @@ class Forecast(Sequence[PolicyForecast]):
 
     def render(self, fmt: str = "table") -> str:
         if fmt == "table":
-            body = (
-                tabulate(self._table_rows(), self.TABLE_HEADER, tablefmt="simple")
-                if self.rows
-                else "(no enabled policies)"
-            )
-            return f"{body}\n{self.summary()}\n"
+            if not self.rows:
+                return "(no enabled policies)\n"
+            return tabulate(self._table_rows(), self.TABLE_HEADER, tablefmt="simple") + "\n"
         if fmt == "csv":
             buffer = io.StringIO()
             writer = csv.writer(buffer, lineterminator="\n")
@@ -253,7 +251,7 @@ class Forecast(Sequence[PolicyForecast]):
         raise ValidationError("format", f"expected one of {', '.join(FORMATS)}, got {fmt!r}")
 
     def __repr__(self) -> str:
-        return self.render("table")
+        return f"{self.render('table')}{self.summary()}"
 
     def _repr_html_(self) -> str:
         table = tabulate(self._table_rows(), self.TABLE_HEADER, tablefmt="html")
@@ -261,7 +259,8 @@ class Forecast(Sequence[PolicyForecast]):
 
     def plot(self, top: int | None = charts.DEFAULT_TOP) -> Any:
         """Bytes and tags the due runs delete, by project (a :class:`charts.Chart`)."""
-        return charts.forecast_chart(self.due, top=top)
+        window = f"{self.horizon.total_seconds() / 3600:g} h"
+        return charts.forecast_chart(self.due, top=top, window=window)
 
 
 # --------------------------------------------------------------------------- timing
@@ -320,7 +319,7 @@ def forecast(
     gitlab: Any,
     resolver: TagResolver,
     now: datetime | None = None,
-    horizon: timedelta = DEFAULT_HORIZON,
+    horizon: timedelta | str = DEFAULT_HORIZON,
     max_list_size: int | None = None,
     workers: int = DEFAULT_WORKERS,
     progress: bool = False,
@@ -328,11 +327,13 @@ def forecast(
     """Plan every policy in ``policies`` (enabled ones: the caller selects) at once.
 
     ``max_list_size``: GitLab's tag limit (default: read from its application
-    settings, else GitLab's default 200). A repository that cannot be read
-    marks its policy ``unreadable``; the others go on.
+    settings, else GitLab's default 200). ``horizon``: a timedelta or ``"7d"``.
+    A repository that cannot be read marks its policy ``unreadable``; the others go on.
     """
     if not 1 <= workers <= MAX_WORKERS:
         raise ValidationError("workers", f"expected 1..{MAX_WORKERS}, got {workers}")
+    if isinstance(horizon, str):
+        horizon = parse_duration(horizon, "horizon")
     started = time.monotonic()
     now = now or datetime.now(timezone.utc)
     if max_list_size is None:
