@@ -2,10 +2,11 @@
 
 Like ``gitlab-rails console`` for the container registry. The namespace holds
 ``regops``, ``connect``, ``Project``, ``ContainerRepository``, ``Tag``,
-``ExpirationPolicy``, ``User``, ``plan_cleanup``, ``usage_by_project`` and
-``conn`` (the default connection). Non-interactive runs (``-c CODE``, ``FILE.py``) get the same
-namespace; ``-c`` prints the value of a final expression (as IPython does),
-so ``regops console -c "Project.last(3)"`` shows a table.
+``ExpirationPolicy``, ``User``, ``plan_cleanup``, ``usage_by_project``,
+``UsageHistory`` and ``conn`` (the default connection). Non-interactive runs
+(``-c CODE``, ``FILE.py``) get the same namespace; ``-c`` prints the value of a
+final expression (as IPython does), so ``regops console -c "Project.last(3)"``
+shows a table.
 
 >>> ns = namespace(conn)                       # doctest: +SKIP
 >>> run_code("Project.last(3)", ns)            # doctest: +SKIP
@@ -27,6 +28,7 @@ from regops.models import (
     ExpirationPolicy,
     Project,
     Tag,
+    UsageHistory,
     User,
     usage_by_project,
 )
@@ -45,6 +47,7 @@ PRELOADED = (
     "User",
     "plan_cleanup",
     "usage_by_project",
+    "UsageHistory",
     "conn",
 )
 EXAMPLE = "Project.last(3)"
@@ -63,6 +66,7 @@ def namespace(conn: Connection) -> dict[str, Any]:
         "User": User,
         "plan_cleanup": plan_cleanup,
         "usage_by_project": usage_by_project,
+        "UsageHistory": UsageHistory,
         "conn": conn,
     }
     ns["connect"] = _connect_into(ns)
