@@ -97,7 +97,7 @@ def _chart_class() -> type:
 
         def __repr__(self) -> str:
             titles = [ax.get_title() for ax in self.axes if ax.get_title()]
-            head = self._suptitle.get_text() if self._suptitle is not None else ""
+            head = self.get_suptitle()
             return f"<Chart {head or '; '.join(titles)!r}>"
 
         def png(self) -> bytes:
@@ -130,7 +130,7 @@ def _chart_class() -> type:
             bars ({series: [[category, value], ...]}) and lines ({label: [[x, y], ...]})."""
             self.canvas.draw()
             return {
-                "title": self._suptitle.get_text() if self._suptitle is not None else "",
+                "title": self.get_suptitle(),
                 "axes": [_read_axes(ax) for ax in self.axes if ax.get_visible()],
             }
 
@@ -163,7 +163,7 @@ def _read_axes(ax: Any) -> dict[str, Any]:
                 center, value = patch.get_x() + patch.get_width() / 2, patch.get_height()
                 where = _category(ticks["x"], center, patch.get_x())
             values.append([where, float(value)])
-        bars[container.get_label()] = values
+        bars[str(container.get_label())] = values
     lines = {
         line.get_label(): [[_plain(x), _plain(y)] for x, y in zip(*line.get_data(), strict=True)]
         for line in ax.get_lines()

@@ -168,7 +168,7 @@ class Forecast(Sequence[PolicyForecast]):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, index):  # type: ignore[override]
+    def __getitem__(self, index: Any) -> Any:
         return self.rows[index]
 
     @property

@@ -566,7 +566,16 @@ class HistoryStore:
         result: dict[int, list[ProjectRow]] = {}
         for r in self.db.execute(sql + " ORDER BY snapshot_id, project_id", args):
             if r[0] in wanted:
-                result.setdefault(r[0], []).append(ProjectRow(r[1], r[2], *r[3:7], bool(r[7])))
+                row = ProjectRow(
+                    project_id=r[1],
+                    project_path=r[2],
+                    registry_size_bytes=r[3],
+                    unique_bytes=r[4],
+                    repositories=r[5],
+                    tags=r[6],
+                    incomplete=bool(r[7]),
+                )
+                result.setdefault(r[0], []).append(row)
         return result
 
 
