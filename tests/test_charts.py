@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from regops.errors import ValidationError
+from regops.errors import StateError, ValidationError
 from regops.ops import charts
 from regops.ops.cleanup import plan_cleanup
 from regops.ops.forecast import PolicyForecast
@@ -145,6 +145,9 @@ def test_png_carries_what_is_plotted_and_svg_saves(tmp_path):
         chart.save(tmp_path / "usage.jpg")
     assert "\n" not in str(caught.value) and ".png or .svg" in str(caught.value)
     assert not (tmp_path / "usage.jpg").exists()
+    with pytest.raises(StateError) as caught:
+        chart.save(tmp_path / "missing" / "usage.png")
+    assert "\n" not in str(caught.value) and "missing" in str(caught.value)
 
 
 def tag(name: str, days: float | None) -> SimpleNamespace:

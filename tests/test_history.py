@@ -367,6 +367,9 @@ def test_cli_history_bad_input(tmp_path, capsys):
                      "--since", "soon"]) == 2  # fmt: skip
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--since" in err and "soon" in err
+    assert cli.main(["usage", "--record", "--plot", str(tmp_path / "usage.gif")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--plot" in err and "usage.gif" in err
 
 
 # --------------------------------------------------------------------------- runs

@@ -91,6 +91,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, connection: Any = None) -> int:
     """Select, scan, write, report; the exit code says whether every project was read."""
+    if not plot_path_ok(args):
+        return EXIT_USAGE
     if connection is None:
         connection = connect()
     projects = select_projects(
@@ -199,6 +201,22 @@ def add_record_arguments(parser: argparse.ArgumentParser) -> None:
         help="also draw the top projects (registry_size_bytes beside unique_bytes) "
         "into FILE (.png or .svg)",
     )
+
+
+def plot_path_ok(args: argparse.Namespace) -> bool:
+    """False (and why, on stderr) when ``--plot`` names neither a .png nor an .svg file."""
+    from regops.errors import ValidationError
+    from regops.ops.charts import check_chart_path
+
+    plot = getattr(args, "plot", None)
+    if not plot:
+        return True
+    try:
+        check_chart_path(plot)
+    except ValidationError as exc:
+        print(f"regops usage: bad --plot: {exc.reason}", file=sys.stderr)
+        return False
+    return True
 
 
 def recording(args: argparse.Namespace) -> bool:

@@ -30,12 +30,25 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from regops.errors import ValidationError
+from regops.errors import StateError, ValidationError
 from regops.fsutil import atomic_write
 from regops.policy import LATEST_TAG
 
 BYTE_UNITS = (("B", 1), ("KiB", 1024), ("MiB", 1024**2), ("GiB", 1024**3), ("TiB", 1024**4))
 SAVE_FORMATS = ("png", "svg")
+
+
+def check_chart_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` when it names a .png or .svg file, else ValidationError (one line)."""
+    target = Path(path)
+    fmt = target.suffix.lower().lstrip(".")
+    if fmt not in SAVE_FORMATS:
+        raise ValidationError(
+            "plot", f"{target.name}: expected a .png or .svg file name, got {fmt!r}"
+        )
+    return target
+
+
 PLOTTED_KEY = "regops:plotted"  # the PNG text chunk holding what was drawn
 DPI = 100
 WIDTH = 10.0  # inches: fits a mail client and a notebook column
@@ -117,13 +130,13 @@ def _chart_class() -> type:
 
         def save(self, path: str | os.PathLike[str]) -> Path:
             """Write PNG or SVG (by the suffix) atomically; returns the path."""
-            target = Path(path)
+            target = check_chart_path(path)
             fmt = target.suffix.lower().lstrip(".")
-            if fmt not in SAVE_FORMATS:
-                raise ValidationError(
-                    "plot", f"{target.name}: expected a .png or .svg file name, got {fmt!r}"
-                )
-            return atomic_write(target, self.png() if fmt == "png" else self.svg())
+            data = self.png() if fmt == "png" else self.svg()
+            try:
+                return atomic_write(target, data)
+            except OSError as exc:
+                raise StateError("write the chart", target, exc) from None
 
         def plotted(self) -> dict[str, Any]:
             """What is drawn, read back from the artists: per axes its title, labels,
