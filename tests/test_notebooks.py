@@ -635,6 +635,7 @@ def test_growth_notebook_reads_the_recorded_history(fresh_sandbox, tmp_path, ker
     (run,) = one_table(tagged(notebook, "runs"))
     assert (run["kind"], run["run_id"]) == ("cleanup", run_id)
     assert int(run["tags_deleted"]) == len(summary["deleted"])
+    assert run["record"] == Path(summary["audit_path"]).name
     assert int(run["registry_size_bytes change"]) == snapshots[2][2] - snapshots[1][2] < 0
     assert run["first snapshot after"] == snapshots[2][0][:19].replace("T", " ")
 

@@ -55,6 +55,7 @@ RUN_HEADER = (
     "first snapshot after",
     "registry_size_bytes change",
     "unique_bytes change",
+    "record",
 )
 
 
@@ -122,6 +123,7 @@ def _run_rows(effects: list[RunEffect]) -> list[tuple[Any, ...]]:
             stamp(e.after),
             e.delta("registry_size_bytes"),
             e.delta("unique_bytes"),
+            Path(e.run.source).name,
         )
         for e in effects
     ]
