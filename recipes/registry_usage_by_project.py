@@ -18,14 +18,15 @@ Connection settings come from the environment or config files (see
 
 from __future__ import annotations
 
-from regops.commands.usage import USAGE_LOCK, add_arguments, usage_body
+from regops.commands.usage import USAGE_LOCK, add_arguments, usage_body, validate_usage
 from regops.scripting import exit_process, recipe_parser, run_recipe
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = recipe_parser("registry_usage_by_project", __doc__.splitlines()[0])
     add_arguments(parser)
-    return run_recipe(USAGE_LOCK, parser, usage_body, argv)
+    parser.set_defaults(record=True)  # cron keeps the usage history (--no-record: not)
+    return run_recipe(USAGE_LOCK, parser, usage_body, argv, validate=validate_usage)
 
 
 if __name__ == "__main__":

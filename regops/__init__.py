@@ -33,6 +33,7 @@ _EXPORTS = {
     "ApplicationSettings": "regops.models",
     "Event": "regops.models",
     "usage_by_project": "regops.models",
+    "UsageHistory": "regops.models",
     "CleanupPolicy": "regops.policy",
     "plan_cleanup": "regops.ops.cleanup",
     "CleanupPlan": "regops.ops.cleanup",

@@ -2,10 +2,11 @@
 
 Like ``gitlab-rails console`` for the container registry. The namespace holds
 ``regops``, ``connect``, ``Project``, ``ContainerRepository``, ``Tag``,
-``ExpirationPolicy``, ``User``, ``plan_cleanup``, ``usage_by_project`` and
-``conn`` (the default connection). Non-interactive runs (``-c CODE``, ``FILE.py``) get the same
-namespace; ``-c`` prints the value of a final expression (as IPython does),
-so ``regops console -c "Project.last(3)"`` shows a table.
+``ExpirationPolicy``, ``User``, ``plan_cleanup``, ``usage_by_project``,
+``UsageHistory`` and ``conn`` (the default connection). Non-interactive runs
+(``-c CODE``, ``FILE.py``) get the same namespace; ``-c`` prints the value of a
+final expression (as IPython does), so ``regops console -c "Project.last(3)"``
+shows a table.
 
 >>> ns = namespace(conn)                       # doctest: +SKIP
 >>> run_code("Project.last(3)", ns)            # doctest: +SKIP
@@ -29,6 +30,7 @@ from regops.models import (
     ExpirationPolicy,
     Project,
     Tag,
+    UsageHistory,
     User,
     usage_by_project,
 )
@@ -50,6 +52,7 @@ PRELOADED = (
     "usage_by_project",
     "ApplicationSettings",
     "Event",
+    "UsageHistory",
     "conn",
 )
 EXAMPLE = "Project.last(3)"
@@ -70,6 +73,7 @@ def namespace(conn: Connection) -> dict[str, Any]:
         "usage_by_project": usage_by_project,
         "ApplicationSettings": ApplicationSettings,
         "Event": Event,
+        "UsageHistory": UsageHistory,
         "conn": conn,
     }
     ns["connect"] = _connect_into(ns)

@@ -34,7 +34,8 @@
     ├── PolicyNotApplied             GitLab answered a policy update but kept old values
     ├── UpdateAllError               update_all failed for some policies (.updated .failed)
     ├── SettingsNotApplied           GitLab answered a settings update but kept old values
-    └── DoesNotExist                 a model lookup found nothing (Project.DoesNotExist …)
+    ├── DoesNotExist                 a model lookup found nothing (Project.DoesNotExist …)
+    └── HistoryError                 the usage history database cannot be read or written (.path)
 
 Beside the tree, like KeyboardInterrupt (a BaseException, so no ``except
 Exception`` swallows it and an interrupted delete batch is settled on its way
@@ -283,3 +284,12 @@ class SettingsNotApplied(RegopsError):
             f"{f}: sent {sent!r}, GitLab has {got!r}" for f, (sent, got) in fields.items()
         )
         super().__init__(f"{what}: GitLab did not apply {', '.join(fields)} ({detail})")
+
+
+class HistoryError(RegopsError):
+    """The usage history database cannot be opened, read or written (``.path``), or was
+    written by a newer regops."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = str(path)
+        super().__init__(f"usage history {path}: {reason}")

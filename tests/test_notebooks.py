@@ -3,15 +3,22 @@
 Every notebook runs as committed (``EXECUTE = False``) against the shared ``sandbox``
 and must change nothing; the two that change things also run with ``EXECUTE = True``
 (injected papermill-style as a cell after the one tagged ``parameters``) against a
-``fresh_sandbox``. Outputs are checked against what the test computes on its own
-connection, and cells are found by their tags, not their position.
+``fresh_sandbox``; notebook 04 reads a history recorded on a ``fresh_sandbox``.
+Notebooks run from notebooks/ (as Jupyter runs them) and must leave
+``git status --porcelain`` as it was. Outputs are checked against what the test
+computes on its own connection; charts are PNG outputs whose plotted values (the
+``regops:plotted`` chunk, read with tests.test_charts.png_text) must equal the tables
+beside them. Cells are found by their tags, not their position.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
+import sqlite3
+import subprocess
 import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -29,11 +36,22 @@ jupyter_manager = pytest.importorskip("jupyter_client.manager")
 from regops.models import Project, usage_by_project  # noqa: E402
 from regops.ops.audit import EVENT_INTENT, read_audit_log  # noqa: E402
 from regops.ops.cleanup import plan_cleanup  # noqa: E402
+from regops.sandbox.history import seed_history  # noqa: E402
 from tests.leaks import assert_hidden  # noqa: E402
+from tests.test_charts import png_text  # noqa: E402
+from tests.test_history import expected_growth, plain_rows  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+NOTEBOOK_NAMES = [
+    "01_registry_usage.ipynb",
+    "02_cleanup_preview.ipynb",
+    "03_policies.ipynb",
+    "04_growth_and_history.ipynb",
+]
+UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}  # the charts' axis units
 KERNEL_NAME = "regops-test-venv"  # our own kernelspec: "python3" could name another interpreter
 CELL_TIMEOUT = 60  # seconds per cell; the demo sandbox answers in well under one
 # Variables a developer's shell may hold that must not reach the kernel.
@@ -77,7 +95,9 @@ def kernel_env(sandbox: Any, home: Path) -> dict[str, str]:
         REGOPS_STATE_DIR=str(home / "state"),  # the audit log lands here
         XDG_CACHE_HOME=str(home / "cache"),
         XDG_CONFIG_HOME=str(home / "config"),
+        TMPDIR=str(home / "tmp"),  # a notebook's temporary exports land here
     )
+    (home / "tmp").mkdir(parents=True, exist_ok=True)
     return env
 
 
@@ -107,14 +127,17 @@ def run_notebook(
     test can look at the registry between two cells.
     """
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+    for cell in code_cells(notebook):  # the committed outputs go; the kernel makes new ones
+        cell.outputs, cell.execution_count = [], None
     if parameters is not None:
         index = notebook.cells.index(tagged(notebook, "parameters"))
         injected = nbformat.v4.new_code_cell(parameters)
         injected.metadata["tags"] = ["injected-parameters"]
         notebook.cells.insert(index + 1, injected)
-    client = notebook_client(notebook, workdir, kernels)
+    client = notebook_client(notebook, NOTEBOOKS, kernels)  # from notebooks/, as Jupyter does
     home = workdir / "home"
     home.mkdir(exist_ok=True)
+    before = git_status()
     with client.setup_kernel(env=kernel_env(sandbox, home)):
         for index, cell in enumerate(notebook.cells):
             client.execute_cell(cell, index)  # raises CellExecutionError on an error
@@ -122,8 +145,35 @@ def run_notebook(
                 after_cell(cell)
     errors = [o for c in code_cells(notebook) for o in c.outputs if o.output_type == "error"]
     assert errors == []
+    assert git_status() == before, "the notebook wrote into the repository"
     assert_hidden(sandbox.admin_token, json.dumps(notebook), what="the admin token")
     return notebook
+
+
+def git_status() -> str:
+    done = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=ROOT,
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return done.stdout
+
+
+def images(cell: Any) -> list[bytes]:
+    """The PNG images a cell shows."""
+    return [
+        base64.b64decode(o["data"]["image/png"])
+        for o in cell.outputs
+        if "image/png" in o.get("data", {})
+    ]
+
+
+def plotted(cell: Any) -> dict[str, Any]:
+    """What the cell's one chart draws, from its PNG's ``regops:plotted`` chunk."""
+    (png,) = images(cell)
+    return json.loads(png_text(png)["regops:plotted"])
+
+
+def unit_of(label: str) -> int:
+    """``bytes (MiB)`` -> 2**20 (the axis label says the unit)."""
+    return UNITS[label.removeprefix("bytes (").removesuffix(")")]
 
 
 def code_cells(notebook: Any) -> list[Any]:
@@ -267,15 +317,20 @@ def test_kernel_is_this_python(sandbox, tmp_path, kernel_dir):
     assert sandbox.gitlab_url in text_of(notebook.cells[1])
 
 
-def test_committed_notebooks_are_clean():
-    """Outputs cleared, parameters cell tagged, EXECUTE off: opening one changes nothing."""
+def test_committed_notebooks_show_their_outputs_and_only_look():
+    """Committed with outputs (charts included) from the demo sandbox, no error, no token;
+    the parameters cell tagged and EXECUTE off: opening one changes nothing."""
     names = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
-    assert names == ["01_registry_usage.ipynb", "02_cleanup_preview.ipynb", "03_policies.ipynb"]
+    assert names == NOTEBOOK_NAMES
     for name in names:
         notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
         nbformat.validate(notebook)
-        assert all(c.outputs == [] and c.execution_count is None for c in code_cells(notebook))
+        cells = [c for c in code_cells(notebook) if not has_tag(c, "parameters")]
+        assert all(c.outputs and c.execution_count for c in cells), name
+        assert not [o for c in cells for o in c.outputs if o.output_type == "error"], name
         tagged(notebook, "parameters")
+        assert any(images(c) for c in cells), f"{name} shows no chart"
+        assert "glpat-" not in json.dumps(notebook), f"{name} holds a token"
         assert notebook.cells[0].cell_type == "markdown"
         assert "regops sandbox --seed demo" in notebook.cells[1].source
     assert parameter("02_cleanup_preview.ipynb", "EXECUTE") is False
@@ -313,6 +368,9 @@ def test_registry_usage_notebook(sandbox, tmp_path, kernel_dir, connection_to):
         assert int(shown["unique_bytes"]) == row.unique_bytes
         assert int(shown["registry_size_bytes"]) == row.registry_size_bytes
         assert (int(shown["repositories"]), int(shown["tags"])) == (row.repositories, row.tags)
+    # The HTML table keeps its total line (summed here from the table's own rows).
+    table_total = sum(int(row["registry_size_bytes"]) for row in extended_rows)
+    assert f"total: {table_total:,} registry_size_bytes" in html_of(tagged(notebook, "extended"))
     # Shared layers show: the recipe counts more than the project pins.
     assert any(row.registry_size_bytes > row.unique_bytes for row in expected_extended)
 
@@ -320,12 +378,28 @@ def test_registry_usage_notebook(sandbox, tmp_path, kernel_dir, connection_to):
     by_unique = sorted(expected_extended, key=lambda row: row.unique_bytes, reverse=True)
     assert [row["project path"] for row in top] == [row.full_path for row in by_unique]
 
-    csv_text = (tmp_path / parameter("01_registry_usage.ipynb", "CSV_PATH")).read_text()
+    # The export went to a new temporary folder (the kernel's TMPDIR), not next to the notebook.
+    csv_path, extended_path = map(Path, text_of(tagged(notebook, "exported")).split())
+    assert csv_path.parent == extended_path.parent
+    assert csv_path.parent.parent == tmp_path / "home" / "tmp"
+    csv_text = csv_path.read_text()
     assert csv_text == expected.to_csv()
     assert csv_text.startswith("project_id,creator_id,registry_size_bytes,project path\n")
-    extended_csv = tmp_path / parameter("01_registry_usage.ipynb", "EXTENDED_CSV_PATH")
-    assert extended_csv.read_text() == expected_extended.to_csv()
+    assert extended_path.read_text() == expected_extended.to_csv()
     assert text_of(tagged(notebook, "csv")) == csv_text
+
+    # The chart: the top projects' bars equal the extended table, largest first.
+    (axes,) = plotted(tagged(notebook, "chart"))["axes"]
+    unit = unit_of(axes["xlabel"])
+    bars = {series.split(" ")[0]: {name: round(value * unit) for name, value in values}
+            for series, values in axes["bars"].items()}  # fmt: skip
+    top_n = parameter("01_registry_usage.ipynb", "TOP")
+    largest = sorted(extended_rows, key=lambda r: -int(r["registry_size_bytes"]))[:top_n]
+    assert bars["registry_size_bytes"] == {
+        r["project path"]: int(r["registry_size_bytes"]) for r in largest
+    }
+    assert bars["unique_bytes"] == {r["project path"]: int(r["unique_bytes"]) for r in largest}
+    assert list(bars["registry_size_bytes"]) == [r["project path"] for r in largest]
 
 
 # -- 02 cleanup preview ----------------------------------------------------------------
@@ -359,6 +433,15 @@ def test_cleanup_notebook_previews_only(sandbox, tmp_path, kernel_dir, connectio
     }
     assert shown == expected
     assert f"'enabled': {policy.enabled}" in text_of(tagged(notebook, "policy"))
+    # The chart: one panel per repository, its kept and deleted bars adding up to the table.
+    panels = plotted(tagged(notebook, "plan-chart"))["axes"]
+    assert len(panels) == len(project.container_repositories)
+    for panel in panels:
+        repository = panel["title"].split(":")[0]
+        counts = {name: sum(v for _, v in values) for name, values in panel["bars"].items()}
+        decided = [d for (r, _), (d, _) in expected.items() if r == repository]
+        assert counts == {"keep": decided.count("keep"), "delete": decided.count("delete")}
+        assert f"older_than {policy.older_than}" in panel["lines"]
 
     # The one-off policy: the delete list worked out by hand, the rest kept.
     trial_rows = one_table(tagged(notebook, "trial"))
@@ -368,6 +451,10 @@ def test_cleanup_notebook_previews_only(sandbox, tmp_path, kernel_dir, connectio
     assert {row["tag"] for row in trial_rows} == set(before[CLEANUP_REPOSITORY])
     freed = re.search(r"freeing up to (\d+) bytes", text_of(tagged(notebook, "trial")))
     assert freed and int(freed.group(1)) > 0
+    (trial_panel,) = plotted(tagged(notebook, "trial-chart"))["axes"]
+    assert sum(v for _, v in trial_panel["bars"]["delete"]) == len(deletes)
+    assert sum(v for _, v in trial_panel["bars"]["keep"]) == len(trial_rows) - len(deletes)
+    assert trial_panel["lines"]["older_than 14d"][0][0] == 14.0
 
 
 def test_cleanup_notebook_deletes_then_restores(fresh_sandbox, tmp_path, kernel_dir, connection_to):
@@ -468,6 +555,22 @@ def test_policies_notebook_looks_and_changes_nothing(sandbox, tmp_path, kernel_d
     assert "EXECUTE is False: nothing changed" in text_of(tagged(notebook, "apply"))
     assert text_of(tagged(notebook, "remaining")) == str(len(expected))
 
+    # The proposed policy's plan as a chart: its bars add up to the preview's summary lines.
+    deleted = sum(int(re.search(r"(\d+) to delete", line).group(1)) for line in preview)
+    panels = plotted(tagged(notebook, "preview-chart"))["axes"]
+    assert sum(v for panel in panels for _, v in panel["bars"]["delete"]) == deleted
+    # The forecast: every enabled policy, one row each; the invalid one flagged.
+    rows = one_table(tagged(notebook, "forecast"))
+    enabled = sorted(p for p, policy in before.items() if policy["enabled"])
+    assert sorted(row["project"] for row in rows) == enabled
+    flagged = {row["project"] for row in rows if row["status"].startswith("invalid regex")}
+    assert flagged == {"apps/mobile/android"}
+    chart_axes = plotted(tagged(notebook, "forecast-chart"))["axes"]
+    due_deletes = {row["project"]: int(row["delete"]) for row in rows if row["due"] == "yes"}
+    drawn = {name: value for axes in chart_axes
+             for name, value in axes["bars"].get("tags to delete", [])}  # fmt: skip
+    assert drawn == {p: n for p, n in due_deletes.items() if n}
+
 
 def test_policies_notebook_enables_them(fresh_sandbox, tmp_path, kernel_dir, connection_to):
     connection = connection_to(fresh_sandbox)
@@ -490,3 +593,57 @@ def test_policies_notebook_enables_them(fresh_sandbox, tmp_path, kernel_dir, con
     updated = one_table(tagged(notebook, "apply"))
     assert [row["enabled"] for row in updated] == ["True"] * len(targets)
     assert text_of(tagged(notebook, "remaining")) == "0"
+
+
+# -- 04 growth and history -------------------------------------------------------------
+
+
+def test_growth_notebook_reads_the_recorded_history(fresh_sandbox, tmp_path, kernel_dir,
+                                                   connection_to):  # fmt: skip
+    connection = connection_to(fresh_sandbox)
+    history = tmp_path / "history.sqlite3"
+    audit = tmp_path / "audit"
+    summary = seed_history(connection, history, audit_dir=audit)
+    assert len(summary["deleted"]) > 0
+    parameters = f"HISTORY = {str(history)!r}\nAUDIT_DIR = {str(audit)!r}\nGC_DIR = None"
+    notebook = run_notebook(
+        "04_growth_and_history.ipynb", fresh_sandbox, tmp_path, kernel_dir, parameters=parameters
+    )
+
+    with sqlite3.connect(history) as db:
+        snapshots = db.execute(
+            "SELECT taken_at, projects, registry_size_bytes, unique_bytes FROM snapshots "
+            "ORDER BY taken_at"
+        ).fetchall()
+    assert len(snapshots) == 3
+    shown = one_table(tagged(notebook, "snapshots"))
+    assert [(int(r["projects"]), int(r["registry_size_bytes"]), int(r["unique_bytes"]))
+            for r in shown] == [s[1:] for s in snapshots]  # fmt: skip
+
+    growth_rows = one_table(tagged(notebook, "growth"))
+    expected = expected_growth(history)
+    assert {r["project_path"]: (int(r["registry_size_delta"]), int(r["unique_delta"]),
+                                int(r["tags_delta"])) for r in growth_rows} == expected  # fmt: skip
+    top = [r["project_path"] for r in one_table(tagged(notebook, "top"))]
+    growing = sorted((p for p, d in expected.items() if d[0] > 0), key=lambda p: -expected[p][0])
+    assert top == growing[: parameter("04_growth_and_history.ipynb", "TOP")]
+    assert top[0] == "apps/web"
+
+    # The cleanup run, from its audit log read here, beside the snapshots around it.
+    records = [json.loads(line) for line in Path(summary["audit_path"]).read_text().splitlines()]
+    (run_id,) = {r["run_id"] for r in records}
+    (run,) = one_table(tagged(notebook, "runs"))
+    assert (run["kind"], run["run_id"]) == ("cleanup", run_id)
+    assert int(run["tags_deleted"]) == len(summary["deleted"])
+    assert run["record"] == Path(summary["audit_path"]).name
+    assert int(run["registry_size_bytes change"]) == snapshots[2][2] - snapshots[1][2] < 0
+    assert run["first snapshot after"] == snapshots[2][0][:19].replace("T", " ")
+
+    # The chart: the instance total line is the snapshots' registry_size_bytes.
+    total_axes, project_axes = plotted(tagged(notebook, "chart"))["axes"]
+    unit = unit_of(total_axes["ylabel"])
+    line = total_axes["lines"]["registry_size_bytes"]
+    assert [round(y * unit) for _, y in line] == [s[2] for s in snapshots]
+    web = project_axes["lines"]["apps/web"]
+    rows = [r for r in plain_rows(history) if r[2] == "apps/web"]
+    assert [round(y * unit_of(project_axes["ylabel"])) for _, y in web] == [r[3] for r in rows]

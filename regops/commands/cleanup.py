@@ -8,6 +8,7 @@ The same bodies back the recipes (``recipes/run_cleanup_policy.py``,
     regops cleanup recover [--project 42]
     regops cleanup enable [--set older_than=30d] [--execute]
     regops cleanup audit
+    regops cleanup forecast [--within 24h] [--format table|csv|json] [--plot FILE]
 
 ``run --execute`` first settles every delete batch an interrupted run left
 (``recover``), then plans: a killed run followed by a new one leaves the
@@ -303,6 +304,71 @@ def _csv(text: str) -> str:
     return text
 
 
+# ---------------------------------------------------------------------- forecast
+
+FORECAST_LOCK = "cleanup_forecast"
+FORECAST_FORMATS = ("table", "csv", "json")
+
+
+def add_forecast_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``regops cleanup forecast``."""
+    from regops.ops.forecast import DEFAULT_WORKERS
+
+    parser.add_argument("--format", choices=FORECAST_FORMATS, default="table", help="(table)")
+    parser.add_argument(
+        "--within",
+        default="24h",
+        metavar="DURATION",
+        help="runs due within this long count as tonight's (default 24h)",
+    )
+    parser.add_argument("--plot", metavar="FILE", help="draw bytes and tags by project (.png/.svg)")
+    parser.add_argument(
+        "--workers",
+        type=scripting.positive_int,
+        default=DEFAULT_WORKERS,
+        help=f"projects planned at once (default {DEFAULT_WORKERS})",
+    )
+    parser.add_argument(
+        "--max-list-size",
+        type=int,
+        metavar="N",
+        help="GitLab's tag limit per run (default: its application setting, else 200)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def validate_forecast(args: argparse.Namespace) -> None:
+    from regops.durations import parse_duration
+
+    try:
+        args.horizon = parse_duration(args.within, "--within")
+    except RegopsError as exc:
+        raise UsageError(str(exc)) from None
+    if args.max_list_size is not None and args.max_list_size < 0:
+        raise UsageError(f"--max-list-size: expected a number >= 0, got {args.max_list_size}")
+    if args.plot and not args.plot.lower().endswith((".png", ".svg")):
+        raise UsageError(f"--plot: expected a .png or .svg file name, got {args.plot!r}")
+
+
+def forecast_body(args: argparse.Namespace, connection: Any) -> Outcome:
+    """Plan every enabled policy now: the table (or CSV, JSON) on stdout, the chart to a file."""
+    import sys
+
+    from regops.models import ExpirationPolicy
+
+    query = ExpirationPolicy.where(enabled=True, connection=connection)
+    result = query.forecast(
+        horizon=args.horizon,
+        max_list_size=args.max_list_size,
+        workers=args.workers,
+        progress=sys.stderr.isatty() and not args.no_progress,
+    )
+    sys.stdout.write(result.render(args.format))
+    if args.plot:
+        result.plot().save(args.plot)
+    return Outcome(EXIT_OK if result.ok else EXIT_FAILED, result.summary())
+
+
 # ---------------------------------------------------------------------- command
 
 
@@ -332,7 +398,14 @@ def register(subparsers: Any) -> None:
     audit = verbs.add_parser("audit", help="invalid regexes and all-but-latest policies")
     add_audit_arguments(audit)
     audit.set_defaults(func=_command(AUDIT_LOCK, audit_body, None))
-    for verb in (plan, run, recover, enable, audit):
+    forecast = verbs.add_parser(
+        "forecast", help="what every enabled policy's next run deletes (nothing is deleted)"
+    )
+    add_forecast_arguments(forecast)
+    forecast.set_defaults(
+        func=_command(FORECAST_LOCK, forecast_body, validate_forecast, lock=False)
+    )
+    for verb in (plan, run, recover, enable, audit, forecast):
         scripting.add_common_options(verb)
     parser.set_defaults(func=lambda args: parser.print_help() or scripting.EXIT_USAGE)
 

@@ -21,12 +21,15 @@ from typing import Any
 
 from regops import scripting
 from regops.connection import Connection
-from regops.errors import ConfigError
+from regops.errors import ConfigError, ValidationError
+from regops.models import UsageHistory
+from regops.ops.charts import check_chart_path
+from regops.ops.history import HistoryStore, parse_since, render
 from regops.ops.usage import DEFAULT_WORKERS, FORMATS, UsageReport, by_project, select_projects
 from regops.registry.cache import ContentCache, default_cache_dir
 from regops.registry.resolver import TagResolver
 from regops.registry.storage import RegistryStorage
-from regops.scripting import EXIT_FAILED, EXIT_OK, Outcome, positive_int
+from regops.scripting import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Outcome, UsageError, positive_int
 
 ERRORS_SHOWN_PER_PROJECT = 3  # stderr stays readable in a cron mail; JSON has them all
 PROJECTS_NAMED = 10  # incomplete projects named in the "not replaced" line; the rest counted
@@ -46,12 +49,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_arguments(parser)
     scripting.add_common_options(parser)
     parser.set_defaults(func=run)
+    register_history(parser)
 
 
 def run(args: argparse.Namespace, connection: Connection | None = None) -> int:
     """Run ``regops usage`` under the scripting contract (lock, deadline, exit codes)."""
     return scripting.run_parsed(
-        "regops usage", args, usage_body, lock=USAGE_LOCK, connection=connection
+        "regops usage",
+        args,
+        usage_body,
+        lock=USAGE_LOCK,
+        connection=connection,
+        validate=validate_usage,
     )
 
 
@@ -103,10 +112,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     scripting.add_scope_option(parser)
+    add_record_arguments(parser)
+
+
+def validate_usage(args: argparse.Namespace) -> None:
+    """Bad options are refused before anything is locked or sent (exit 2)."""
+    plot = getattr(args, "plot", None)
+    if plot:
+        try:
+            check_chart_path(plot)
+        except ValidationError as exc:
+            raise UsageError(f"bad --plot: {exc.reason}") from None
 
 
 def usage_body(args: argparse.Namespace, connection: Connection) -> Outcome:
-    """Select, scan, write; the outcome says whether every project was read."""
+    """Select, scan, record, write; the outcome says whether every project was read."""
     reach = scripting.EVERYTHING  # given projects or a group: nothing is left out silently
     if not args.project and not args.group:
         reach = scripting.check_reach(args, connection, "a usage report of the instance")
@@ -122,11 +142,13 @@ def usage_body(args: argparse.Namespace, connection: Connection) -> Outcome:
         projects,
         gitlab=connection.gitlab,
         resolver=TagResolver(connection.registry, cache_from(args)),
-        extended=args.extended,
+        extended=args.extended or recording(args) or bool(getattr(args, "plot", None)),
         workers=args.workers,
         storage=storage_from(args, connection),
         progress=sys.stderr.isatty() and not args.no_progress and not args.quiet,
     )
+    record_and_plot(args, report, connection)
+    report.extended = args.extended  # a recorded or plotted run measured more than it prints
     report.coverage = reach.note
     report_incomplete(report)
     if not report.ok:
@@ -201,3 +223,101 @@ def report_incomplete(report: UsageReport) -> None:
             print(f"regops usage: INCOMPLETE {row.full_path}: {error}", file=sys.stderr)
         if more:
             print(f"regops usage: INCOMPLETE {row.full_path}: {more} more", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------- history and charts
+
+HISTORY_FORMATS = ("table", "csv", "json")
+
+
+def add_record_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--record`` / ``--no-record``, ``--history PATH`` and ``--plot FILE``."""
+    parser.add_argument(
+        "--record",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="store this run in the usage history, a SQLite file (regops usage: off by "
+        "default; recipes/registry_usage_by_project.py: on)",
+    )
+    parser.add_argument(
+        "--history",
+        metavar="PATH",
+        help="usage history file (default: REGOPS_HISTORY or <state dir>/usage-history.sqlite3)",
+    )
+    parser.add_argument(
+        "--plot",
+        metavar="FILE",
+        help="also draw the top projects (registry_size_bytes beside unique_bytes) "
+        "into FILE (.png or .svg)",
+    )
+
+
+def recording(args: argparse.Namespace) -> bool:
+    """True when the run is stored: then it measures unique_bytes with index children
+    (``--extended``'s scan) whatever it prints, so that snapshots compare."""
+    return bool(getattr(args, "record", False))
+
+
+def record_and_plot(args: argparse.Namespace, report: UsageReport, connection: Any) -> None:
+    """Store the report in the history (``--record``) and draw it (``--plot``)."""
+    if recording(args):
+        with HistoryStore(args.history) as store:
+            store.record(report, gitlab_url=connection.settings.gitlab_url, extended=True)
+    if getattr(args, "plot", None):
+        report.plot().save(args.plot)
+
+
+def register_history(parser: argparse.ArgumentParser) -> None:
+    """``regops usage history``: the recorded snapshots, growth, charts."""
+    verbs = parser.add_subparsers(dest="usage_command", metavar="history")
+    history = verbs.add_parser(
+        "history",
+        help="recorded usage snapshots (see --record)",
+        description="Usage snapshots recorded by `regops usage --record`, oldest first.",
+    )
+    history.add_argument("--history", dest="history", metavar="PATH", help="history file")
+    history.add_argument(
+        "--since", metavar="WHEN", help="only snapshots since: a duration back (30d) or a date"
+    )
+    history.add_argument(
+        "--project", dest="history_project", metavar="ID_OR_PATH", help="only this project's rows"
+    )
+    history.add_argument(
+        "--format",
+        dest="history_format",
+        choices=HISTORY_FORMATS,
+        default="table",
+        help="table (default), csv (one row per snapshot and project) or json "
+        "(a list of snapshots, each with its rows)",
+    )
+    history.add_argument(
+        "--growth", action="store_true", help="per project: first and last row, and the change"
+    )
+    history.add_argument(
+        "--plot",
+        dest="history_plot",
+        metavar="FILE",
+        help="draw the growth of the top projects into FILE (.png or .svg)",
+    )
+    history.set_defaults(func=run_history)
+
+
+def run_history(args: argparse.Namespace) -> int:
+    """Print the snapshots (or their growth); draw them with ``--plot``."""
+    try:
+        parse_since(args.since)
+    except ValidationError as exc:
+        print(f"regops usage history: bad --since: {exc.reason}", file=sys.stderr)
+        return EXIT_USAGE
+    history = UsageHistory(args.history)
+    project = args.history_project
+    if project is not None and project.strip().isdigit():
+        project = int(project)
+    snapshots = history.snapshots(args.since, project=project)
+    if args.growth:
+        print(history.growth(args.since))
+    else:
+        sys.stdout.write(render(snapshots, args.history_format))
+    if args.history_plot:
+        history.plot(args.since).save(args.history_plot)
+    return EXIT_OK

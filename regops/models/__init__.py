@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from regops.models.base import Collection, Model, Query
 from regops.models.event import Event
+from regops.models.history import UsageHistory
 from regops.models.policy import ExpirationPolicy, PolicyPlan, PolicyQuery
 from regops.models.project import Project
 from regops.models.reports import usage_by_project
@@ -29,6 +30,7 @@ __all__ = [
     "Project",
     "Query",
     "Tag",
+    "UsageHistory",
     "User",
     "usage_by_project",
 ]

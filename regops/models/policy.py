@@ -20,7 +20,7 @@ from collections.abc import Hashable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from regops.connection import Connection
-from regops.errors import PolicyNotApplied, ValidationError
+from regops.errors import ConfigError, PolicyNotApplied, ValidationError
 from regops.models.base import (
     Model,
     PrettyPrinter,
@@ -30,8 +30,10 @@ from regops.models.base import (
     relation,
     resolve_connection,
 )
+from regops.ops import charts
 from regops.ops.apply import ApplyResult, RunOptions, apply_plan, default_actor
 from regops.ops.cleanup import CleanupPlan, PlanOptions
+from regops.ops.forecast import Forecast, PolicyInput, forecast
 from regops.policy import (
     POLICY_ATTRIBUTES,
     CleanupPolicy,
@@ -315,6 +317,11 @@ class PolicyPlan(list[CleanupPlan["Tag"]]):
         parts.extend(plan._repr_html_() for plan in self)
         return "\n".join(parts)
 
+    def plot(self) -> Any:
+        """Per repository, tag ages kept and deleted with the policy's cut-offs: a
+        matplotlib Figure (:func:`regops.ops.charts.plan_chart`)."""
+        return charts.plan_chart(list(self), title=f"Cleanup plan: {self.summary()}")
+
     def apply(
         self,
         connection: Connection | None = None,
@@ -358,6 +365,27 @@ class PolicyQuery(Query[ExpirationPolicy]):
     def with_repositories(self) -> PolicyQuery:
         """Only policies of projects that have container repositories."""
         return self.filter(lambda policy: _has_repositories(policy.project), "with_repositories")
+
+    def forecast(self, **options: Any) -> Forecast:
+        """What the next run of each of these policies will do, planned all at once.
+
+        >>> ExpirationPolicy.where(enabled=True).forecast()     # doctest: +SKIP
+
+        ``options`` go to :func:`regops.ops.forecast.forecast` (``now``,
+        ``horizon``, ``max_list_size``, ``workers``, ``progress``). Needs
+        registry access (tags are read through the connection's resolver).
+        """
+        conn = self.connection
+        if conn.resolver is None:
+            raise ConfigError(
+                "a forecast reads every tag: set REGOPS_REGISTRY_URL and a way to "
+                "authenticate to the registry; see `regops config`"
+            )
+        inputs = [
+            PolicyInput(policy.project_id, policy.project.full_path, policy.attributes)
+            for policy in self
+        ]
+        return forecast(inputs, gitlab=conn.gitlab, resolver=conn.resolver, **options)
 
 
 ExpirationPolicy.query_class = PolicyQuery

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-SUBMODULES = ("usage", "cleanup", "apply", "audit", "restore")
+SUBMODULES = ("usage", "cleanup", "apply", "audit", "restore", "history", "charts", "forecast")
 
 
 def __getattr__(name: str) -> ModuleType:

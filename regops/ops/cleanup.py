@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypedDict, TypeVar
 from tabulate import tabulate
 
 from regops.errors import ValidationError
+from regops.ops import charts
 from regops.ops.apply import ApplyResult, DeletableTag, PlanTarget, RunOptions, apply_plan
 from regops.policy import LATEST_TAG, CleanupPolicy, compile_gitlab_literal_regex
 from regops.registry.client import RegistryClient
@@ -164,6 +165,11 @@ class CleanupPlan(Generic[TagT]):
         return list(self.placeholders)
 
     @property
+    def kept_by_keep_n(self) -> list[TagDecision]:
+        """The decisions the ``keep_n`` step kept (the newest candidates)."""
+        return [d for d in self.decisions if d.reason == KEEP_N]
+
+    @property
     def counts(self) -> dict[str, int]:
         return {
             "original_size": self.original_size,
@@ -266,6 +272,11 @@ class CleanupPlan(Generic[TagT]):
         parts.append(self._table(None, tablefmt="html"))
         parts.extend(f"<p>warning: {html.escape(w)}</p>" for w in self.warnings)
         return "\n".join(parts)
+
+    def plot(self) -> Any:  # Any: a matplotlib Figure (matplotlib is imported when drawn)
+        """Tag ages, kept and deleted, with the policy's cut-offs: a matplotlib Figure
+        (:func:`regops.ops.charts.plan_chart`)."""
+        return charts.plan_chart([self])
 
     def apply(
         self: CleanupPlan[DeletableT],

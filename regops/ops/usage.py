@@ -26,6 +26,7 @@ nightly run reads only what is new.
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import logging
@@ -35,7 +36,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, ParamSpec, TypedDict, overload
+from typing import IO, TYPE_CHECKING, Any, ParamSpec, TypedDict, overload
 
 from regops.errors import (
     ConfigError,
@@ -47,6 +48,7 @@ from regops.errors import (
 )
 from regops.fsutil import atomic_write
 from regops.gitlab.client import GitLabClient
+from regops.ops import charts
 from regops.registry.manifest import Manifest
 from regops.registry.reference import Digest
 from regops.registry.resolver import TagResolver
@@ -251,7 +253,14 @@ class UsageReport(Sequence[ProjectUsage]):
         from tabulate import tabulate
 
         headers, rows = self._table_data()
-        return tabulate(rows, headers, tablefmt="html") + f"<p>{self.summary.line()}</p>"
+        table = tabulate(rows, headers, tablefmt="html")
+        lines = (self._total_line(), self.summary.line())
+        return table + "".join(f"<p>{html.escape(line)}</p>" for line in lines)
+
+    def plot(self, top: int | None = charts.DEFAULT_TOP) -> Any:  # Any: a matplotlib Figure
+        """Top projects by registry_size_bytes beside unique_bytes: a matplotlib Figure
+        (:func:`regops.ops.charts.usage_chart`); ``.save("usage.png")`` writes it."""
+        return charts.usage_chart(self, top=top)
 
     @property
     def ok(self) -> bool:
@@ -340,13 +349,16 @@ class UsageReport(Sequence[ProjectUsage]):
 
         headers, rows = self._table_data()
         body = tabulate(rows, headers, tablefmt="simple", intfmt=",") if rows else "(no usage)"
-        total = f"total: {self.summary.registry_size_bytes:,} registry_size_bytes" + (
-            f", {self.summary.unique_bytes:,} unique bytes" if self.extended else ""
-        )
-        footer = f"{total}\n{self.summary.line()}\n"
+        footer = f"{self._total_line()}\n{self.summary.line()}\n"
         if self.coverage:
             footer += f"{self.coverage}\n"
         return f"{body}\n{footer}"
+
+    def _total_line(self) -> str:
+        """``total: N registry_size_bytes[, M unique bytes]`` (M counts a shared blob once)."""
+        return f"total: {self.summary.registry_size_bytes:,} registry_size_bytes" + (
+            f", {self.summary.unique_bytes:,} unique bytes" if self.extended else ""
+        )
 
 
 def _reported(project: ProjectUsage) -> bool:
