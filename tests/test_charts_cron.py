@@ -34,11 +34,11 @@ def test_recipe_plots_a_png_and_records_from_cron(sandbox, tmp_path):
     plot = tmp_path / "weekly" / "usage.png"
     plot.parent.mkdir()
     command = ["env", "-i", *(f"{k}={v}" for k, v in env.items()), sys.executable, str(RECIPE),
-               "--output", str(tmp_path / "usage.csv"), "--plot", str(plot),
+               "-q", "--output", str(tmp_path / "usage.csv"), "--plot", str(plot),
                "--history", str(history)]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    # cron mails stderr: nothing but matplotlib's one-time font cache note may appear
+    # -q, as in cron: nothing on stderr but matplotlib's one-time font cache note
     assert [line for line in done.stderr.splitlines() if "font cache" not in line] == []
 
     rows = list(csv.DictReader(io.StringIO((tmp_path / "usage.csv").read_text())))
