@@ -39,7 +39,9 @@ from regops.registry.tokens import (
     load_signing_key,
 )
 from regops.sandbox.app import GitLabStandIn
+from regops.sandbox.control import RESTART_PATH, ControlMiddleware
 from regops.sandbox.registry_server import RegistryServer
+from regops.sandbox.s3 import MotoServer
 from regops.sandbox.seed import seed
 from regops.sandbox.state import SandboxState, UserRecord
 from regops.secrets import Secret, redact
@@ -54,6 +56,9 @@ ENV_FILE_MODE = 0o600  # the env file holds tokens
 ENV_FILE_NAME = "sandbox.env"
 SERVER_THREAD_NAME = "regops-sandbox-gitlab"
 SHUTDOWN_POLL = 0.05  # seconds; how fast stop() gets the server thread to notice
+STORAGE_KINDS = ("filesystem", "s3")  # the registry's storage: a folder, or S3 (moto)
+S3_BUCKET = "registry"  # the bucket the sandbox's registry stores into
+CONFIG_ENV = "REGOPS_REGISTRY_CONFIG"  # where regops gc/storage find the registry's config.yml
 
 
 class Sandbox:
@@ -75,7 +80,12 @@ class Sandbox:
         http_delay: float = 0.0,
         issuer: str = DEFAULT_ISSUER,
         service: str = DEFAULT_SERVICE,
+        storage: str = "filesystem",
     ) -> None:
+        if storage not in STORAGE_KINDS:
+            raise ValidationError("storage", f"expected one of {', '.join(STORAGE_KINDS)}")
+        self.storage = storage
+        self.s3: MotoServer | None = None
         self._keep = data_dir is not None
         self._data_arg = Path(data_dir) if data_dir is not None else None
         self.gitlab_port = gitlab_port
@@ -148,8 +158,9 @@ class Sandbox:
             delay=self.http_delay,
         )
         handler = _QuietHandler if self.quiet else _RedactingHandler
+        self.control = ControlMiddleware(self.app, self.restart_registry)
         self._server = make_server(
-            LOOPBACK, self.gitlab_port, self.app, threaded=True, request_handler=handler
+            LOOPBACK, self.gitlab_port, self.control, threaded=True, request_handler=handler
         )
         self._server.daemon_threads = True
         self.gitlab_port = self._server.server_port
@@ -171,6 +182,7 @@ class Sandbox:
             issuer=self.issuer,
             service=self.service,
             port=self.registry_port or None,
+            storage=self._s3_storage() if self.storage == "s3" else None,
         )
         self.registry_server.start()
         minter = TokenMinter(
@@ -181,6 +193,29 @@ class Sandbox:
         )
         self.app.registry = self._admin_registry
         self.app.registry_host = self.registry_host
+
+    def _s3_storage(self) -> dict[str, Any]:
+        """Start the S3 stand-in (moto) with an empty bucket; the registry's storage section."""
+        self.s3 = MotoServer(self.data_dir / "s3").start()
+        self.s3.create_bucket(S3_BUCKET)
+        return self.s3.registry_storage(S3_BUCKET)
+
+    def restart_registry(self) -> bool:
+        """Restart the registry with its config.yml as on disk (the ``gc run`` restart hook);
+        returns whether it now runs read-only."""
+        self._running()
+        return self.registry_server.restart_from_config().readonly
+
+    @property
+    def restart_command(self) -> str:
+        """A shell command that restarts this sandbox's registry (for ``regops gc run``)."""
+        return f"curl -fsS -X POST {self.gitlab_url}{RESTART_PATH}"
+
+    @property
+    def registry_config_path(self) -> Path:
+        """The config.yml the registry runs with (``regops gc`` reads and edits it)."""
+        self._running()
+        return self.registry_server.config_path
 
     def stop(self) -> None:
         """Stop both servers; remove the temporary directory when no data dir was given."""
@@ -194,6 +229,9 @@ class Sandbox:
         if self.registry_server is not None:
             self.registry_server.stop()
             self.registry_server = None
+        if self.s3 is not None:
+            self.s3.stop()
+            self.s3 = None
         if self._admin_registry is not None:
             self._admin_registry.session.close()
             self._admin_registry = None
@@ -288,11 +326,14 @@ class Sandbox:
             "REGOPS_REGISTRY_SERVICE": self.service,
             "REGOPS_REGISTRY_USER": account.username,
             "REGOPS_REGISTRY_STORAGE": str(self.storage_path),
+            CONFIG_ENV: str(self.registry_config_path),
             # The sandbox's own manifest cache: nothing of it reaches the user's cache.
             "REGOPS_CACHE_DIR": str(self.cache_path),
         }
         if mode == "key":
             env["REGOPS_REGISTRY_KEY"] = str(self.key_path)
+        if self.storage != "filesystem":  # no storage folder to read link files from
+            del env["REGOPS_REGISTRY_STORAGE"]
         return env
 
     def _account(self, user: str) -> UserRecord:
@@ -321,7 +362,7 @@ class Sandbox:
             "registry_issuer": self.issuer,
             "registry_service": self.service,
             "registry_username": env["REGOPS_REGISTRY_USER"],
-            "registry_storage_path": env["REGOPS_REGISTRY_STORAGE"],
+            "registry_storage_path": env.get("REGOPS_REGISTRY_STORAGE"),
             "registry_key_path": env.get("REGOPS_REGISTRY_KEY"),
             # Each connection made here reads through its own memory cache, so what one
             # (a test) fetched never changes what another one asks the registry for.
