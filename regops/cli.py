@@ -15,7 +15,18 @@ import sys
 from regops import __version__
 from regops.errors import RegopsError
 
-COMMAND_MODULES = ("keys", "config", "sandbox", "console", "demo", "usage", "cleanup", "restore")
+COMMAND_MODULES = (
+    "keys",
+    "config",
+    "sandbox",
+    "console",
+    "demo",
+    "usage",
+    "cleanup",
+    "restore",
+    "gc",
+    "storage",
+)
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DESCRIPTION = (
     "GitLab container registry administration without Rails: usage reports, "

@@ -258,10 +258,11 @@ class GCPlan:
         rows = [[r.to_dict()[c] for c in CSV_COLUMNS] for r in self.repositories]
         if rows:
             lines += ["", tabulate(rows, CSV_COLUMNS, tablefmt="simple", intfmt=",")]
-        lines += self._hazard_lines()
+        lines += self.hazard_lines()
         return "\n".join(lines) + "\n"
 
-    def _hazard_lines(self) -> list[str]:
+    def hazard_lines(self) -> list[str]:
+        """Warnings: tags -m breaks, untagged manifests it deletes (pull by digest fails)."""
         lines: list[str] = []
         if self.broken_images:
             lines += [
@@ -287,7 +288,7 @@ class GCPlan:
     def _repr_html_(self) -> str:
         rows = [[r.to_dict()[c] for c in CSV_COLUMNS] for r in self.repositories]
         table = tabulate(rows, CSV_COLUMNS, tablefmt="html") if rows else ""
-        hazards = "<br>".join(html.escape(line) for line in self._hazard_lines() if line)
+        hazards = "<br>".join(html.escape(line) for line in self.hazard_lines() if line)
         return (
             f"<p><b>{html.escape(self.command)}</b> on {html.escape(self.storage)}: "
             f"{html.escape(self.summary())}</p>{table}" + (f"<p>{hazards}</p>" if hazards else "")
