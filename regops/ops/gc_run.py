@@ -690,15 +690,17 @@ def run_collector(
     env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
     kept: list[str] = []
     with open(log_path, "ab") as sink:
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # the terminal's Ctrl-C reaches regops, which stops it
-            env=env,
-        )
+        process: subprocess.Popen[bytes] | None = None
         try:
+            with shield():  # a signal while it starts waits until we can stop it
+                process = subprocess.Popen(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # the terminal's Ctrl-C reaches regops only
+                    env=env,
+                )
             assert process.stdout is not None
             for raw in process.stdout:
                 sink.write(raw)
@@ -707,8 +709,9 @@ def run_collector(
                     kept.append(line)
             code = process.wait()
         except BaseException:
-            with shield():  # a second Ctrl-C must not cut the wait for the collector short
-                _stop(process)
+            if process is not None:
+                with shield():  # a second Ctrl-C must not cut the wait for the collector short
+                    _stop(process)
             raise
         finally:
             sink.flush()
