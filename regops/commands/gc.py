@@ -89,7 +89,7 @@ def backend_from(args: argparse.Namespace) -> Any:
     )
 
 
-def _optional_connection() -> Any:
+def optional_connection() -> Any:
     """A connection when regops is configured for a GitLab, else None (plan works without)."""
     from regops.connection import connect
 
@@ -110,7 +110,7 @@ def plan_body(args: argparse.Namespace, _connection: Any) -> Outcome:
     try:
         gitlab = None
         if not args.no_projects:
-            connection = _optional_connection()
+            connection = optional_connection()
             gitlab = connection.gitlab if connection is not None else None
         result = plan(backend, untagged=args.untagged, gitlab=gitlab)
     finally:
@@ -222,7 +222,7 @@ def register(subparsers: Any) -> None:
     plan.add_argument(
         "--no-projects", action="store_true", help="do not ask GitLab which projects lose bytes"
     )
-    plan.set_defaults(func=_command(plan_body, None, lock=False))
+    plan.set_defaults(func=command_func(plan_body, None, lock=False))
 
     run = verbs.add_parser("run", help="zero-downtime GC: read-only, collect, read-write")
     _untagged(run)
@@ -238,16 +238,16 @@ def register(subparsers: Any) -> None:
     )
     run.add_argument("--force", action="store_true", help="run -m although it breaks images")
     run.add_argument("--collector", metavar="PATH", help="the registry binary")
-    run.set_defaults(func=_command(run_body, validate_run))
+    run.set_defaults(func=command_func(run_body, validate_run))
 
     steps = verbs.add_parser("steps", help="print the Omnibus GC procedure (changes nothing)")
     _untagged(steps)
     steps.add_argument("--config", metavar="CONFIG", help="the registry's config.yml")
-    steps.set_defaults(func=_command(steps_body, None, lock=False))
+    steps.set_defaults(func=command_func(steps_body, None, lock=False))
 
     recover = verbs.add_parser("recover", help="read-write again after a killed gc run")
     recover.add_argument("--restart-command", metavar="CMD", help="restarts the registry")
-    recover.set_defaults(func=_command(recover_body, None))
+    recover.set_defaults(func=command_func(recover_body, None))
 
     for verb in (plan, run, steps, recover):
         scripting.add_common_options(verb)
@@ -265,15 +265,15 @@ def _untagged(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _command(body: Any, validate: Any, *, lock: bool = True) -> Any:
+def command_func(body: Any, validate: Any, *, lock: bool = True) -> Any:
     """A ``func`` running ``body`` like a recipe, without connecting first."""
 
     def func(args: argparse.Namespace) -> int:
         return scripting.run_parsed(
-            GC_LOCK, args, body, lock=lock, validate=validate, connection=_NOT_CONNECTED
+            GC_LOCK, args, body, lock=lock, validate=validate, connection=NOT_CONNECTED
         )
 
     return func
 
 
-_NOT_CONNECTED = object()  # bodies connect themselves when they need to
+NOT_CONNECTED = object()  # bodies connect themselves when they need to
