@@ -143,11 +143,14 @@ def s3_backend(moto, bucket: str) -> S3Backend:
 
 @pytest.fixture
 def fs_store(gc_store, tmp_path):
-    if gc_store.driver != "filesystem":
-        pytest.skip("the migration check starts from the filesystem copy")
+    """A copy of the filesystem store (the migration check starts from it)."""
     return gc_store.copy(tmp_path / "fs")
 
 
+FILESYSTEM_ONLY = pytest.mark.parametrize("gc_store", ["filesystem"], indirect=True)
+
+
+@FILESYSTEM_ONLY
 def test_compare_filesystem_with_its_s3_copy(fs_store, moto):
     bucket = upload_to_s3(moto, Path(fs_store.root))
     source, destination = FilesystemBackend(fs_store.root), s3_backend(moto, bucket)
@@ -182,6 +185,7 @@ def test_compare_filesystem_with_its_s3_copy(fs_store, moto):
     destination.close()
 
 
+@FILESYSTEM_ONLY
 def test_compare_s3_with_s3_through_the_command(fs_store, moto):
     first = upload_to_s3(moto, Path(fs_store.root))
     second = upload_to_s3(moto, Path(fs_store.root))

@@ -409,7 +409,10 @@ def _make_s3_client(location: S3Location) -> Any:
             "reading S3 storage needs boto3, which is not installed: pip install 'regops[s3]'"
         ) from None
     options: dict[str, Any] = {"region_name": location.region or "us-east-1"}
-    config: dict[str, Any] = {"retries": {"max_attempts": 5, "mode": "standard"}}
+    config: dict[str, Any] = {
+        "retries": {"max_attempts": 5, "mode": "standard"},
+        "max_pool_connections": S3_READERS,  # one connection per concurrent reader
+    }
     if location.regionendpoint:
         endpoint = location.regionendpoint
         if "://" not in endpoint:
