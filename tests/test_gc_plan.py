@@ -22,6 +22,7 @@ from regops.sandbox.registry_server import RegistryServer
 from tests.fixtures_registry import TEST_ISSUER, TEST_SERVICE, UNUSED_REALM
 from tests.fixtures_storage import (
     V2,
+    delete_file,
     list_files,
     read_file,
     registry_for,
@@ -226,3 +227,19 @@ def test_plan_predicts_when_the_collector_stops_with_an_error(
         server.stop()
     fails_on_s3 = driver == "s3"
     assert outcomes == [("moved", fails_on_s3, fails_on_s3), ("by-digest", True, True)]
+
+
+def test_plan_agrees_on_a_damaged_store(gc_store, tmp_path):
+    """Revisions whose manifest blob is gone are skipped by the collector (not marked, not
+    queued); a missing layer stays marked. The plan follows it."""
+    store = gc_store.copy(tmp_path / "copy")
+    for image in (images.simple_image(906), images.simple_image(904)):  # tagged, untagged
+        hexpart = str(image.digest)[7:]
+        delete_file(store, f"{V2}/blobs/sha256/{hexpart[:2]}/{hexpart}/data")
+    layer = str(images.random_layer(seed=903).digest)[7:]
+    delete_file(store, f"{V2}/blobs/sha256/{layer[:2]}/{layer}/data")
+    for untagged in (False, True):
+        counts, blobs, manifests = collector_says(store, untagged)
+        result = plan_of(store, untagged)
+        assert (result.counts, set(result.eligible_blobs)) == (counts, blobs)
+        assert sorted(d for _r, d in result.eligible_manifests) == sorted(manifests)

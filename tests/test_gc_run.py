@@ -208,3 +208,19 @@ def upload_works_quietly(sandbox) -> bool:
         return upload_works(sandbox)
     except RegistryUnsupported:
         return False
+
+
+def test_gc_run_does_not_collect_when_the_registry_stays_writable(fresh_sandbox):
+    """A restart command that restarts nothing: the upload probe is accepted, so no GC."""
+    sandbox = fresh_sandbox
+    config = sandbox.registry_config_path
+    original = config.read_bytes()
+    delete_a_tag(sandbox)
+    before = blob_bytes(sandbox.storage_path)
+    done = regops(sandbox, "gc", "run", "--hold", "0", "--restart-command", "true")
+    assert done.returncode == 1
+    assert "still accepts uploads" in done.stderr
+    assert blob_bytes(sandbox.storage_path) == before
+    assert config.read_bytes() == original
+    (record,) = run_records(state_dir())
+    assert record["status"] == "failed" and not record["readonly_proved"] and record["restored"]
