@@ -26,6 +26,8 @@ COMMAND_MODULES = (
     "restore",
     "doctor",
     "events",
+    "gc",
+    "storage",
 )
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DESCRIPTION = (

@@ -2,7 +2,7 @@
 
 import pytest
 
-pytest_plugins = ["tests.fixtures_registry", "tests.fixtures_sandbox"]
+pytest_plugins = ["tests.fixtures_registry", "tests.fixtures_sandbox", "tests.fixtures_storage"]
 
 
 @pytest.fixture(autouse=True)

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from regops.sandbox import ENV_FILE_NAME, Sandbox
+from regops.sandbox import ENV_FILE_NAME, STORAGE_KINDS, Sandbox
 from regops.sandbox.seed import BENCH_DEFAULTS
 from regops.secrets import MASK
 
@@ -40,6 +40,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--user", default="admin", help="whom the env file logs in as")
     parser.add_argument("--gitlab-port", type=int, default=0, help="0: any free port")
     parser.add_argument("--registry-port", type=int, default=0, help="0: any free port")
+    parser.add_argument(
+        "--storage",
+        choices=STORAGE_KINDS,
+        default="filesystem",
+        help="the registry's storage: a folder, or S3 served by moto on loopback "
+        "(objects in memory: they do not survive the sandbox)",
+    )
     bench = parser.add_argument_group("bench profile")
     bench.add_argument("--bench-projects", type=int, default=BENCH_DEFAULTS["projects"])
     bench.add_argument("--bench-repositories", type=int, default=BENCH_DEFAULTS["repositories"])
@@ -67,7 +74,13 @@ def run(
     """Start, seed, write the env file, print the summary, wait for a signal, stop."""
     out = out or sys.stdout
     stop = stop or threading.Event()
-    sandbox = Sandbox(args.data, gitlab_port=args.gitlab_port, registry_port=args.registry_port)
+    storage = getattr(args, "storage", "filesystem")
+    sandbox = Sandbox(
+        args.data,
+        gitlab_port=args.gitlab_port,
+        registry_port=args.registry_port,
+        storage=storage,
+    )
     with sandbox:
         already = bool(args.data and sandbox.state and sandbox.state.projects)
         if args.seed != "none" and not already:

@@ -39,7 +39,9 @@ from regops.registry.tokens import (
     load_signing_key,
 )
 from regops.sandbox.app import GitLabStandIn
+from regops.sandbox.control import RESTART_PATH, ControlMiddleware
 from regops.sandbox.registry_server import RegistryServer
+from regops.sandbox.s3 import MotoServer
 from regops.sandbox.seed import seed
 from regops.sandbox.state import SandboxState, UserRecord
 from regops.secrets import Secret, redact
@@ -54,6 +56,9 @@ ENV_FILE_MODE = 0o600  # the env file holds tokens
 ENV_FILE_NAME = "sandbox.env"
 SERVER_THREAD_NAME = "regops-sandbox-gitlab"
 SHUTDOWN_POLL = 0.05  # seconds; how fast stop() gets the server thread to notice
+STORAGE_KINDS = ("filesystem", "s3")  # the registry's storage: a folder, or S3 (moto)
+S3_BUCKET = "registry"  # the bucket the sandbox's registry stores into
+CONFIG_ENV = "REGOPS_REGISTRY_CONFIG"  # where regops gc/storage find the registry's config.yml
 
 
 class Sandbox:
@@ -75,7 +80,12 @@ class Sandbox:
         http_delay: float = 0.0,
         issuer: str = DEFAULT_ISSUER,
         service: str = DEFAULT_SERVICE,
+        storage: str = "filesystem",
     ) -> None:
+        if storage not in STORAGE_KINDS:
+            raise ValidationError("storage", f"expected one of {', '.join(STORAGE_KINDS)}")
+        self.storage = storage
+        self.s3: MotoServer | None = None
         self._keep = data_dir is not None
         self._data_arg = Path(data_dir) if data_dir is not None else None
         self.gitlab_port = gitlab_port
@@ -150,8 +160,9 @@ class Sandbox:
             delay=self.http_delay,
         )
         handler = _QuietHandler if self.quiet else _RedactingHandler
+        self.control = ControlMiddleware(app, self.restart_registry)
         self._server = server = make_server(
-            LOOPBACK, self.gitlab_port, app, threaded=True, request_handler=handler
+            LOOPBACK, self.gitlab_port, self.control, threaded=True, request_handler=handler
         )
         # threaded=True: a ThreadedWSGIServer, whose request threads are daemon threads.
         self.gitlab_port = server.server_port
@@ -174,6 +185,7 @@ class Sandbox:
             issuer=self.issuer,
             service=self.service,
             port=self.registry_port or None,
+            storage=self._s3_storage() if self.storage == "s3" else None,
         )
         server.start()
         minter = TokenMinter(key, issuer=self.issuer, service=self.service, subject=ADMIN_USERNAME)
@@ -182,6 +194,32 @@ class Sandbox:
         )
         app.registry = self._admin_registry
         app.registry_host = self.registry_host
+
+    def _s3_storage(self) -> dict[str, Any]:
+        """Start the S3 stand-in (moto) with an empty bucket; the registry's storage section."""
+        assert self.data_dir is not None  # called by start(), once the data dir exists
+        self.s3 = MotoServer(self.data_dir / "s3").start()
+        self.s3.create_bucket(S3_BUCKET)
+        return self.s3.registry_storage(S3_BUCKET)
+
+    def restart_registry(self) -> bool:
+        """Restart the registry with its config.yml as on disk (the ``gc run`` restart hook);
+        returns whether it now runs read-only."""
+        self._running()
+        assert self.registry_server is not None  # _running() raises when it is not
+        return self.registry_server.restart_from_config().readonly
+
+    @property
+    def restart_command(self) -> str:
+        """A shell command that restarts this sandbox's registry (for ``regops gc run``)."""
+        return f"curl -fsS -X POST {self.gitlab_url}{RESTART_PATH}"
+
+    @property
+    def registry_config_path(self) -> Path:
+        """The config.yml the registry runs with (``regops gc`` reads and edits it)."""
+        self._running()
+        assert self.registry_server is not None
+        return self.registry_server.config_path
 
     def stop(self) -> None:
         """Stop both servers; remove the temporary directory when no data dir was given."""
@@ -195,6 +233,9 @@ class Sandbox:
         if self.registry_server is not None:
             self.registry_server.stop()
             self.registry_server = None
+        if self.s3 is not None:
+            self.s3.stop()
+            self.s3 = None
         if self._admin_registry is not None:
             self._admin_registry.session.close()
             self._admin_registry = None
@@ -293,11 +334,14 @@ class Sandbox:
             "REGOPS_REGISTRY_SERVICE": self.service,
             "REGOPS_REGISTRY_USER": account.username,
             "REGOPS_REGISTRY_STORAGE": str(self.storage_path),
+            CONFIG_ENV: str(self.registry_config_path),
             # The sandbox's own manifest cache: nothing of it reaches the user's cache.
             "REGOPS_CACHE_DIR": str(self.cache_path),
         }
         if mode == "key":
             env["REGOPS_REGISTRY_KEY"] = str(self.key_path)
+        if self.storage != "filesystem":  # no storage folder to read link files from
+            del env["REGOPS_REGISTRY_STORAGE"]
         return env
 
     def _account(self, user: str) -> UserRecord:
@@ -328,7 +372,7 @@ class Sandbox:
             "registry_issuer": self.issuer,
             "registry_service": self.service,
             "registry_username": env["REGOPS_REGISTRY_USER"],
-            "registry_storage_path": env["REGOPS_REGISTRY_STORAGE"],
+            "registry_storage_path": env.get("REGOPS_REGISTRY_STORAGE"),
             "registry_key_path": env.get("REGOPS_REGISTRY_KEY"),
             # Each connection made here reads through its own memory cache, so what one
             # (a test) fetched never changes what another one asks the registry for.

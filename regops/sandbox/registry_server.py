@@ -1,8 +1,11 @@
 """Run the real Distribution registry (``docker-registry``) on loopback.
 
 Used by the sandbox and the tests: token auth like GitLab's (realm, service,
-issuer, certificate bundle), filesystem storage in a directory, delete on,
-optionally read-only (maintenance mode, as during garbage collection).
+issuer, certificate bundle), filesystem storage in a directory (or any driver
+given as ``storage``, e.g. ``{"s3": {...}}``), delete on, optionally
+read-only (maintenance mode, as during garbage collection).
+:meth:`RegistryServer.restart_from_config` restarts it with the config file as
+someone else (``regops gc run``) edited it.
 
 >>> with RegistryServer(tmp / "reg", cert_path, "http://127.0.0.1:9/jwt/auth") as server:
 ...     server.url  # doctest: +SKIP
@@ -40,6 +43,13 @@ HTTP_SECRET = "regops-local-registry-upload-state-secret"
 CONFIG_NAME = "config.yml"
 STORAGE_NAME = "storage"
 LOG_NAME = "registry.log"
+# The registry's S3 driver panics at start when this is set ("unsupported transport").
+DROPPED_ENV = ("AWS_CA_BUNDLE",)
+
+
+def registry_environment() -> dict[str, str]:
+    """The environment for a registry process (variables that break it removed)."""
+    return {k: v for k, v in os.environ.items() if k not in DROPPED_ENV}
 
 
 def free_port() -> int:
@@ -77,6 +87,7 @@ class RegistryServer:
         binary: str = DEFAULT_BINARY,
         extra_config: Mapping[str, Any] | None = None,
         startup_timeout: float = STARTUP_TIMEOUT,
+        storage: Mapping[str, Any] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.cert_path = Path(cert_path)
@@ -89,6 +100,7 @@ class RegistryServer:
         self.binary = binary
         self.extra_config = dict(extra_config or {})
         self.startup_timeout = startup_timeout
+        self.storage = dict(storage) if storage else None  # a driver's section, or filesystem
         self._process: subprocess.Popen[bytes] | None = None
         self._log_file: Any = None
         self._log_offset = 0
@@ -137,8 +149,9 @@ class RegistryServer:
 
     def config(self) -> dict[str, Any]:
         """The registry configuration this server runs with."""
+        driver = self.storage or {"filesystem": {"rootdirectory": str(self.storage_path)}}
         storage: dict[str, Any] = {
-            "filesystem": {"rootdirectory": str(self.storage_path)},
+            **copy.deepcopy(driver),
             "delete": {"enabled": self.delete},
             # Upload purging walks storage in the background; no use on a short-lived instance.
             "maintenance": {"uploadpurging": {"enabled": False}},
@@ -211,6 +224,7 @@ class RegistryServer:
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             cwd=self.data_dir,
+            env=registry_environment(),
         )
 
     def _log_tail(self) -> str:
@@ -278,6 +292,25 @@ class RegistryServer:
             self.readonly = readonly
         return self.start()
 
+    def restart_from_config(self) -> RegistryServer:
+        """Stop, then start with config.yml as it is on disk now (edited by someone else).
+
+        Same port; ``readonly`` follows the file. This is the sandbox's "restart
+        command" for ``regops gc run``.
+        """
+        with open(self.config_path, "rb") as handle:
+            on_disk = yaml.safe_load(handle) or {}
+        maintenance = (on_disk.get("storage") or {}).get("maintenance") or {}
+        self.readonly = bool((maintenance.get("readonly") or {}).get("enabled"))
+        self.stop()
+        self._spawn(self._binary_path())
+        try:
+            self._wait_ready()
+        except RegistryStartError:
+            self._terminate()
+            raise
+        return self
+
     def garbage_collect(
         self, *, dry_run: bool = False, delete_untagged: bool = False
     ) -> subprocess.CompletedProcess[str]:
@@ -289,7 +322,9 @@ class RegistryServer:
         if delete_untagged:
             command.append("--delete-untagged")
         command.append(str(self.config_path))
-        return subprocess.run(command, capture_output=True, text=True, check=False)
+        return subprocess.run(
+            command, capture_output=True, text=True, check=False, env=registry_environment()
+        )
 
     def __enter__(self) -> RegistryServer:
         return self.start()
