@@ -91,7 +91,10 @@ class MotoServer:
         return self
 
     def _wait_ready(self) -> None:
-        session = make_session(HTTPSettings(timeout=(0.5, 2.0), max_retries=0))
+        # no breaker: refusals are expected until moto listens
+        session = make_session(
+            HTTPSettings(timeout=(0.5, 2.0), max_retries=0, breaker_threshold=None)
+        )
         deadline = time.monotonic() + STARTUP_TIMEOUT
         try:
             while time.monotonic() < deadline:
