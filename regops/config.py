@@ -115,6 +115,8 @@ INI_FIELDS = (
 ARGUMENT_ALIASES = {"url": "gitlab_url", "registry_key": "registry_key_path"}
 SECRET_FIELDS = frozenset({"token", "registry_password"})
 URL_FIELDS = frozenset({"gitlab_url", "registry_url"})  # may carry user:password@
+# registry_url "none": no registry, and none looked up in GitLab (tag details via GitLab).
+NO_REGISTRY = "none"
 
 
 @dataclass(frozen=True)
@@ -563,6 +565,8 @@ def _infer(settings: Settings) -> Settings:
     """Fill token_kind's source and the inferred registry auth mode and user name."""
     sources = dict(settings.sources)
     updates: dict[str, Any] = {}
+    if settings.registry_url == NO_REGISTRY:
+        return replace(settings, sources=sources)
     if settings.registry_url and not settings.registry_auth:
         mode, why = _inferred_auth(settings)
         updates["registry_auth"] = mode
@@ -578,6 +582,18 @@ def _infer(settings: Settings) -> Settings:
         updates["registry_host"] = url_host(settings.registry_url)
         sources["registry_host"] = "inferred (registry_url)"
     return replace(settings, **updates, sources=sources)
+
+
+def with_inferred_registry(settings: Settings, host: str, where: str) -> Settings:
+    """``settings`` with the registry GitLab tells of (``host``, found in ``where``):
+    reached with the GitLab URL's scheme, tokens from GitLab's /jwt/auth (realm mode)."""
+    scheme = urlsplit(settings.gitlab_url or "").scheme or "https"
+    inferred = replace(
+        settings,
+        registry_url=f"{scheme}://{host}",
+        sources={**settings.sources, "registry_url": f"inferred from GitLab ({where})"},
+    )
+    return _infer(inferred)
 
 
 def _inferred_auth(settings: Settings) -> tuple[str, str]:
@@ -607,7 +623,9 @@ def _check(s: Settings) -> None:
             "GITLAB_PRIVATE_TOKEN (an admin's personal access token with the api scope), "
             "pass private_token=..., or add private_token = ... to a python-gitlab section"
         )
-    if s.registry_url:
+    if s.registry_url == NO_REGISTRY:
+        pass  # explicitly none: not looked up in GitLab either
+    elif s.registry_url:
         _check_url("registry_url", s.registry_url, src)
     elif s.registry_auth:
         raise ConfigError(

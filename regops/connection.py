@@ -11,12 +11,13 @@ when none was made, one resolved from the environment and config files.
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 from typing import Any
 
-from regops.config import Settings, resolve_settings, url_host
-from regops.errors import ConfigError, GitLabError
+from regops.config import NO_REGISTRY, Settings, resolve_settings, url_host, with_inferred_registry
+from regops.errors import ConfigError, GitLabError, TransportError
 from regops.gitlab.client import GitLabClient
 from regops.registry import tokens
 from regops.registry.cache import ContentCache, default_cache_dir
@@ -24,6 +25,7 @@ from regops.registry.client import RegistryClient
 from regops.registry.resolver import TagResolver
 from regops.secrets import redact_url
 
+log = logging.getLogger("regops.connection")
 NO_CACHE_WORDS = frozenset({"none", "off", "memory"})  # cache_dir values: keep it in memory
 
 _default: Connection | None = None
@@ -54,8 +56,9 @@ class Connection:
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        mode = self.settings.registry_auth if self.settings.registry_url else "none"
-        registry = redact_url(self.settings.registry_url) if self.settings.registry_url else "-"
+        known = self.settings.registry_url not in (None, NO_REGISTRY)
+        mode = self.settings.registry_auth if known else "none"
+        registry = redact_url(self.settings.registry_url or "") if known else "-"
         return (
             f"<Connection gitlab={redact_url(self.settings.gitlab_url or '')} "
             f"registry={registry} ({mode})>"
@@ -66,17 +69,21 @@ class Connection:
         """``host:port`` used in image locations (``registry.example.com:5050/g/p:tag``)."""
         if self.settings.registry_host:
             return self.settings.registry_host
-        if self.settings.registry_url:
+        if self.settings.registry_url and self.settings.registry_url != NO_REGISTRY:
             return url_host(self.settings.registry_url)
         return None
 
     @property
     def registry(self) -> RegistryClient | None:
-        """The registry client, or None when no registry URL is configured."""
+        """The registry client, or None when there is none (not configured, and GitLab
+        tells of none; ``registry_url = "none"``: not asked)."""
         if not self._registry_built:
             with self._lock:
                 if not self._registry_built:
-                    self._registry = self._build_registry()
+                    try:
+                        self._registry = self._build_registry()
+                    except _NotNow:
+                        return None  # GitLab could not be asked: asked again next time
                     self._registry_built = True
         return self._registry
 
@@ -113,9 +120,39 @@ class Connection:
 
     def _build_registry(self) -> RegistryClient | None:
         s = self.settings
-        if not s.registry_url:
+        if s.registry_url == NO_REGISTRY:
             return None
+        if not s.registry_url:
+            inferred = self._infer_registry()
+            if inferred is None:
+                return None
+            self.settings = s = inferred
+        assert s.registry_url is not None
         return RegistryClient(s.registry_url, self._registry_auth(), http=self.http)
+
+    def _infer_registry(self) -> Settings | None:
+        """The settings with the registry GitLab advertises, when none is configured.
+
+        One request: the newest project's ``container_registry_image_prefix``
+        (``registry.example.com:5050/group/project``) names the registry's host.
+        None when GitLab shows none (registry off, no project visible) or
+        cannot be asked.
+        """
+        try:
+            newest = next(iter(self.gitlab.projects_desc(1)), None)
+        except GitLabError as exc:  # an answer: this token cannot list projects
+            log.info("GitLab did not say where its registry is: %s", exc)
+            return None
+        except TransportError as exc:
+            log.info("could not ask GitLab where its registry is: %s", exc)
+            raise _NotNow from None
+        prefix = newest.get("container_registry_image_prefix") if newest else None
+        if not isinstance(prefix, str) or not prefix.strip():
+            return None
+        host = prefix.strip().split("/", 1)[0]
+        where = f"project {newest.get('id') if newest else '?'}'s container_registry_image_prefix"
+        log.info("registry %s inferred from GitLab (%s)", host, where)
+        return with_inferred_registry(self.settings, host, where).check()
 
     def _registry_auth(self) -> tokens.RegistryAuth:
         s = self.settings
@@ -147,17 +184,22 @@ class Connection:
             ) from None
 
     def describe(self) -> dict[str, object]:
-        """GitLab URL, version, user, is_admin and registry mode, for banners (2 requests)."""
-        s = self.settings
+        """GitLab URL, version, user, is_admin and registry mode and where its URL came
+        from, for banners (2 requests; 3 when the registry's URL is asked of GitLab)."""
         user = self.current_user()
+        if not self.settings.registry_url:
+            self.registry  # noqa: B018 - built now: its URL comes from GitLab
+        s = self.settings
+        known = s.registry_url not in (None, NO_REGISTRY)
         return {
             "gitlab_url": redact_url(s.gitlab_url or ""),
             "gitlab_version": self.gitlab.version().get("version"),
             "user": user.get("username"),
             "is_admin": bool(user.get("is_admin", False)),
-            "registry_url": redact_url(s.registry_url) if s.registry_url else None,
-            "registry_host": self.registry_host,
-            "registry_auth": s.registry_auth if s.registry_url else None,
+            "registry_url": redact_url(s.registry_url or "") if known else None,
+            "registry_host": self.registry_host if known else None,
+            "registry_auth": s.registry_auth if known else None,
+            "registry_source": s.sources.get("registry_url") if known else None,
         }
 
     def close(self) -> None:
@@ -171,6 +213,10 @@ class Connection:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _NotNow(Exception):
+    """The registry's location could not be asked of GitLab this time."""
 
 
 def connect(settings: Settings | None = None, **explicit: Any) -> Connection:

@@ -120,6 +120,9 @@ def banner(conn: Connection) -> str:
     )
     if info.get("registry_url"):
         registry = f"registry {info['registry_url']} (access: {info['registry_auth']})"
+        source = str(info.get("registry_source") or "")
+        if source.startswith("inferred"):
+            registry += f", {source}"
     else:
         registry = "registry: not configured (tag details through GitLab, one request per tag)"
     return (

@@ -494,6 +494,7 @@ def test_config_check_connects(home, root, monkeypatch, capsys):
     responses.get(
         "https://gl.example/api/v4/version", json={"version": "8.13.0-pre", "revision": "4e963fe"}
     )
+    responses.get("https://gl.example/api/v4/projects", json=[])  # no project: no registry told
     assert main(["config", "--check"]) == 0
     out = capsys.readouterr().out
     assert "8.13.0-pre" in out and "root" in out and TOKEN not in out

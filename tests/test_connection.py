@@ -42,7 +42,9 @@ def no_default():
 
 
 def test_gitlab_client_and_repr(tmp_path):
-    conn = Connection(settings(tmp_path, oauth_token=TOKEN, private_token=None))
+    conn = Connection(
+        settings(tmp_path, oauth_token=TOKEN, private_token=None, registry_url="none")
+    )
     assert conn.gitlab.url == GITLAB and conn.gitlab.token_kind == "oauth"
     assert conn.registry is None and conn.registry_host is None
     text = repr(conn) + repr(conn.gitlab) + repr(conn.settings)
@@ -181,7 +183,35 @@ def test_describe(tmp_path):
         "registry_url": "https://r.example:5050",
         "registry_host": "r.example:5050",
         "registry_auth": "anonymous",
+        "registry_source": "argument",
     }
+
+
+@responses.activate
+def test_the_registry_is_asked_of_gitlab_when_not_configured(tmp_path):
+    # doc/api/projects.md: a project's container_registry_image_prefix names the registry
+    responses.get(
+        GITLAB + "/api/v4/projects",
+        json=[{"id": 7, "container_registry_image_prefix": "registry.example.com:5050/g/app"}],
+    )
+    responses.get(GITLAB + "/api/v4/user", json=ADMIN_USER)  # realm mode: whose token
+    conn = Connection(settings(tmp_path))
+    registry = conn.registry
+    assert registry is not None and registry.url == "https://registry.example.com:5050"
+    assert conn.settings.registry_auth == "realm"  # GitLab's /jwt/auth with the same token
+    assert conn.registry_host == "registry.example.com:5050"
+    assert "inferred from GitLab" in conn.settings.sources["registry_url"]
+    assert len(responses.calls) == 2  # the project, then the token's user name, once
+    conn.registry  # noqa: B018
+    assert len(responses.calls) == 2
+
+
+@responses.activate
+def test_no_registry_when_gitlab_tells_of_none(tmp_path):
+    responses.get(GITLAB + "/api/v4/projects", json=[{"id": 7}])  # registry off: no prefix
+    assert Connection(settings(tmp_path)).registry is None
+    conn = Connection(settings(tmp_path, registry_url="none"))  # "none": not even asked
+    assert conn.registry is None and len(responses.calls) == 1
 
 
 def test_connect_sets_the_default(tmp_path):

@@ -188,3 +188,37 @@ def test_the_deadline_bounds_a_run(fresh_sandbox, tmp_path):
     assert again.returncode == 0, again.stderr
     assert again.stdout.startswith("project_id,creator_id,registry_size_bytes,project path\n")
     assert len(oracle.repositories(fresh_sandbox.storage_path)) >= 5
+
+
+def test_with_only_a_python_gitlab_config_the_registry_is_asked_of_gitlab(sandbox, tmp_path):
+    """What a python-gitlab user has: ~/.python-gitlab.cfg with a URL and a token, no
+    regops settings. The registry's location comes from GitLab, its tokens from /jwt/auth."""
+    home = tmp_path / "pg-home"
+    home.mkdir()
+    (home / ".python-gitlab.cfg").write_text(
+        "[global]\ndefault = sandbox\n\n"
+        f"[sandbox]\nurl = {sandbox.gitlab_url}\n"
+        f"private_token = {sandbox.admin_token.reveal()}\n"
+    )
+    (home / ".python-gitlab.cfg").chmod(0o600)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(home),
+        "REGOPS_STATE_DIR": str(tmp_path / "state"),
+        "REGOPS_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    done = recipe("registry_usage_by_project", "-q", env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    full = recipe("registry_usage_by_project", "-q", env=cron_env(sandbox, tmp_path), cwd=tmp_path)
+    assert done.stdout == full.stdout and done.stdout.count("\n") >= 5  # the same report
+    shown = subprocess.run(
+        [str(PYTHON), "-m", "regops", "config", "--check"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "inferred from GitLab" in shown.stdout and sandbox.registry_url in shown.stdout
+    assert sandbox.admin_token.reveal() not in shown.stdout + shown.stderr

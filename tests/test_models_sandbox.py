@@ -39,8 +39,11 @@ DETAIL_FIELDS = (
 
 
 def gitlab_only(sandbox) -> Connection:
-    """An admin connection with no registry access: tag details come through GitLab."""
-    return Connection(Settings(gitlab_url=sandbox.gitlab_url, token=sandbox.admin_token))
+    """An admin connection without registry access (none looked up either): tag details
+    come through GitLab."""
+    return Connection(
+        Settings(gitlab_url=sandbox.gitlab_url, token=sandbox.admin_token, registry_url="none")
+    )
 
 
 @pytest.fixture

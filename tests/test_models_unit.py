@@ -246,7 +246,7 @@ def gitlab():
 
 @pytest.fixture
 def conn(gitlab):
-    return Connection(Settings(gitlab_url=BASE, token=Secret(TOKEN)))
+    return Connection(Settings(gitlab_url=BASE, token=Secret(TOKEN), registry_url="none"))
 
 
 def calls(gitlab: FakeGitLab, pattern: str) -> list[str]:

@@ -1,7 +1,8 @@
 """``regops config``: show the resolved settings, masked, and where each came from.
 
 Exit 0 when the settings are complete, 1 (with the reason) when they are not.
-``--check`` also connects and prints the GitLab version and user.
+``--check`` also connects and prints the GitLab version and user, and, when
+no registry is configured, the one GitLab tells of (and where that came from).
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ def run(args: argparse.Namespace) -> int:
 
         with Connection(settings) as connection:
             info = connection.describe()
+            if connection.settings is not settings:  # the registry was asked of GitLab
+                print()
+                print(settings_table(connection.settings))
         print()
         print(tabulate(sorted(info.items()), headers=("check", "value"), tablefmt="simple"))
     return EXIT_OK
