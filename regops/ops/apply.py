@@ -253,8 +253,22 @@ def _repository_targets(plan: RepositoryPlan) -> Iterator[DeleteTarget]:
     target = plan.target or PlanTarget()
     for tag in plan.to_delete:
         yield DeleteTarget(
-            plan.repository, tag.name, str(tag.digest), target.project_id, target.project_path
+            plan.repository,
+            tag.name,
+            str(_manifest_digest(tag)),
+            target.project_id,
+            target.project_path,
         )
+
+
+def _manifest_digest(tag: Any) -> Any:
+    """What the tag points at: ``manifest_digest`` when known (a manifest list's own
+    digest), else ``digest`` (the same for a single image)."""
+    try:
+        known = tag.manifest_digest
+    except AttributeError:
+        known = None
+    return known if known is not None else tag.digest
 
 
 def _batches(targets: list[DeleteTarget], size: int) -> Iterator[list[DeleteTarget]]:

@@ -608,19 +608,25 @@ class GitLabStandIn:
         return _json(self.tag_details(record.path, tag))
 
     def tag_details(self, path: str, tag: str) -> dict[str, Any]:
-        """GitLab's tag entity (GitLab reads the manifest, and the config unless an index)."""
+        """GitLab's TagDetails entity (lib/api/entities/container_registry.rb).
+
+        GitLab reads the manifest with its Accept (a Docker list's amd64 child),
+        then the config; an OCI index answers 404 there, so the tag is not
+        ``valid?`` and the endpoint answers 404 Tag Not Found. ``created_at`` is a
+        Ruby DateTime: JSON ``...000+00:00``, not ``Z``.
+        """
         details = self.resolver.tag(path, tag)
-        if details is None:
+        if details is None or details.gitlab is None:
             raise not_found("Tag")
         self.state.count_registry_read("manifest")
-        if details.manifest.config is not None:
+        if details.revision:
             self.state.count_registry_read("config")
         data = self.tag_row(path, tag)
         data.update(
             revision=details.revision,
             short_revision=details.short_revision,
-            digest=str(details.digest),
-            created_at=iso(details.created_at) if details.created_at else None,
+            digest=str(details.digest) if details.digest else None,
+            created_at=datetime_json(details.created_at),
             total_size=details.total_size,
         )
         return data
@@ -715,6 +721,17 @@ class GitLabStandIn:
 
 
 # --------------------------------------------------------------------- helpers
+def datetime_json(value: datetime.datetime | None) -> str | None:
+    """A Ruby DateTime as GitLab's JSON writes it: milliseconds and ``+00:00``.
+
+    (ActiveSupport's ``DateTime#as_json``; Rails' time columns write ``Z``: :func:`iso`.)
+    """
+    if value is None:
+        return None
+    value = value.astimezone(datetime.timezone.utc)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}+00:00"
+
+
 def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
     response = Response(json.dumps(body), status=status, mimetype="application/json")
     for key, value in (headers or {}).items():
