@@ -30,7 +30,7 @@ from regops.models import (
     User,
     usage_by_project,
 )
-from regops.ops.cleanup import plan_cleanup
+from regops.ops.cleanup import SERVICE_GITLAB, SERVICE_THIRD_PARTY, plan_cleanup
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -91,7 +91,10 @@ def banner(conn: Connection) -> str:
         return f"{head}\nGitLab not reachable: {exc}\n"
     admin = "admin" if info["is_admin"] else "not admin"
     if info.get("registry_url"):
-        registry = f"registry {info['registry_url']} (access: {info['registry_auth']})"
+        registry = (
+            f"registry {info['registry_url']} (access: {info['registry_auth']}; "
+            f"{registry_variant(conn)})"
+        )
     else:
         registry = "registry: not configured (tag details through GitLab, one request per tag)"
     return (
@@ -100,6 +103,23 @@ def banner(conn: Connection) -> str:
         f"{registry}\n"
         f"Preloaded: {', '.join(PRELOADED)}. Try: {EXAMPLE}\n"
     )
+
+
+# How the banner names each registry variant: which GitLab cleanup service runs there.
+VARIANTS = {
+    SERVICE_GITLAB: "GitLab API /gitlab/v1/ (metadata database): GitLab's "
+    "Gitlab::CleanupTagsService, tags dated by push time",
+    SERVICE_THIRD_PARTY: "v2 API only: GitLab's ThirdParty::CleanupTagsService, "
+    "tags dated by build time",
+}
+
+
+def registry_variant(conn: Connection) -> str:
+    """Which registry variant the connection talks to (one probe of ``/gitlab/v1/``)."""
+    try:
+        return VARIANTS[conn.cleanup_service]
+    except RegopsError as exc:
+        return f"variant unknown: {exc}"
 
 
 def run_code(code: str, ns: dict[str, Any], *, out: Any = None) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from regops.sandbox import ENV_FILE_NAME, Sandbox
+from regops.sandbox import ENV_FILE_NAME, REGISTRY_APIS, Sandbox
 from regops.sandbox.seed import BENCH_DEFAULTS
 from regops.secrets import MASK
 
@@ -40,6 +40,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--user", default="admin", help="whom the env file logs in as")
     parser.add_argument("--gitlab-port", type=int, default=0, help="0: any free port")
     parser.add_argument("--registry-port", type=int, default=0, help="0: any free port")
+    parser.add_argument(
+        "--registry-api",
+        choices=REGISTRY_APIS,
+        default="v2",
+        help="v2: the plain Distribution registry (GitLab's third-party cleanup); gitlab: "
+        "GitLab's registry API /gitlab/v1/ in front of it (metadata database, tag delete)",
+    )
     bench = parser.add_argument_group("bench profile")
     bench.add_argument("--bench-projects", type=int, default=BENCH_DEFAULTS["projects"])
     bench.add_argument("--bench-repositories", type=int, default=BENCH_DEFAULTS["repositories"])
@@ -65,7 +72,12 @@ def run(args: argparse.Namespace, *, stop: threading.Event | None = None, out=No
     """Start, seed, write the env file, print the summary, wait for a signal, stop."""
     out = out or sys.stdout
     stop = stop or threading.Event()
-    sandbox = Sandbox(args.data, gitlab_port=args.gitlab_port, registry_port=args.registry_port)
+    sandbox = Sandbox(
+        args.data,
+        gitlab_port=args.gitlab_port,
+        registry_port=args.registry_port,
+        registry_api=getattr(args, "registry_api", "v2"),
+    )
     with sandbox:
         already = bool(args.data and sandbox.state.projects)
         if args.seed != "none" and not already:
@@ -100,7 +112,8 @@ def print_banner(sandbox: Sandbox, env_path: Path, out, user: str = "admin") -> 
     )
     lines = [
         f"GitLab API:  {sandbox.gitlab_url}/api/v4",
-        f"registry:    {sandbox.registry_url}  (images: {sandbox.registry_host}/<path>)",
+        f"registry:    {sandbox.registry_url}  (images: {sandbox.registry_host}/<path>; "
+        f"API: {sandbox.registry_api})",
         f"users:       {users}  (tokens are in the env file)",
         f"data:        {sandbox.data_dir}",
         "",

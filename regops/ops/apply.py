@@ -12,6 +12,12 @@ For each repository, in batches of at most ``batch_size`` tags:
    (never a tag outside the batch; a batch that fails is rolled back);
 4. write a "result" record per tag, then clear the pending mark.
 
+A tag a GitLab tag protection rule keeps is never deleted, even when a plan or
+a list of DeleteTargets asks for it: it ends ``failed`` ("protected by GitLab
+tag rule ...") without a request, and :class:`SafeDelete` refuses it again.
+The rules come from the plans' targets (``PlanTarget.protection``, read from
+GitLab by the models) or ``apply_plan(protection=)``.
+
 A run killed at any point leaves its batch marked pending with every intent on
 disk; :func:`regops.ops.recovery.recover_pending` (run by ``regops cleanup run
 --execute`` before it plans, and by ``regops cleanup recover``) settles it, so
@@ -28,7 +34,7 @@ import getpass
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -54,6 +60,7 @@ from regops.ops.audit import (
     new_run_id,
 )
 from regops.ops.journal import BatchEntry, Journal, encode_bytes
+from regops.policy import TagProtection
 from regops.registry import safe_delete
 from regops.registry.client import RegistryClient
 from regops.registry.safe_delete import BatchOutcome, DeleteBatch, OriginalTag, SafeDelete
@@ -177,6 +184,7 @@ class PlanTarget:
     gitlab_url: str | None = None
     project_id: int | None = None
     project_path: str | None = None
+    protection: TagProtection | None = None  # the project's tag protection rules
 
 
 class DeletableTag(Protocol):
@@ -304,6 +312,7 @@ def apply_plan(
     batch_size: int = DEFAULT_BATCH_SIZE,
     run_id: str | None = None,
     journal: Journal | None = None,
+    protection: TagProtection | Mapping[str, TagProtection] | None = None,
 ) -> ApplyResult:
     """Delete exactly the plan's tags, audited, rate-limited; see the module docstring.
 
@@ -313,7 +322,8 @@ def apply_plan(
     plan that saw tags on a regops placeholder is refused
     (UnfinishedDeleteError): recover first. An audit log or journal that
     cannot be written raises StateError before the batch it concerns changes
-    anything.
+    anything. ``protection``: tag protection rules for every repository, or
+    per repository path; default: each repository plan's ``target.protection``.
     """
     if batch_size < 1:
         raise ValidationError("batch_size", f"must be >= 1, got {batch_size}")
@@ -331,8 +341,26 @@ def apply_plan(
         run_id=run_id or new_run_id(),
         actor=actor or default_actor(),
         gitlab_url=gitlab_url or known.gitlab_url,
+        protection=_protection_lookup(plan, protection),
     )
     return runner.run(targets, batch_size)
+
+
+def _protection_lookup(
+    plan: Plan, given: TagProtection | Mapping[str, TagProtection] | None
+) -> Callable[[str], TagProtection | None]:
+    """Repository path -> its rules: the given ones, else those the plans carry."""
+    if isinstance(given, TagProtection):
+        return lambda _repository: given
+    by_repository: dict[str, TagProtection] = dict(given or {})
+    plans = [plan] if _is_repository_plan(plan) else plan if isinstance(plan, Sequence) else []
+    for item in plans:
+        target = getattr(item, "target", None) if _is_repository_plan(item) else None
+        rules = getattr(target, "protection", None)
+        repository = getattr(item, "repository", None)
+        if rules and repository and repository not in by_repository:
+            by_repository[repository] = rules
+    return by_repository.get
 
 
 def _plan_target(plan: Plan) -> PlanTarget:
@@ -358,9 +386,10 @@ class _Runner:
         run_id: str,
         actor: str,
         gitlab_url: str | None,
+        protection: Callable[[str], TagProtection | None] | None = None,
     ) -> None:
         self.registry = registry
-        self.deleter = SafeDelete(registry)
+        self.deleter = SafeDelete(registry, protection=protection)
         self.audit = audit
         self.journal = journal
         self.run_id = run_id
@@ -407,7 +436,11 @@ class _Runner:
     def _batch(self, targets: list[DeleteTarget]) -> None:
         """Re-check, journal, write intents, delete, write results for one batch."""
         ready: dict[str, tuple[DeleteTarget, OriginalTag]] = {}
+        refused = self.deleter.protected(targets[0].repository, [t.tag for t in targets])
         for target in targets:
+            if target.tag in refused:  # never deleted, whatever asked for it
+                self._outcome(target, RESULT_FAILED, error=f"refused: {refused[target.tag]}")
+                continue
             original = self._recheck(target)
             if original is not None:
                 ready[target.tag] = (target, original)

@@ -44,7 +44,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from regops.errors import ConfigError, RegistryNotFound, RegopsError, ValidationError
+from regops.errors import (
+    ConfigError,
+    GitLabNotFound,
+    RegistryNotFound,
+    RegopsError,
+    ValidationError,
+)
 from regops.fsutil import atomic_write
 from regops.gitlab.client import GitLabClient
 from regops.registry.gitlab_api import SIZE_SELF_WITH_DESCENDANTS
@@ -815,8 +821,12 @@ def naive_by_project(gitlab: Any, projects: Iterable[Any]) -> UsageReport:
             row.repositories += 1
             for listed in gitlab.repository_tags(ref.id, repository["id"]):
                 row.tags += 1
-                tag = gitlab.repository_tag(ref.id, repository["id"], listed["name"])
-                size = tag.get("total_size")
+                try:
+                    size = gitlab.repository_tag(ref.id, repository["id"], listed["name"]).get(
+                        "total_size"
+                    )
+                except GitLabNotFound:  # an OCI index: GitLab's Tag has no manifest, no size
+                    size = None
                 row.tag_sizes[f"{repository['path']}:{listed['name']}"] = size
                 if size is not None:
                     row.registry_size_bytes += size

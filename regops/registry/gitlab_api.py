@@ -365,3 +365,24 @@ def _time(row: Mapping[str, Any], key: str, where: str) -> datetime | None:
 
 def _shape_error(where: str, detail: str) -> RegistryError:
     return RegistryError("GET", where, 200, f"not the GitLab API's shape: {detail}")
+
+
+# GitLab's tag-delete probe (lib/container_registry/client.rb supports_tag_delete?): any name.
+GITLAB_DELETE_PROBE_PATH = "/v2/name/manifests/tag"
+
+
+def gitlab_would_delete_by_tag(client: RegistryClient) -> bool:
+    """Whether GitLab's own probe picks its tag-delete method for this registry.
+
+    GitLab sends ``OPTIONS /v2/name/manifests/tag`` and deletes tags by name
+    (``DELETE /v2/<path>/manifests/<tag>``) when the answer is a success with
+    DELETE in ``Allow``; otherwise it pushes a dummy manifest under each tag and
+    deletes that. The plain Distribution registry 2.8 answers ``Allow: DELETE,
+    GET, HEAD, PUT`` there and then refuses a delete by tag (400 DIGEST_INVALID),
+    so GitLab's own cleanup deletes nothing on it.
+    """
+    url = client._url(GITLAB_DELETE_PROBE_PATH)
+    response = client._send("OPTIONS", url, ())
+    response.close()
+    allow = {method.strip().upper() for method in response.headers.get("Allow", "").split(",")}
+    return 200 <= response.status_code < 300 and "DELETE" in allow

@@ -304,7 +304,11 @@ class TagResolver:
         config: bool = True,
         workers: int = DETAIL_WORKERS,
     ) -> list[TagDetails]:
-        """Every named tag resolved, ``workers`` at a time; tags gone meanwhile are left out."""
+        """Every named tag resolved, ``workers`` at a time; tags gone meanwhile are left out.
+
+        With the registry's GitLab API, GitLab's fields come from its tags list
+        (one request per 1000 tags) and the tags come in that list's order.
+        """
         if not names:
             return []
         read = self._read_tag
@@ -316,11 +320,14 @@ class TagResolver:
         resolved = [details for details in found if details is not None]
         if self.gitlab_api is None:
             return resolved
+        # GitLab's fields from the API's rows, and the API's order (its cleanup pages it).
         rows = {row.name: row for row in self._api_rows(repository)}
-        return [
+        rank = {name: i for i, name in enumerate(rows)}
+        merged = [
             replace(d, gitlab=gitlab_tag_of_row(rows[d.name]) if d.name in rows else None)
             for d in resolved
         ]
+        return sorted(merged, key=lambda d: rank.get(d.name, len(rank)))
 
     def _read_tag(self, repository: str, tag: str, config: bool) -> TagDetails | None:
         """One GET by tag and GitLab's view from the manifest (no API row)."""

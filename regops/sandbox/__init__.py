@@ -31,6 +31,7 @@ from regops.errors import ConfigError, ValidationError
 from regops.http import HTTPSettings
 from regops.registry.client import RegistryClient
 from regops.registry.keys import check_pair, generate_key, write_key_and_certificate
+from regops.registry.resolver import TagResolver
 from regops.registry.tokens import (
     DEFAULT_ISSUER,
     DEFAULT_SERVICE,
@@ -39,6 +40,7 @@ from regops.registry.tokens import (
     load_signing_key,
 )
 from regops.sandbox.app import GitLabStandIn
+from regops.sandbox.gitlab_registry import FrontServer, GitLabRegistryFront
 from regops.sandbox.registry_server import RegistryServer
 from regops.sandbox.seed import seed
 from regops.sandbox.state import SandboxState, UserRecord
@@ -54,6 +56,9 @@ ENV_FILE_MODE = 0o600  # the env file holds tokens
 ENV_FILE_NAME = "sandbox.env"
 SERVER_THREAD_NAME = "regops-sandbox-gitlab"
 SHUTDOWN_POLL = 0.05  # seconds; how fast stop() gets the server thread to notice
+# The registry variants a sandbox runs: the plain v2 API (Distribution, GitLab's
+# third-party cleanup service) or GitLab's registry with its API (metadata database).
+REGISTRY_APIS = ("v2", "gitlab")
 
 
 class Sandbox:
@@ -62,7 +67,9 @@ class Sandbox:
     ``data_dir`` keeps state (users, tokens, policies, registry storage, key)
     between runs; without it everything lives in a temporary directory removed
     by :meth:`stop`. ``http_delay`` adds seconds of latency to every API answer
-    (for benchmarks that should feel a network).
+    (for benchmarks that should feel a network). ``registry_api="gitlab"`` puts
+    GitLab's registry API (``/gitlab/v1/``, tag delete: the metadata database)
+    in front of the real registry (:mod:`regops.sandbox.gitlab_registry`).
     """
 
     def __init__(
@@ -75,7 +82,14 @@ class Sandbox:
         http_delay: float = 0.0,
         issuer: str = DEFAULT_ISSUER,
         service: str = DEFAULT_SERVICE,
+        registry_api: str = "v2",
     ) -> None:
+        if registry_api not in REGISTRY_APIS:
+            raise ValidationError(
+                "registry_api", f"expected one of {', '.join(REGISTRY_APIS)}, got {registry_api!r}"
+            )
+        self.registry_api = registry_api
+        self._front: FrontServer | None = None
         self._keep = data_dir is not None
         self._data_arg = Path(data_dir) if data_dir is not None else None
         self.gitlab_port = gitlab_port
@@ -164,26 +178,48 @@ class Sandbox:
             print(f"GitLab API stand-in on {self.gitlab_url}")
 
     def _start_registry(self) -> None:
+        gitlab_api = self.registry_api == "gitlab"
         self.registry_server = RegistryServer(
             self.data_dir / "registry",
             self.cert_path,
             realm=f"{self.gitlab_url}/jwt/auth",
             issuer=self.issuer,
             service=self.service,
-            port=self.registry_port or None,
+            port=None if gitlab_api else self.registry_port or None,
         )
         self.registry_server.start()
+        if gitlab_api:
+            self._start_front()
         minter = TokenMinter(
             self._key, issuer=self.issuer, service=self.service, subject=ADMIN_USERNAME
         )
         self._admin_registry = RegistryClient(
-            self.registry_server.url, KeyAuth(minter), http=HTTPSettings(timeout=(5.0, 30.0))
+            self.registry_url, KeyAuth(minter), http=HTTPSettings(timeout=(5.0, 30.0))
         )
         self.app.registry = self._admin_registry
         self.app.registry_host = self.registry_host
 
+    def _start_front(self) -> None:
+        """GitLab's registry API in front of the real registry (clients see only this)."""
+        assert self.registry_server is not None and self.state is not None
+        front = GitLabRegistryFront(
+            self.registry_server.url,
+            self.registry_server.storage_path,
+            self.state,
+            self.cert_path,
+            realm=f"{self.gitlab_url}/jwt/auth",
+            issuer=self.issuer,
+            service=self.service,
+        )
+        handler = _QuietHandler if self.quiet else _RedactingHandler
+        self._front = FrontServer(front, LOOPBACK, self.registry_port, handler).start()
+        self.registry_port = self._front.port
+
     def stop(self) -> None:
         """Stop both servers; remove the temporary directory when no data dir was given."""
+        if self._front is not None:
+            self._front.stop()
+            self._front = None
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -220,12 +256,17 @@ class Sandbox:
 
     @property
     def registry_url(self) -> str:
+        """Where clients reach the registry (GitLab's front in ``registry_api="gitlab"``)."""
         self._running()
+        if self._front is not None:
+            return f"http://{LOOPBACK}:{self._front.port}"
         return self.registry_server.url
 
     @property
     def registry_host(self) -> str:
         self._running()
+        if self._front is not None:
+            return f"{LOOPBACK}:{self._front.port}"
         return self.registry_server.host
 
     @property
@@ -346,8 +387,32 @@ class Sandbox:
         started = time.monotonic()
         summary = seed(self, profile, **options)
         self.app.register_repositories()  # pushed with the admin key, not through /jwt/auth
+        if self.registry_api == "gitlab":
+            self._date_pushes_by_build()
         self.seed_seconds[profile] = time.monotonic() - started
         return summary
+
+    def _date_pushes_by_build(self) -> None:
+        """Date every seeded tag's push as its image's build time, as if each was pushed
+        when built (the seed pushes everything now; GitLab's registry dates by push)."""
+        assert self.state is not None
+        resolver = TagResolver(self.registry)  # the manifests' own dates, not the API's
+        for path in self.registry.catalog():
+            for details in resolver.tags(path, self.registry.tags(path)):
+                built = details.created_at or _built_at(resolver, details)
+                if built is not None:
+                    self.state.set_tag_times(path, details.name, created_at=built)
+
+
+def _built_at(resolver: TagResolver, details: Any) -> Any:
+    """An index's newest child build time (GitLab sees none through its Accept)."""
+    manifest = details.manifest
+    times = []
+    for child in manifest.children if manifest is not None else ():
+        image = resolver.manifest(details.repository, child.digest)
+        if image.config is not None:
+            times.append(resolver.config(details.repository, image.config.digest).created)
+    return max((t for t in times if t is not None), default=None)
 
 
 class _RedactingHandler(WSGIRequestHandler):
