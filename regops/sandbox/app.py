@@ -664,7 +664,12 @@ class GitLabStandIn:
         if self.gitlab_api is not None:
             tags: list[Any] = self.resolver.api_tags(path)
             plan = plan_cleanup(
-                tags, params, repository=path, service=SERVICE_GITLAB, protection=protection
+                tags,
+                params,
+                repository=path,
+                service=SERVICE_GITLAB,
+                protection=protection,
+                page_size=self.state.cleanup_page_size,
             )
         else:
             tags = [_TagTime(name, self.created_at(path, name)) for name in self.safe_tags(path)]

@@ -369,10 +369,10 @@ class GitLabRegistryFront:
             row["updated_at"] = updated
         return row
 
-    def push_times(self, path: str, tag: str) -> tuple[str, str | None]:
+    def push_times(self, path: str, tag: str) -> tuple[str | None, str | None]:
         """``(created_at, updated_at)`` of a tag: what the front saw, else its link files."""
         known = self.state.tag_push(path, tag)
-        if known and known.get("created_at"):
+        if known and "created_at" in known:
             return known["created_at"], known.get("updated_at")
         folder = self.storage / V2 / "repositories" / path / "_manifests" / "tags" / tag
         links = list((folder / "index").rglob("link"))

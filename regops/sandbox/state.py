@@ -33,6 +33,7 @@ from typing import Any
 
 from regops.durations import parse_duration
 from regops.errors import ValidationError
+from regops.ops.cleanup import GITLAB_TAGS_PAGE_SIZE
 from regops.policy import (
     OLDER_THAN_OPTIONS,
     POLICY_DEFAULTS,
@@ -437,6 +438,9 @@ class SandboxState:
         self.tag_rules: dict[int, list[dict[str, Any]]] = {}
         # repository path -> tag -> {"digest", "created_at", "updated_at"} (ISO text)
         self.tag_pushes: dict[str, dict[str, dict[str, Any]]] = {}
+        # Gitlab::CleanupTagsService::TAGS_PAGE_SIZE; a test hook as GitLab's own spec
+        # stubs it (stub_const) to see keep_n applied per page.
+        self.cleanup_page_size = GITLAB_TAGS_PAGE_SIZE
 
     def policy_options(self) -> PolicyOptions:
         """The policy values this stand-in's GitLab accepts."""
@@ -510,10 +514,14 @@ class SandboxState:
         path: str,
         tag: str,
         *,
-        created_at: datetime.datetime,
+        created_at: datetime.datetime | None,
         updated_at: datetime.datetime | None = None,
     ) -> None:
-        """Test hook: when ``path:tag`` was first pushed and last re-pushed."""
+        """Test hook: when ``path:tag`` was first pushed and last re-pushed.
+
+        ``created_at=None`` makes the GitLab API answer null, which a real registry
+        never does (GitLab's own spec stubs it to reach the "unknown date" branch).
+        """
         with self.lock:
             entry = self.tag_pushes.setdefault(path, {}).setdefault(tag, {"digest": None})
             entry.update(created_at=iso(created_at), updated_at=iso(updated_at))
