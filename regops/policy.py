@@ -661,7 +661,8 @@ class TagProtection:
         """The rule that keeps ``tag`` (an immutability rule first), or None."""
         matching = [rule for rule in self.rules if rule.matches(tag)]
         immutable = [rule for rule in matching if rule.immutable]
-        return (immutable or matching or [None])[0]
+        chosen = immutable or matching
+        return chosen[0] if chosen else None
 
     def reason(self, tag: str) -> str | None:
         """``immutable``, ``protected`` or None (the tag may be deleted)."""

@@ -74,8 +74,8 @@ class ApiTag:
         if not isinstance(row, Mapping):
             raise _shape_error(where, f"expected a tag object, got {type(row).__name__}")
         try:
-            name = validate_tag(row.get("name"))  # type: ignore[arg-type]
-            digest = Digest.parse(row.get("digest"), field="digest")
+            name = validate_tag(str(row.get("name") or ""))
+            digest = Digest.parse(str(row.get("digest") or ""), field="digest")
             config = row.get("config_digest")
             config_digest = Digest.parse(config, field="config_digest") if config else None
         except (ValidationError, TypeError) as exc:

@@ -703,7 +703,11 @@ class GitLabStandIn:
             if user.is_admin:
                 return TagProtection()
             level = self.level(project, user)
-            rules = [r for r in rules if RULE_LEVELS[r.minimum_access_level_for_delete] > level]
+            rules = [
+                r
+                for r in rules
+                if RULE_LEVELS.get(r.minimum_access_level_for_delete or "", 0) > level
+            ]
         return TagProtection(tuple(rules), f"GitLab {self.state.gitlab_version}")
 
     def created_at(self, path: str, tag: str) -> datetime.datetime | None:

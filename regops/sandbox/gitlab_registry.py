@@ -416,7 +416,7 @@ class FrontServer:
     ) -> None:
         self.app = app
         self.server = make_server(host, port, app, threaded=True, request_handler=handler)
-        self.server.daemon_threads = True
+        setattr(self.server, "daemon_threads", True)  # noqa: B010 - a ThreadingMixIn attribute
         self.thread = threading.Thread(
             target=self.server.serve_forever, name="regops-sandbox-gitlab-registry", daemon=True
         )
