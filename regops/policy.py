@@ -657,6 +657,24 @@ class TagProtection:
     def __bool__(self) -> bool:
         return bool(self.rules)
 
+    def __repr__(self) -> str:
+        if not self.rules:
+            return f"<TagProtection: no rules{f' ({self.source})' if self.source else ''}>"
+        lines = [
+            f"<TagProtection {len(self.rules)} rules{f' ({self.source})' if self.source else ''}:"
+        ]
+        for rule in self.rules:
+            kind = (
+                IMMUTABLE
+                if rule.immutable
+                else (
+                    f"push {rule.minimum_access_level_for_push}, "
+                    f"delete {rule.minimum_access_level_for_delete}"
+                )
+            )
+            lines.append(f"  {rule.pattern!r}: {kind}")
+        return "\n".join(lines) + ">"
+
     def rule_for(self, tag: str) -> TagProtectionRule | None:
         """The rule that keeps ``tag`` (an immutability rule first), or None."""
         matching = [rule for rule in self.rules if rule.matches(tag)]

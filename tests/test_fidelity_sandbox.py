@@ -242,6 +242,9 @@ def test_gitlab_rest_refuses_deleting_a_protected_tag_for_a_developer(fresh_vari
     rules = _gitlab(sandbox, "GET", f"/projects/{project.id}/registry/protection/tag/rules")
     assert rules.status_code == 200
     assert [r["tag_name_pattern"] for r in rules.json()] == ["^v1"]
+    shown = Project.find_by(full_path=PROJECT, connection=sandbox.connect()).tag_protection
+    assert shown.reason("v1.5") == "protected" and shown.reason("main") is None
+    assert "'^v1': push maintainer, delete maintainer" in repr(shown)  # the console's view
     assert _gitlab(sandbox, "DELETE", url).status_code == 200  # an admin (CE): no rule applies
 
 
