@@ -220,6 +220,8 @@ class Sandbox:
         if self._front is not None:
             self._front.stop()
             self._front = None
+            if self.state is not None:
+                self.state.save()  # the push times the front recorded
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

@@ -502,7 +502,7 @@ class SandboxState:
                 tags[tag] = {"digest": digest, "created_at": iso(when), "updated_at": None}
             elif known["digest"] != digest:
                 known.update(digest=digest, updated_at=iso(when))
-            self.save()
+            # Not saved here: a seed pushes thousands of tags; the sandbox saves on stop.
 
     def record_tag_deleted(self, path: str, tag: str) -> None:
         with self.lock:
