@@ -25,7 +25,8 @@ configs are never fetched: sizes come from the manifest's descriptors) + one
 ``GET manifest`` per distinct Docker list's amd64 child (GitLab's size) and,
 extended only, per distinct index child (cached on disk by digest). With the
 registry's GitLab API: one tags-list request per 1000 tags of a repository
-instead (plus the per-tag reads above when extended, for ``unique_bytes``). Storage mode (``storage=RegistryStorage(root)``, for an admin on the
+instead (plus the per-tag reads above when extended, for ``unique_bytes``).
+Storage mode (``storage=RegistryStorage(root)``, for an admin on the
 registry host): the tag list still comes from the registry, but what each tag
 points at is read from ``_manifests/tags/<tag>/current/link`` on disk, so the
 registry is asked only for manifests the on-disk cache does not hold: a
