@@ -18,10 +18,14 @@ from typing import Any
 
 from regops.config import NO_REGISTRY, Settings, resolve_settings, url_host, with_inferred_registry
 from regops.errors import ConfigError, GitLabError, TransportError
+from regops.gitlab import features
 from regops.gitlab.client import GitLabClient
+from regops.ops.cleanup import SERVICE_GITLAB, SERVICE_THIRD_PARTY
+from regops.policy import PolicyOptions
 from regops.registry import tokens
 from regops.registry.cache import ContentCache, default_cache_dir
 from regops.registry.client import RegistryClient
+from regops.registry.gitlab_api import GitLabRegistryAPI, gitlab_would_delete_by_tag
 from regops.registry.resolver import TagResolver
 from regops.secrets import redact_url
 
@@ -54,6 +58,13 @@ class Connection:
         self._resolver: TagResolver | None = None
         self._user: dict | None = None
         self._lock = threading.Lock()
+        self._version: str | None = None
+        self._options: PolicyOptions | None = None
+        self._api_checked = False
+        self._api: GitLabRegistryAPI | None = None
+        self._protection: dict[int | str, features.ProtectionRead] = {}
+        self._delete_note: str | None = None
+        self._delete_note_known = False
 
     def __repr__(self) -> str:
         known = self.settings.registry_url not in (None, NO_REGISTRY)
@@ -101,10 +112,72 @@ class Connection:
         registry = self.registry
         if registry is None:
             return None
+        api = self.gitlab_registry_api
         with self._lock:
             if self._resolver is None:
-                self._resolver = TagResolver(registry, self._content_cache())
+                self._resolver = TagResolver(registry, self._content_cache(), gitlab_api=api)
             return self._resolver
+
+    # -- what this GitLab and registry have (each asked once) ---------------------
+
+    @property
+    def gitlab_registry_api(self) -> GitLabRegistryAPI | None:
+        """The registry's GitLab API (metadata database), or None: GitLab's compliance
+        check (``GET /gitlab/v1/`` is 200 or 401), asked once."""
+        if not self._api_checked:
+            registry = self.registry
+            api = GitLabRegistryAPI.detect(registry) if registry is not None else None
+            with self._lock:
+                self._api, self._api_checked = api, True
+        return self._api
+
+    @property
+    def cleanup_service(self) -> str:
+        """The cleanup service GitLab runs for this registry: ``gitlab`` or ``third_party``."""
+        return SERVICE_GITLAB if self.gitlab_registry_api is not None else SERVICE_THIRD_PARTY
+
+    @property
+    def gitlab_version(self) -> str | None:
+        """``GET /version`` (asked once)."""
+        if self._version is None:
+            self._version = features.gitlab_version(self.gitlab) or ""
+        return self._version or None
+
+    def policy_options(self) -> PolicyOptions:
+        """The cleanup-policy values this GitLab accepts (its GraphQL enum; asked once)."""
+        if self._options is None:
+            self._options = features.policy_options(self.gitlab, self.gitlab_version)
+        return self._options
+
+    def tag_protection(self, project_id: int | str) -> features.ProtectionRead:
+        """The project's tag protection rules, read once per project."""
+        known = self._protection.get(project_id)
+        if known is None:
+            known = features.tag_protection(self.gitlab, project_id, self.gitlab_version)
+            self._protection[project_id] = known
+        return known
+
+    def delete_method_note(self) -> str | None:
+        """A plan note when GitLab's own cleanup could not delete on this registry.
+
+        GitLab probes ``OPTIONS /v2/name/manifests/tag``; a registry that lists
+        DELETE there but cannot delete a tag by name (the plain Distribution
+        registry: 400 DIGEST_INVALID) makes GitLab's run delete nothing.
+        """
+        registry = self.registry
+        if registry is None or self._delete_note_known:
+            return self._delete_note
+        note = None
+        if gitlab_would_delete_by_tag(registry) and not registry.features.tag_delete:
+            note = (
+                "GitLab's own cleanup deletes nothing on this registry: GitLab's probe "
+                "(OPTIONS /v2/name/manifests/tag) sees Allow: DELETE, so GitLab deletes tags "
+                "by name, which this registry refuses (400 DIGEST_INVALID). regops deletes "
+                "these tags with its placeholder method instead (a throw-away manifest under "
+                "each tag, then one DELETE by its digest), which works here."
+            )
+        self._delete_note, self._delete_note_known = note, True
+        return note
 
     def _content_cache(self) -> ContentCache:
         setting = self.settings.cache_dir
@@ -185,7 +258,11 @@ class Connection:
 
     def describe(self) -> dict[str, object]:
         """GitLab URL, version, user, is_admin and registry mode and where its URL came
-        from, for banners (2 requests; 3 when the registry's URL is asked of GitLab)."""
+        from, for banners (2 requests; 3 when the registry's URL is asked of GitLab).
+
+        The registry's variant (which GitLab cleanup service runs) is
+        :attr:`cleanup_service`: it asks the registry.
+        """
         user = self.current_user()
         if not self.settings.registry_url:
             self.registry  # noqa: B018 - built now: its URL comes from GitLab
@@ -193,7 +270,7 @@ class Connection:
         known = s.registry_url not in (None, NO_REGISTRY)
         return {
             "gitlab_url": redact_url(s.gitlab_url or ""),
-            "gitlab_version": self.gitlab.version().get("version"),
+            "gitlab_version": self.gitlab_version,
             "user": user.get("username"),
             "is_admin": bool(user.get("is_admin", False)),
             "registry_url": redact_url(s.registry_url or "") if known else None,

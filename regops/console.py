@@ -34,7 +34,7 @@ from regops.models import (
     User,
     usage_by_project,
 )
-from regops.ops.cleanup import plan_cleanup
+from regops.ops.cleanup import SERVICE_GITLAB, SERVICE_THIRD_PARTY, plan_cleanup
 from regops.secrets import redact_url
 
 if TYPE_CHECKING:
@@ -119,7 +119,10 @@ def banner(conn: Connection) -> str:
         else "not an administrator: instance-wide reports need --scope visible"
     )
     if info.get("registry_url"):
-        registry = f"registry {info['registry_url']} (access: {info['registry_auth']})"
+        registry = (
+            f"registry {info['registry_url']} (access: {info['registry_auth']}; "
+            f"{registry_variant(conn)})"
+        )
         source = str(info.get("registry_source") or "")
         if source.startswith("inferred"):
             registry += f", {source}"
@@ -135,6 +138,23 @@ def banner(conn: Connection) -> str:
 def one_line(exc: BaseException) -> str:
     """How an error regops raised on purpose is shown in the console: one line and a hint."""
     return f"{type(exc).__name__}: {exc}  (%tb shows the full traceback)"
+
+
+# How the banner names each registry variant: which GitLab cleanup service runs there.
+VARIANTS = {
+    SERVICE_GITLAB: "GitLab API /gitlab/v1/ (metadata database): GitLab's "
+    "Gitlab::CleanupTagsService, tags dated by push time",
+    SERVICE_THIRD_PARTY: "v2 API only: GitLab's ThirdParty::CleanupTagsService, "
+    "tags dated by build time",
+}
+
+
+def registry_variant(conn: Connection) -> str:
+    """Which registry variant the connection talks to (one probe of ``/gitlab/v1/``)."""
+    try:
+        return VARIANTS[conn.cleanup_service]
+    except RegopsError as exc:
+        return f"variant unknown: {exc}"
 
 
 def run_code(code: str, ns: dict[str, Any], *, out: Any = None) -> None:

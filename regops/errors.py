@@ -25,6 +25,7 @@
     ├── StorageError                 registry storage not as the registry writes it (.path)
     ├── StateError                   regops' own files (state, locks, journal, audit) not writable
     ├── UnsafeDeleteError            a delete that would take down something not asked for
+    │   └── ProtectedTagError        a delete of tags a GitLab protection rule keeps (.tags)
     ├── DeleteRolledBack             a delete batch failed and was undone: every tag kept its image
     ├── UnfinishedDeleteError        tags left on a regops placeholder: `regops cleanup recover`
     ├── RegistryStartError           the docker-registry process would not start
@@ -293,3 +294,19 @@ class HistoryError(RegopsError):
     def __init__(self, path: str | Path, reason: str) -> None:
         self.path = str(path)
         super().__init__(f"usage history {path}: {reason}")
+
+
+class ProtectedTagError(UnsafeDeleteError):
+    """A delete asked for tags a GitLab tag protection (or immutability) rule keeps.
+
+    ``.tags`` maps each refused tag to why (``protected by GitLab tag rule 'v.*'``).
+    Raised before anything changes.
+    """
+
+    def __init__(self, repository: str, tags: Mapping[str, str]) -> None:
+        self.repository = repository
+        self.tags = dict(tags)
+        detail = "; ".join(f"{tag}: {why}" for tag, why in tags.items())
+        super().__init__(
+            f"{repository}: refusing to delete tags GitLab protects ({detail}); nothing changed"
+        )

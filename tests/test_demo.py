@@ -26,7 +26,7 @@ def test_demo_prints_usage_and_a_cleanup_preview_and_leaves_nothing_running(tmp_
     assert done.returncode == 0, done.stderr
     out = done.stdout
     header = "project_id,creator_id,registry_size_bytes,project path,repositories,tags,"
-    assert header + "unique_bytes,incomplete" in out
+    assert header + "unique_bytes,all_platforms_bytes,gitlab_registry_size,incomplete" in out
     usage_rows = [line for line in out.splitlines() if line.endswith(",false")]
     paths = {row.split(",")[3] for row in usage_rows}
     assert {"platform/base-images", "platform/tools", "apps/web", "apps/mobile/android"} <= paths

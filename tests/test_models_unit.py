@@ -99,6 +99,16 @@ class FakeGitLab:
         route("GET", re.compile(rf"{API}/users/\d+$"), self.get_user)
         route("GET", re.compile(rf"{API}/user$"), lambda r: (200, {}, json.dumps(self.users[7])))
         route("GET", re.compile(rf"{API}/projects/\d+/members/all/\d+$"), self.member)
+        # What the models ask of GitLab itself: its version (policy values, tag protection
+        # rules: none before 17.9) and the older_than enum (GraphQL introspection).
+        route("GET", re.compile(rf"{API}/version$"), lambda r: (200, {}, '{"version": "17.5.1"}'))
+        route("POST", re.compile(rf"{BASE}/api/graphql$"), self.older_than_enum)
+
+    @staticmethod
+    def older_than_enum(request) -> tuple:
+        names = ["SEVEN_DAYS", "FOURTEEN_DAYS", "THIRTY_DAYS", "SIXTY_DAYS", "NINETY_DAYS"]
+        body = {"data": {"__type": {"enumValues": [{"name": n} for n in names]}}}
+        return 200, {}, json.dumps(body)
 
     @staticmethod
     def repo(rid: int, pid: int, name: str) -> dict:
@@ -411,6 +421,7 @@ def test_policy_update_gitlab_ignored_is_an_error(conn, gitlab):
 
 def test_policy_update_invalid_sends_nothing(conn, gitlab):
     pol = ExpirationPolicy.find_by(project_id=1, connection=conn)
+    conn.policy_options()  # what this GitLab accepts: read once per connection (2 GETs)
     sent_before = len(gitlab.mock.calls)
     with pytest.raises(PolicyError, match="keep_n: is not included in the list"):
         pol.update(keep_n=7)

@@ -58,8 +58,8 @@ def test_allowed_cadences(cadence: str) -> None:
         ("enabled", None),
         # outside GitLab's lists
         ("cadence", "2d"),
-        ("older_than", "1d"),
-        ("older_than", "60d"),
+        ("older_than", "2d"),
+        ("older_than", "45d"),
         ("keep_n", 3),
         ("keep_n", 0),
         ("keep_n", True),
@@ -185,7 +185,7 @@ def test_policy_error_is_a_validation_error_with_all_errors() -> None:
 
 def test_policy_error_body_has_gitlabs_shape() -> None:
     with pytest.raises(PolicyError) as caught:
-        validate_policy_attributes({"keep_n": 3, "older_than": "1d"})
+        validate_policy_attributes({"keep_n": 3, "older_than": "2d"})
     assert policy_error_body(caught.value) == {
         "message": {
             "container_expiration_policy.keep_n": [MSG_INCLUSION],

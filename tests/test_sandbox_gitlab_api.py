@@ -231,11 +231,15 @@ def test_tag_details_cost_one_manifest_and_one_config_read(fresh_sandbox):
     assert stable["digest"] == tag["digest"]  # tags sharing a digest
 
 
-def test_index_tag_has_no_size_or_revision(admin):
+def test_oci_index_tag_details_are_404_like_gitlab(admin):
+    # GitLab reads with Accept: Docker v2 + OCI image manifest only; the registry answers
+    # 404 for an OCI index, Tag#valid? is false, and validate_tag! answers 404 Tag Not Found
+    # (lib/api/project_container_repositories.rb, lib/container_registry/tag.rb).
     rid = repos_by_path(admin, "platform/tools")["platform/tools/ci"]["id"]
-    tag = admin.repository_tag("platform/tools", rid, "1.0")
-    assert tag["total_size"] is None and tag["revision"] is None and tag["created_at"] is None
-    assert tag["digest"].startswith("sha256:")
+    with pytest.raises(GitLabNotFound, match="404 Tag Not Found"):
+        admin.repository_tag("platform/tools", rid, "1.0")
+    listed = [t["name"] for t in admin.repository_tags("platform/tools", rid)]
+    assert "1.0" in listed  # still listed: the tags list does not read manifests
 
 
 def test_unknown_tag_and_repository_are_404(admin):

@@ -154,11 +154,11 @@ def test_extended_csv_has_incomplete_rows_and_a_total():
     lines = _report(extended=True).to_csv().splitlines()
     assert lines[0] == (
         "project_id,creator_id,registry_size_bytes,project path,"
-        "repositories,tags,unique_bytes,incomplete"
+        "repositories,tags,unique_bytes,all_platforms_bytes,gitlab_registry_size,incomplete"
     )
-    assert lines[1:4] == ["7,1,1500,apps/web,2,5,900,false", "12,3,42,a/b,1,1,42,false",
-                          "15,3,0,a/broken,1,0,0,true"]  # fmt: skip
-    assert lines[4] == f",,1542,{usage.TOTAL_LABEL},4,6,930,true"
+    assert lines[1:4] == ["7,1,1500,apps/web,2,5,900,0,,false", "12,3,42,a/b,1,1,42,0,,false",
+                          "15,3,0,a/broken,1,0,0,0,,true"]  # fmt: skip
+    assert lines[4] == f",,1542,{usage.TOTAL_LABEL},4,6,930,0,,true"
 
 
 def test_json_and_table():

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from regops.sandbox import ENV_FILE_NAME, STORAGE_KINDS, Sandbox
+from regops.sandbox import ENV_FILE_NAME, REGISTRY_APIS, STORAGE_KINDS, Sandbox
 from regops.sandbox.seed import BENCH_DEFAULTS
 from regops.secrets import MASK
 
@@ -46,6 +46,13 @@ def register(subparsers: Any) -> None:
         default="filesystem",
         help="the registry's storage: a folder, or S3 served by moto on loopback "
         "(objects in memory: they do not survive the sandbox)",
+    )
+    parser.add_argument(
+        "--registry-api",
+        choices=REGISTRY_APIS,
+        default="v2",
+        help="v2: the plain Distribution registry (GitLab's third-party cleanup); gitlab: "
+        "GitLab's registry API /gitlab/v1/ in front of it (metadata database, tag delete)",
     )
     bench = parser.add_argument_group("bench profile")
     bench.add_argument("--bench-projects", type=int, default=BENCH_DEFAULTS["projects"])
@@ -80,6 +87,7 @@ def run(
         gitlab_port=args.gitlab_port,
         registry_port=args.registry_port,
         storage=storage,
+        registry_api=getattr(args, "registry_api", "v2"),
     )
     with sandbox:
         already = bool(args.data and sandbox.state and sandbox.state.projects)
@@ -117,7 +125,8 @@ def print_banner(sandbox: Sandbox, env_path: Path, out: TextIO, user: str = "adm
     )
     lines = [
         f"GitLab API:  {sandbox.gitlab_url}/api/v4",
-        f"registry:    {sandbox.registry_url}  (images: {sandbox.registry_host}/<path>)",
+        f"registry:    {sandbox.registry_url}  (images: {sandbox.registry_host}/<path>; "
+        f"API: {sandbox.registry_api})",
         f"users:       {users}  (tokens are in the env file)",
         f"data:        {sandbox.data_dir}",
         "",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import html
 import logging
 from collections.abc import Hashable, Iterable, Iterator, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from regops.connection import Connection
@@ -37,6 +38,7 @@ from regops.ops.forecast import Forecast, PolicyInput, forecast
 from regops.policy import (
     POLICY_ATTRIBUTES,
     CleanupPolicy,
+    PolicyOptions,
     collect_policy_errors,
     validate_policy_attributes,
 )
@@ -193,9 +195,13 @@ class ExpirationPolicy(Model):
         """The normalised attributes ``update(**attrs)`` would send; PolicyError if invalid."""
         if not attrs:
             raise ValidationError("attributes", "nothing to update")
-        given = validate_policy_attributes(attrs, partial=True)
+        options = self.connection.policy_options()  # what this GitLab's version accepts
+        given = validate_policy_attributes(attrs, partial=True, options=options)
         current = {k: v for k, v in self.attributes.items() if k in POLICY_ATTRIBUTES}
-        validate_policy_attributes(attrs, current=current)  # the record as GitLab saves it
+        # The record as GitLab saves it (a stored value it no longer offers stays valid).
+        validate_policy_attributes(
+            attrs, current=current, options=_keeping(options, current.get("older_than"))
+        )
         return given
 
     def update(self, **attrs: object) -> ExpirationPolicy:
@@ -248,6 +254,13 @@ class ExpirationPolicy(Model):
             for repository in project.container_repositories
         ]
         return PolicyPlan(plans, project_id=project.id)
+
+
+def _keeping(options: PolicyOptions, stored: Any) -> PolicyOptions:
+    """``options`` that also accept the policy's stored older_than (GitLab loaded it)."""
+    if isinstance(stored, str) and stored not in options.older_than:
+        return replace(options, older_than=(*options.older_than, stored))
+    return options
 
 
 def _same(field: str, sent: object, got: object) -> bool:

@@ -24,6 +24,7 @@ from regops.models.base import (
     resolve_connection,
 )
 from regops.ops.registry_access import has_images, registry_access_level
+from regops.policy import TagProtection
 
 if TYPE_CHECKING:
     from regops.models.policy import ExpirationPolicy
@@ -192,6 +193,12 @@ class Project(Model):
             model(row, connection=conn, project=self) for row in rows
         ]
         return Collection(repos, model=model)
+
+    @property
+    def tag_protection(self) -> TagProtection:
+        """The project's container tag protection rules, as GitLab lists them (18.7+;
+        read once per connection). Every plan keeps the tags they match."""
+        return self.connection.tag_protection(self.id).rules
 
     @relation
     def creator(self) -> User | None:

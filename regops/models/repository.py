@@ -120,8 +120,13 @@ class ContainerRepository(Model):
         """What ``policy`` (default: the project's) would delete here; nothing is deleted.
 
         ``options`` go to :func:`regops.ops.cleanup.plan_cleanup` (``now``,
-        ``max_list_size``). The plan knows this connection's registry, so
-        ``plan.apply()`` needs no argument.
+        ``max_list_size``, ``service``). As GitLab does, the service follows the
+        registry: ``gitlab`` when it has the GitLab API (push times, ``keep_n`` per
+        page), ``third_party`` otherwise. The project's tag protection rules are
+        read from GitLab (where its version has them) and kept out of the plan,
+        and the plan says when GitLab itself could not delete on this registry.
+        The plan knows this connection's registry, so ``plan.apply()`` needs no
+        argument and never deletes a protected tag.
         """
         if policy is None:
             policy = self.project.container_expiration_policy
@@ -129,6 +134,9 @@ class ContainerRepository(Model):
         if any("created_at" not in tag._data for tag in tags):
             tags = self.load_tags(details=True)
         conn = self.connection
+        protection = conn.tag_protection(self.project_id)
+        notes = [note for note in (protection.note, conn.delete_method_note()) if note]
+        options.setdefault("service", conn.cleanup_service)
         return plan_cleanup(
             tags,
             policy,
@@ -138,6 +146,9 @@ class ContainerRepository(Model):
                 gitlab_url=conn.settings.gitlab_url,
                 project_id=self.project_id,
                 project_path=self.project.full_path,
+                protection=protection.rules,
             ),
+            protection=protection.rules,
+            notes=notes,
             **options,
         )

@@ -4,15 +4,21 @@ Details (digest, revision, total_size, created_at, layers, media_type) come
 from the connection's tag resolver when it has registry access
 (:class:`regops.registry.resolver.TagResolver`: one manifest GET per tag, as
 a tag can move, then each config blob by digest through the on-disk content
-cache). A whole repository's tags are read in one concurrent pass. Without
-registry access they come from GitLab's tag-details endpoint, one GitLab
-request per tag. Both give the same values, with GitLab's meanings:
+cache; with the registry's GitLab API also its tags list). A whole
+repository's tags are read in one concurrent pass. Without registry access
+they come from GitLab's tag-details endpoint, one GitLab request per tag. Both
+give the same values, with GitLab's meanings:
 
-- ``total_size``: sum of layer sizes (config excluded); None for an index/list.
+- ``total_size``: sum of layer sizes (config excluded) of the image GitLab
+  sees: a Docker manifest list's linux/amd64 child; None for an OCI index.
+  With the GitLab API: its ``size_bytes``.
 - ``revision``: the config digest's hex; ``short_revision`` its first 9 characters.
 - ``path``: ``<repository path>:<tag>``; ``location``: ``<registry host:port>/<path>``.
 - ``created_at``: the config's ``created`` (build time, not push time), to the
-  millisecond as GitLab's API gives it.
+  millisecond as GitLab's API gives it; with the GitLab API the push time
+  (and ``updated_at`` the last re-push).
+- ``digest``: GitLab's (a list's amd64 child); ``manifest_digest`` what the tag
+  itself points at (what a delete re-checks).
 """
 
 from __future__ import annotations
@@ -34,7 +40,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("regops.models")
 
 DETAIL_FIELDS = ("digest", "revision", "short_revision", "total_size", "created_at")
-REGISTRY_ONLY_FIELDS = ("layers", "media_type", "manifest", "placeholder")
+REGISTRY_ONLY_FIELDS = (
+    "layers",
+    "media_type",
+    "manifest",
+    "placeholder",
+    "manifest_digest",
+    "updated_at",
+)
 
 
 class Tag(Model):
@@ -144,8 +157,13 @@ def load_tags(repository: ContainerRepository, details: bool) -> Collection[Tag]
     names = [row["name"] for row in listed]
     with ThreadPoolExecutor(DETAIL_WORKERS, thread_name_prefix="regops-tags") as pool:
         found = list(pool.map(lambda n: gitlab_details(conn, repository, n)[0], names))
-    _log_vanished(repository, names, [row["name"] for row in found if row is not None])
-    return _collection(repository, conn, [r for r in found if r is not None], "gitlab")
+    # GitLab lists a tag it has no details for (an OCI index: its registry read gets a
+    # 404): the tag stays, with GitLab's empty details, as GitLab's own list shows it.
+    rows = [
+        row if row is not None else {**listed_row, **dict.fromkeys(DETAIL_FIELDS)}
+        for listed_row, row in zip(listed, found, strict=True)
+    ]
+    return _collection(repository, conn, rows, "gitlab")
 
 
 def _log_vanished(repository: ContainerRepository, listed: list[str], found: list[str]) -> None:
@@ -178,9 +196,11 @@ def registry_row(conn: Connection, details: TagDetails) -> dict[str, Any]:
         short_revision=details.short_revision,
         total_size=details.total_size,
         created_at=details.created_at,
+        updated_at=details.updated_at,
         layers=details.layers,
         media_type=details.media_type,
         manifest=details.manifest,
+        manifest_digest=details.manifest_digest,
         placeholder=details.placeholder,
     )
     return row

@@ -12,6 +12,12 @@ For each repository, in batches of at most ``batch_size`` tags:
    (never a tag outside the batch; a batch that fails is rolled back);
 4. write a "result" record per tag, then clear the pending mark.
 
+A tag a GitLab tag protection rule keeps is never deleted, even when a plan or
+a list of DeleteTargets asks for it: it ends ``failed`` ("protected by GitLab
+tag rule ...") without a request, and :class:`SafeDelete` refuses it again.
+The rules come from the plans' targets (``PlanTarget.protection``, read from
+GitLab by the models) or ``apply_plan(protection=)``.
+
 A run killed at any point leaves its batch marked pending with every intent on
 disk; :func:`regops.ops.recovery.recover_pending` (run by ``regops cleanup run
 --execute`` before it plans, and by ``regops cleanup recover``) settles it, so
@@ -28,7 +34,7 @@ import getpass
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypedDict
@@ -56,6 +62,7 @@ from regops.ops.audit import (
     new_run_id,
 )
 from regops.ops.journal import BatchEntry, Journal, encode_bytes
+from regops.policy import TagProtection
 from regops.registry import safe_delete
 from regops.registry.client import RegistryClient
 from regops.registry.safe_delete import BatchOutcome, DeleteBatch, OriginalTag, SafeDelete
@@ -184,6 +191,7 @@ class PlanTarget:
     gitlab_url: str | None = None
     project_id: int | None = None
     project_path: str | None = None
+    protection: TagProtection | None = None  # the project's tag protection rules
 
 
 class DeletableTag(Protocol):
@@ -260,8 +268,22 @@ def _repository_targets(plan: RepositoryPlan) -> Iterator[DeleteTarget]:
     target = plan.target or PlanTarget()
     for tag in plan.to_delete:
         yield DeleteTarget(
-            plan.repository, tag.name, str(tag.digest), target.project_id, target.project_path
+            plan.repository,
+            tag.name,
+            str(_manifest_digest(tag)),
+            target.project_id,
+            target.project_path,
         )
+
+
+def _manifest_digest(tag: DeletableTag) -> str:
+    """What the tag points at: ``manifest_digest`` when known (a manifest list's own
+    digest), else ``digest`` (the same for a single image)."""
+    try:
+        known = getattr(tag, "manifest_digest", None)
+    except AttributeError:  # a model's "listed, not fetched"
+        known = None
+    return str(known if known is not None else tag.digest)
 
 
 def _batches(targets: list[DeleteTarget], size: int) -> Iterator[list[DeleteTarget]]:
@@ -308,6 +330,7 @@ def apply_plan(
     batch_size: int = DEFAULT_BATCH_SIZE,
     run_id: str | None = None,
     journal: Journal | None = None,
+    protection: TagProtection | Mapping[str, TagProtection] | None = None,
 ) -> ApplyResult:
     """Delete exactly the plan's tags, audited, rate-limited; see the module docstring.
 
@@ -317,7 +340,8 @@ def apply_plan(
     plan that saw tags on a regops placeholder is refused
     (UnfinishedDeleteError): recover first. An audit log or journal that
     cannot be written raises StateError before the batch it concerns changes
-    anything.
+    anything. ``protection``: tag protection rules for every repository, or
+    per repository path; default: each repository plan's ``target.protection``.
     """
     if batch_size < 1:
         raise ValidationError("batch_size", f"must be >= 1, got {batch_size}")
@@ -335,8 +359,26 @@ def apply_plan(
         run_id=run_id or new_run_id(),
         actor=actor or default_actor(),
         gitlab_url=gitlab_url or known.gitlab_url,
+        protection=_protection_lookup(plan, protection),
     )
     return runner.run(targets, batch_size)
+
+
+def _protection_lookup(
+    plan: Plan, given: TagProtection | Mapping[str, TagProtection] | None
+) -> Callable[[str], TagProtection | None]:
+    """Repository path -> its rules: the given ones, else those the plans carry."""
+    if isinstance(given, TagProtection):
+        return lambda _repository: given
+    by_repository: dict[str, TagProtection] = dict(given or {})
+    plans = [plan] if _is_repository_plan(plan) else plan if isinstance(plan, Sequence) else []
+    for item in plans:
+        target = getattr(item, "target", None) if _is_repository_plan(item) else None
+        rules = getattr(target, "protection", None)
+        repository = getattr(item, "repository", None)
+        if rules and repository and repository not in by_repository:
+            by_repository[repository] = rules
+    return by_repository.get
 
 
 def _plan_target(plan: Plan) -> PlanTarget:
@@ -362,9 +404,10 @@ class _Runner:
         run_id: str,
         actor: str,
         gitlab_url: str | None,
+        protection: Callable[[str], TagProtection | None] | None = None,
     ) -> None:
         self.registry = registry
-        self.deleter = SafeDelete(registry)
+        self.deleter = SafeDelete(registry, protection=protection)
         self.audit = audit
         self.journal = journal
         self.run_id = run_id
@@ -420,7 +463,11 @@ class _Runner:
     def _batch(self, targets: list[DeleteTarget]) -> None:
         """Re-check, journal, write intents, delete, write results for one batch."""
         ready: dict[str, tuple[DeleteTarget, OriginalTag]] = {}
+        refused = self.deleter.protected(targets[0].repository, [t.tag for t in targets])
         for target in targets:
+            if target.tag in refused:  # never deleted, whatever asked for it
+                self._outcome(target, RESULT_FAILED, error=f"refused: {refused[target.tag]}")
+                continue
             original = self._recheck(target)
             if original is not None:
                 ready[target.tag] = (target, original)

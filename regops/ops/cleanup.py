@@ -1,8 +1,14 @@
 """Cleanup plans: which tags a GitLab cleanup policy run would delete, and why.
 
-:func:`plan_cleanup` reproduces GitLab's third-party-registry cleanup service
-(app/services/projects/container_repository/third_party/cleanup_tags_service.rb
-and cleanup_tags_base_service.rb) step for step, without deleting anything:
+:func:`plan_cleanup` reproduces GitLab's two cleanup services step for step,
+without deleting anything (app/services/projects/container_repository/
+cleanup_tags_base_service.rb and its two subclasses). GitLab picks the service
+by the registry: ``Gitlab::CleanupTagsService`` when the registry has the GitLab
+API (``GET /gitlab/v1/`` answers 200 or 401: the metadata database),
+``ThirdParty::CleanupTagsService`` otherwise. ``service=`` selects them here
+(``"third_party"`` by default; the models choose by the connected registry).
+
+Third-party service (tags from ``/v2/<path>/tags/list``, dated by build time):
 
 1. ``latest`` is kept (unless ``keep_latest`` is false);
 2. a tag stays a candidate only if it matches ``name_regex_delete`` (older name
@@ -12,20 +18,30 @@ and cleanup_tags_base_service.rb) step for step, without deleting anything:
    now), the first ``keep_n`` kept;
 5. ``older_than``: only candidates with a known ``created_at`` before
    ``now - older_than`` stay; the rest are kept;
-6. what is left is the delete list, in GitLab's order.
+6. tags a protection rule matches are kept (``protected`` / ``immutable``);
+7. what is left is the delete list, in GitLab's order.
+
+GitLab-API service (tags from ``/gitlab/v1/repositories/<path>/tags/list/``):
+the same steps 1, 2, 4, 5, 6 run on each page of 1000 tags separately, in the
+order the API lists them, and a tag is dated by push time, ``updated_at ||
+created_at``; there is no cap (GitLab stops at a time limit instead). So
+``keep_n`` keeps that many tags *per page*: 1200 tags and ``keep_n: 10`` keep 20.
 
 Deliberate differences, all visible:
 
 - Anchoring: GitLab builds ``\\A`` + pattern + ``\\z``, so a top-level ``|``
   anchors only its outer alternatives (``C|D`` also matches ``Cx``). regops
   anchors the whole pattern, ``\\A(?:pattern)\\z`` (what the policy author
-  means), and lists in :attr:`CleanupPlan.warnings` every tag GitLab's own run
-  would decide differently because of it.
+  means), plans a second time with GitLab's own anchoring, and lists in
+  :attr:`CleanupPlan.warnings` every tag whose decision differs between the
+  two, knock-on effects on ``keep_n`` included.
 - The cap (step 3): GitLab takes a *random* sample of ``keep_n + max_list_size``
   candidates. regops takes, deterministically, the newest ``keep_n`` (so step 4
   keeps exactly the tags an uncapped run keeps) plus the oldest
   ``max_list_size`` (the most deletable), and marks the plan unfinished. Without
   ``max_list_size`` (the default) every tag is decided.
+- Protection: every rule protects, as in GitLab's policy run (no user); GitLab
+  Community Edition ignores immutability rules there, regops keeps those tags too.
 - Garbage in a policy (a ``keep_n`` that is not a number, an unparseable
   ``older_than``) raises :class:`PolicyError`; GitLab's ``to_i`` / ChronicDuration
   would treat it as 0 or crash the run.
@@ -45,11 +61,25 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypedDict, TypeVar
 
 from tabulate import tabulate
 
-from regops.errors import ValidationError
+from regops.errors import PolicyError, ValidationError
 from regops.ops import charts
 from regops.ops.apply import ApplyResult, DeletableTag, PlanTarget, RunOptions, apply_plan
-from regops.policy import LATEST_TAG, CleanupPolicy, compile_gitlab_literal_regex
+from regops.policy import (
+    IMMUTABLE,
+    LATEST_TAG,
+    PROTECTED,
+    CleanupPolicy,
+    TagProtection,
+    compile_gitlab_literal_regex,
+)
 from regops.registry.client import RegistryClient
+
+# The two GitLab services plan_cleanup reproduces (GitLab's class names).
+SERVICE_THIRD_PARTY = "third_party"  # ThirdParty::CleanupTagsService: /v2/ tags, build time
+SERVICE_GITLAB = "gitlab"  # Gitlab::CleanupTagsService: the registry's GitLab API, push time
+SERVICES = (SERVICE_THIRD_PARTY, SERVICE_GITLAB)
+# Gitlab::CleanupTagsService::TAGS_PAGE_SIZE: keep_n applies to each page of this many tags.
+GITLAB_TAGS_PAGE_SIZE = 1000
 
 # Why a tag is kept (the values of CleanupPlan.kept).
 KEEP_LATEST = "latest"
@@ -59,6 +89,8 @@ KEEP_OVER_LIST_SIZE = "beyond max_list_size"
 KEEP_N = "keep_n"
 KEEP_NEWER = "newer than older_than"
 KEEP_UNKNOWN_DATE = "unknown created_at"
+KEEP_PROTECTED = PROTECTED  # a GitLab tag protection rule matches it
+KEEP_IMMUTABLE = IMMUTABLE  # a GitLab immutability rule matches it
 # A tag on a regops placeholder is unfinished work, not an image: never a candidate.
 KEEP_PLACEHOLDER = "on a regops placeholder: an interrupted delete (run regops cleanup recover)"
 # Why a tag is deleted: the last step that let it through.
@@ -68,7 +100,7 @@ DELETE_MATCHED = "matched by name_regex"
 
 # Rows shown by repr before "... N more" (the full list is in .decisions).
 MAX_REPR_ROWS = 50
-# Tag names listed in one anchoring warning.
+# Tag names listed in one warning.
 MAX_WARNING_NAMES = 10
 TABLE_HEADERS = ("repository", "tag", "created_at", "size", "decision", "reason")
 
@@ -97,6 +129,8 @@ class PlanOptions(TypedDict, total=False):
 
     now: datetime | None
     max_list_size: int | None
+    service: str  # SERVICE_THIRD_PARTY or SERVICE_GITLAB
+    page_size: int
 
 
 @dataclass(frozen=True)
@@ -120,8 +154,12 @@ class TagDecision(Generic[TagT]):
 class CleanupPlan(Generic[TagT]):
     """What one cleanup run would delete in one repository, and why every tag stays.
 
-    ``counts`` follows GitLab's service result (original_size, before_truncate_size,
-    after_truncate_size, before_delete_size, deleted_size).
+    ``counts`` follows the result of the GitLab service that ran (``service``):
+    the third-party one reports original_size, before_truncate_size,
+    after_truncate_size, before_delete_size and deleted_size; the GitLab-API one
+    original_size, before_delete_size and deleted_size, summed over its pages.
+    ``before_delete_size`` counts protected tags too (GitLab drops them in its
+    delete service, after that count); ``deleted_size`` does not.
     """
 
     decisions: list[TagDecision[TagT]]
@@ -136,6 +174,8 @@ class CleanupPlan(Generic[TagT]):
     after_truncate_size: int = 0
     before_delete_size: int = 0
     warnings: list[str] = field(default_factory=list)
+    service: str = SERVICE_THIRD_PARTY
+    pages: int = 1
 
     @property
     def deleted_size(self) -> int:
@@ -169,8 +209,20 @@ class CleanupPlan(Generic[TagT]):
         """The decisions the ``keep_n`` step kept (the newest candidates)."""
         return [d for d in self.decisions if d.reason == KEEP_N]
 
+    def protected(self) -> dict[str, str]:
+        """Tag -> ``protected`` or ``immutable``, for tags a GitLab rule keeps."""
+        return {
+            d.name: d.reason for d in self.decisions if d.reason in (KEEP_PROTECTED, KEEP_IMMUTABLE)
+        }
+
     @property
     def counts(self) -> dict[str, int]:
+        if self.service == SERVICE_GITLAB:
+            return {
+                "original_size": self.original_size,
+                "before_delete_size": self.before_delete_size,
+                "deleted_size": self.deleted_size,
+            }
         return {
             "original_size": self.original_size,
             "before_truncate_size": self.before_truncate_size,
@@ -301,56 +353,123 @@ def plan_cleanup(
     max_list_size: int | None = None,
     repository: str | None = None,
     target: PlanTarget | None = None,
-) -> CleanupPlan[TagT]:
+    *,
+    service: str = SERVICE_THIRD_PARTY,
+    protection: TagProtection | None = None,
+    page_size: int = GITLAB_TAGS_PAGE_SIZE,
+    notes: Sequence[str] = (),
+) -> CleanupPlan:
     """Decide every tag as a GitLab cleanup run would; delete nothing.
 
-    ``tags``: objects with ``.name`` and ``.created_at`` (aware datetime or None).
-    ``policy``: a :class:`~regops.policy.CleanupPolicy`, or what
-    :meth:`CleanupPolicy.parse <regops.policy.CleanupPolicy.parse>` takes (a
-    mapping with the API's parameter names, or a policy object).
+    ``tags``: objects with ``.name`` and ``.created_at`` (aware datetime, ISO
+    text or None); for ``service="gitlab"`` also ``.updated_at``, given in the
+    order the registry's GitLab API lists them. ``policy``: a
+    :class:`~regops.policy.CleanupPolicy`, or what :meth:`CleanupPolicy.parse
+    <regops.policy.CleanupPolicy.parse>` takes (a mapping with the API's
+    parameter names, or a policy object). ``service``: ``"third_party"``
+    (GitLab's ThirdParty::CleanupTagsService, the default) or ``"gitlab"``
+    (Gitlab::CleanupTagsService: push-time dating, ``keep_n`` per page of
+    ``page_size`` tags, no ``max_list_size``). ``protection``: the project's
+    tag protection rules; the tags they match are kept. ``notes``: extra lines
+    for :attr:`CleanupPlan.warnings` (the models say there how GitLab itself
+    would delete on this registry).
 
     >>> plan = plan_cleanup(tags, {"name_regex_delete": ".*", "keep_n": 1})  # doctest: +SKIP
     >>> plan.names_to_delete, plan.kept                                     # doctest: +SKIP
     """
     rules = CleanupPolicy.parse(policy)
     now = _check_now(now)
-    listed = _check_tags(tags)
-    builder: _PlanBuilder[TagT] = _PlanBuilder(rules, now)
-    candidates = builder.set_aside_placeholders(listed)
-    candidates = builder.keep_latest(candidates)
-    candidates = builder.filter_by_name(candidates)
-    before_truncate_size = len(candidates)
-    candidates = builder.truncate(candidates, _check_max_list_size(max_list_size))
-    after_truncate_size = len(candidates)
-    candidates = builder.filter_keep_n(candidates)
-    candidates = builder.filter_older_than(candidates)
-    for tag in candidates:
-        builder.delete(tag)
+    service = _check_service(service)
+    page_size = _check_page_size(page_size)
+    max_list_size = _check_max_list_size(max_list_size)
+    if service == SERVICE_GITLAB and max_list_size:
+        raise ValidationError(
+            "max_list_size", "applies to GitLab's third-party service only (service='third_party')"
+        )
+    listed = _check_tags(tags, dated_by_push=service == SERVICE_GITLAB)
+    protection = protection or TagProtection()
+    ours = _Pipeline(rules, now, service, protection, rules.delete_regex, rules.keep_regex)
+    ours.run(listed, max_list_size, page_size)
+    warnings = _anchoring_warnings(listed, ours, max_list_size, page_size)
     return CleanupPlan(
-        decisions=[builder.decided[tag.name] for tag in listed],
-        to_delete=list(candidates),
+        decisions=[ours.decided[tag.name] for tag in listed],
+        to_delete=ours.deleted,
         policy=rules,
         now=now,
         repository=repository,
         target=target,
-        finished=after_truncate_size == before_truncate_size,
+        finished=ours.after_truncate_size == ours.before_truncate_size,
         original_size=len(listed),
-        before_truncate_size=before_truncate_size,
-        after_truncate_size=after_truncate_size,
-        before_delete_size=len(candidates),
-        warnings=builder.anchoring_warnings(listed) + builder.placeholder_warnings(),
+        before_truncate_size=ours.before_truncate_size,
+        after_truncate_size=ours.after_truncate_size,
+        before_delete_size=ours.before_delete_size,
+        warnings=warnings + ours.placeholder_warnings() + [str(note) for note in notes],
+        service=service,
+        pages=ours.pages,
     )
 
 
-class _PlanBuilder(Generic[TagT]):
-    """The steps of GitLab's cleanup service, recording a decision per tag."""
+class _Pipeline:
+    """The steps of one GitLab cleanup service, recording a decision per tag.
 
-    def __init__(self, rules: CleanupPolicy, now: datetime) -> None:
+    Run twice per plan: with regops's anchoring, and with GitLab's literal one
+    (``name_matchers``), so the warnings can name every tag decided otherwise.
+    """
+
+    def __init__(
+        self,
+        rules: CleanupPolicy,
+        now: datetime,
+        service: str,
+        protection: TagProtection,
+        delete_regex: Any,
+        keep_regex: Any,
+    ) -> None:
         self.rules = rules
         self.now = now
-        self.decided: dict[str, TagDecision[TagT]] = {}
-        self.delete_regex = rules.delete_regex
-        self.keep_regex = rules.keep_regex
+        self.service = service
+        self.protection = protection
+        self.delete_regex = delete_regex
+        self.keep_regex = keep_regex
+        self.decided: dict[str, TagDecision] = {}
+        self.deleted: list[Any] = []
+        self.before_truncate_size = 0
+        self.after_truncate_size = 0
+        self.before_delete_size = 0
+        self.pages = 0
+
+    def run(self, listed: list[Any], max_list_size: int | None, page_size: int) -> None:
+        """Decide every tag: the whole list (third party), or page after page (GitLab)."""
+        candidates = self.set_aside_placeholders(listed)
+        if self.service == SERVICE_THIRD_PARTY:
+            self.pages = 1
+            self._run_page(candidates, max_list_size)
+            return
+        # GitLab pages the registry's tag list; a placeholder still takes its place there.
+        placeholder_names = {
+            name for name, d in self.decided.items() if d.reason == KEEP_PLACEHOLDER
+        }
+        for start in range(0, max(len(listed), 1), page_size):
+            page = listed[start : start + page_size]
+            self.pages += 1
+            self._run_page([tag for tag in page if tag.name not in placeholder_names], None)
+
+    def _run_page(self, tags: list[Any], max_list_size: int | None) -> None:
+        candidates = self.keep_latest(tags)
+        candidates = self.filter_by_name(candidates)
+        self.before_truncate_size += len(candidates)
+        candidates = self.truncate(candidates, max_list_size)
+        self.after_truncate_size += len(candidates)
+        candidates = self.filter_keep_n(candidates)
+        candidates = self.filter_older_than(candidates)
+        self.before_delete_size += len(candidates)
+        for tag in candidates:
+            reason = self.protection.reason(tag.name)
+            if reason is not None:
+                self.keep(tag, reason)
+            else:
+                self.delete(tag)
+                self.deleted.append(tag)
 
     def keep(self, tag: TagT, reason: str) -> None:
         self.decided[tag.name] = TagDecision(tag, False, reason)
@@ -364,7 +483,13 @@ class _PlanBuilder(Generic[TagT]):
             reason = DELETE_MATCHED
         self.decided[tag.name] = TagDecision(tag, True, reason)
 
-    def set_aside_placeholders(self, tags: list[TagT]) -> list[TagT]:
+    def pushed_at(self, tag: Any) -> datetime | None:
+        """GitLab's ``pushed_at``: build time (third party), ``updated_at || created_at``."""
+        if self.service == SERVICE_GITLAB:
+            return _pushed_at(tag)
+        return _created_at(tag)
+
+    def set_aside_placeholders(self, tags: list[Any]) -> list[Any]:
         """Keep tags on a regops placeholder out of every step (they are not images).
 
         Counted as the newest (their date is unknown), they would push real
@@ -381,8 +506,7 @@ class _PlanBuilder(Generic[TagT]):
             return []
         return [
             f"{len(names)} tags are on a regops placeholder (a delete was interrupted): "
-            f"{', '.join(names[:MAX_WARNING_NAMES])}; run `regops cleanup recover` and plan "
-            "again before applying"
+            f"{_names(names)}; run `regops cleanup recover` and plan again before applying"
         ]
 
     def keep_latest(self, tags: list[TagT]) -> list[TagT]:
@@ -423,13 +547,14 @@ class _PlanBuilder(Generic[TagT]):
                 self.keep(tag, KEEP_OVER_LIST_SIZE)
         return [tag for tag in tags if id(tag) in chosen]
 
-    def newest_first(self, tags: list[TagT]) -> list[TagT]:
-        """GitLab's order_by_date_desc: stable sort ascending, then reversed.
+    def newest_first(self, tags: list[Any]) -> list[Any]:
+        """GitLab's order_by_date_desc: sort ascending, then reversed.
 
-        Unknown dates sort as now; ties therefore come out in reverse listing
-        order (GitLab deletes ``Bb Ba`` in that order in its own spec).
+        Unknown dates sort as now. Ruby's sort_by is not stable; regops sorts
+        stably, so ties come out in reverse listing order (GitLab deletes
+        ``Bb Ba`` in that order in its own spec).
         """
-        ordered = sorted(tags, key=lambda tag: _created_at(tag) or self.now)
+        ordered = sorted(tags, key=lambda tag: self.pushed_at(tag) or self.now)
         ordered.reverse()
         return ordered
 
@@ -447,40 +572,66 @@ class _PlanBuilder(Generic[TagT]):
         cutoff = self.now - self.rules.older_than_delta
         result = []
         for tag in tags:
-            created = _created_at(tag)
-            if created is None:
+            pushed = self.pushed_at(tag)
+            if pushed is None:
                 self.keep(tag, KEEP_UNKNOWN_DATE)
-            elif created < cutoff:
+            elif pushed < cutoff:
                 result.append(tag)
             else:
                 self.keep(tag, KEEP_NEWER)
         return result
 
-    def anchoring_warnings(self, tags: list[TagT]) -> list[str]:
-        """Tags GitLab's literal ``\\A<p>\\z`` anchoring would filter differently."""
-        rules = self.rules
-        if not _has_alternation(rules.name_regex) and not _has_alternation(rules.name_regex_keep):
-            return []
-        literal_delete = compile_gitlab_literal_regex(rules.name_regex, rules.regex_field)
-        literal_keep = compile_gitlab_literal_regex(rules.name_regex_keep, "name_regex_keep")
-        names = [
-            tag.name
-            for tag in tags
-            if not (rules.keep_latest and tag.name == LATEST_TAG)
-            and (self.name_decision(tag.name) is None)
-            != (bool(literal_delete.search(tag.name)) and not literal_keep.search(tag.name))
-        ]
-        if not names:
-            return []
-        shown = ", ".join(names[:MAX_WARNING_NAMES])
-        more = (
-            f" and {len(names) - MAX_WARNING_NAMES} more" if len(names) > MAX_WARNING_NAMES else ""
-        )
-        return [
-            "GitLab anchors the policy regexes as \\A<pattern>\\z without a group, so a "
-            f"top-level '|' anchors only part of the pattern; its own run would filter these "
-            f"tags differently from this plan (which anchors the whole pattern): {shown}{more}"
-        ]
+
+def _anchoring_warnings(
+    listed: list[Any], ours: _Pipeline, max_list_size: int | None, page_size: int
+) -> list[str]:
+    """Plan again with GitLab's literal ``\\A<p>\\z`` anchoring; name every tag decided
+    otherwise (a different name match, and what it changes in keep_n)."""
+    rules = ours.rules
+    try:
+        delete = compile_gitlab_literal_regex(rules.name_regex, rules.regex_field)
+        keep = compile_gitlab_literal_regex(rules.name_regex_keep, "name_regex_keep")
+    except PolicyError as exc:
+        return [f"GitLab's own run of this policy would fail and delete nothing: {exc}"]
+    theirs = _Pipeline(rules, ours.now, ours.service, ours.protection, delete, keep)
+    theirs.run(listed, max_list_size, page_size)
+    differ = [
+        tag.name
+        for tag in listed
+        if ours.decided[tag.name].delete != theirs.decided[tag.name].delete
+    ]
+    if not differ:
+        return []
+    gitlab_deletes = [n for n in differ if theirs.decided[n].delete]
+    gitlab_keeps = [n for n in differ if not theirs.decided[n].delete]
+    parts = []
+    if gitlab_deletes:
+        parts.append(f"GitLab would also delete {_names(gitlab_deletes)}")
+    if gitlab_keeps:
+        parts.append(f"GitLab would keep {_names(gitlab_keeps)}")
+    return [
+        "GitLab anchors the policy regexes as \\A<pattern>\\z without a group (a top-level "
+        "'|' anchors only the outer alternatives; an unclosed \\Q swallows the \\z); this "
+        "plan anchors the whole pattern. Planned again GitLab's way: " + "; ".join(parts)
+    ]
+
+
+def _names(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:MAX_WARNING_NAMES])
+    more = len(names) - MAX_WARNING_NAMES
+    return f"{shown} and {more} more" if more > 0 else shown
+
+
+def _check_service(service: str) -> str:
+    if service not in SERVICES:
+        raise ValidationError("service", f"expected one of {', '.join(SERVICES)}, got {service!r}")
+    return service
+
+
+def _check_page_size(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValidationError("page_size", f"expected a whole number >= 1, got {value!r}")
+    return value
 
 
 def _check_now(now: datetime | None) -> datetime:
@@ -499,8 +650,8 @@ def _check_max_list_size(value: int | None) -> int | None:
     return value  # 0 means no limit, as in GitLab
 
 
-def _check_tags(tags: Iterable[TagT]) -> list[TagT]:
-    """Every tag needs a str name, unique, and a usable created_at."""
+def _check_tags(tags: Iterable[Any], *, dated_by_push: bool = False) -> list[Any]:
+    """Every tag needs a str name, unique, and a usable created_at (and updated_at)."""
     listed = list(tags)
     seen: set[str] = set()
     for tag in listed:
@@ -511,22 +662,33 @@ def _check_tags(tags: Iterable[TagT]) -> list[TagT]:
             raise ValidationError("tags", f"tag {name!r} listed twice")
         seen.add(name)
         _created_at(tag)
+        if dated_by_push:
+            _pushed_at(tag)
     return listed
 
 
 def _created_at(tag: PlannedTag) -> datetime | None:
     """The tag's created_at as an aware datetime (ISO strings accepted), or None."""
-    value = _attr(tag, "created_at")
+    return _time_attr(tag, "created_at")
+
+
+def _pushed_at(tag: Any) -> datetime | None:
+    """GitLab's push time of a tag from its GitLab API: ``updated_at || created_at``."""
+    return _time_attr(tag, "updated_at") or _time_attr(tag, "created_at")
+
+
+def _time_attr(tag: Any, name: str) -> datetime | None:
+    value = _attr(tag, name)
     if value is None or value == "":
         return None
     if isinstance(value, str):
         try:
             value = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError as exc:
-            raise ValidationError("created_at", f"tag {tag.name!r}: {value!r}") from exc
+            raise ValidationError(name, f"tag {tag.name!r}: {value!r}") from exc
     if not isinstance(value, datetime) or value.tzinfo is None:
         raise ValidationError(
-            "created_at", f"tag {tag.name!r}: expected a timezone-aware datetime, got {value!r}"
+            name, f"tag {tag.name!r}: expected a timezone-aware datetime, got {value!r}"
         )
     return value
 
@@ -574,10 +736,6 @@ def _repository_from_path(tag: object) -> str | None:
     if isinstance(path, str) and ":" in path:
         return path.rpartition(":")[0]
     return None
-
-
-def _has_alternation(pattern: str | None) -> bool:
-    return pattern is not None and "|" in pattern
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -1,10 +1,17 @@
 """Registry usage by project: the admin guide's Rails recipe, done right and fast.
 
 The Rails recipe ("Registry Disk Space Usage by Project") sums GitLab's
-``Tag#total_size`` (layer sizes) over every tag of every repository of each
-project, one registry round trip per tag, sequentially. :func:`by_project`
-computes the same ``registry_size_bytes`` and, optionally, what the project
-really pins on disk (``unique_bytes``: every distinct blob counted once).
+``Tag#total_size`` over every tag of every repository of each project, one
+registry round trip per tag, sequentially. :func:`by_project` computes the same
+``registry_size_bytes``, with GitLab's meaning on every kind of image (the
+layers of the image GitLab's Accept gets: a Docker manifest list counts its
+linux/amd64 child, an OCI index nothing; with the registry's GitLab API, the
+tags list's ``size_bytes``, one request per 1000 tags), and, optionally, what
+the project really pins on disk (``unique_bytes``: every distinct blob counted
+once), what GitLab's count misses (``all_platforms_bytes``: every platform of a
+list or index counted) and, with the GitLab API, what GitLab's project
+statistics show (``gitlab_registry_size``: the deduplicated size of the
+project's repositories, one request per project).
 
 >>> report = by_project(Project.last(100))        # doctest: +SKIP
 >>> report                                        # a table
@@ -15,8 +22,11 @@ per project. Registry (HTTP mode): one tag list per repository + one
 ``GET manifest`` by tag per tag (the only way over HTTP to learn what a tag
 points at; the body comes with it, so a distinct manifest costs nothing more;
 configs are never fetched: sizes come from the manifest's descriptors) + one
-``GET manifest`` per distinct index child (extended only, cached on disk by
-digest). Storage mode (``storage=RegistryStorage(root)``, for an admin on the
+``GET manifest`` per distinct Docker list's amd64 child (GitLab's size) and,
+extended only, per distinct index child (cached on disk by digest). With the
+registry's GitLab API: one tags-list request per 1000 tags of a repository
+instead (plus the per-tag reads above when extended, for ``unique_bytes``).
+Storage mode (``storage=RegistryStorage(root)``, for an admin on the
 registry host): the tag list still comes from the registry, but what each tag
 points at is read from ``_manifests/tags/<tag>/current/link`` on disk, so the
 registry is asked only for manifests the on-disk cache does not hold: a
@@ -40,8 +50,10 @@ from typing import IO, TYPE_CHECKING, Any, ParamSpec, TypedDict, overload
 
 from regops.errors import (
     ConfigError,
+    GitLabNotFound,
     GitLabUnauthorized,
     HostUnreachable,
+    RegistryNotFound,
     RegistryUnauthorized,
     RegopsError,
     ValidationError,
@@ -49,6 +61,7 @@ from regops.errors import (
 from regops.fsutil import atomic_write
 from regops.gitlab.client import GitLabClient
 from regops.ops import charts
+from regops.registry.gitlab_api import SIZE_SELF_WITH_DESCENDANTS
 from regops.registry.manifest import Manifest
 from regops.registry.reference import Digest
 from regops.registry.resolver import TagResolver
@@ -71,7 +84,15 @@ DISK_READERS = 1
 FORMATS = ("csv", "json", "table")
 # The Rails recipe's header, byte for byte (note the space in "project path").
 CSV_HEADER = ("project_id", "creator_id", "registry_size_bytes", "project path")
-EXTENDED_HEADER = (*CSV_HEADER, "repositories", "tags", "unique_bytes", "incomplete")
+EXTENDED_HEADER = (
+    *CSV_HEADER,
+    "repositories",
+    "tags",
+    "unique_bytes",
+    "all_platforms_bytes",
+    "gitlab_registry_size",
+    "incomplete",
+)
 TOTAL_LABEL = "(all scanned projects)"  # unique_bytes here counts a shared blob once
 
 Cell = int | str | None  # one value of a CSV or table row
@@ -139,6 +160,10 @@ class ProjectUsage:
     tags: int = 0
     unique_bytes: int = 0
     errors: list[str] = field(default_factory=list)
+    # Every platform of a list or index counted (extended): what GitLab's sum misses.
+    all_platforms_bytes: int = 0
+    # GitLab's project statistic (the GitLab API's self_with_descendants size), when known.
+    gitlab_registry_size: int | None = None
     # digest -> size of every blob the project's tags reference (manifests included).
     blobs: dict[Digest, int] = field(default_factory=dict, repr=False)
     # "repository path:tag" -> GitLab's total_size (None for an index or schema 1).
@@ -156,7 +181,14 @@ class ProjectUsage:
             self.full_path,
         )
         if extended:
-            row += (self.repositories, self.tags, self.unique_bytes, _flag(self.incomplete))
+            row += (
+                self.repositories,
+                self.tags,
+                self.unique_bytes,
+                self.all_platforms_bytes,
+                "" if self.gitlab_registry_size is None else self.gitlab_registry_size,
+                _flag(self.incomplete),
+            )
         return row
 
     def to_dict(self, extended: bool = True) -> dict[str, object]:
@@ -168,7 +200,11 @@ class ProjectUsage:
         }
         if extended:
             data.update(
-                repositories=self.repositories, tags=self.tags, unique_bytes=self.unique_bytes
+                repositories=self.repositories,
+                tags=self.tags,
+                unique_bytes=self.unique_bytes,
+                all_platforms_bytes=self.all_platforms_bytes,
+                gitlab_registry_size=self.gitlab_registry_size,
             )
         data.update(incomplete=self.incomplete, errors=list(self.errors))
         return data
@@ -187,6 +223,7 @@ class UsageSummary:
     tags: int = 0
     registry_size_bytes: int = 0
     unique_bytes: int = 0  # instance-wide: a blob shared by projects counted once
+    all_platforms_bytes: int = 0
     incomplete_projects: int = 0
     gitlab_requests: int = 0
     registry_requests: int = 0
@@ -324,7 +361,7 @@ class UsageReport(Sequence[ProjectUsage]):
         s = self.summary
         writer.writerow(
             ("", "", s.registry_size_bytes, TOTAL_LABEL, s.repositories, s.tags, s.unique_bytes,
-             _flag(s.incomplete_projects > 0))
+             s.all_platforms_bytes, "", _flag(s.incomplete_projects > 0))
         )  # fmt: skip
         return buffer.getvalue()
 
@@ -484,6 +521,7 @@ class _Scan:
         self.extended = extended
         self.workers = workers
         self.storage = storage
+        self.api = resolver.gitlab_api  # the registry's GitLab API: GitLab's sizes come from it
         self.rows = [ProjectUsage(r.id, r.creator_id, r.full_path) for r in refs]
         self.lock = threading.Lock()
         self.idle = threading.Condition(self.lock)
@@ -587,6 +625,8 @@ class _Scan:
             self._fail(index, "repositories", exc)
             self._tick_project(index)
             return
+        if self.extended and self.api is not None:
+            self._gitlab_statistic(index, ref.full_path)
         with self.lock:
             self.rows[index].repositories = len(repositories)
             self.repos_left[(index, "")] = len(repositories)
@@ -598,39 +638,80 @@ class _Scan:
             self._spawn(self._repository, index, str(repository["path"]))
 
     def _repository(self, index: int, path: str) -> None:
+        sized = False  # True once GitLab's sizes came from its API (no per-tag reads for them)
         try:
-            tags = self.registry.tags(path)
+            if self.api is not None:
+                tags = self._api_sizes(index, path)
+                sized = True
+            else:
+                tags = self.registry.tags(path)
         except (RegopsError, OSError) as exc:
             self._fail(index, f"{path}: tag list", exc)
             self._tick_repository(index, path)
             return
         with self.lock:
             self.rows[index].tags += len(tags)
+        if sized and not self.extended:
+            self._tick_repository(index, path)
+            return
         if self.storage is not None:
-            self._storage_tags(index, path, tags, self.storage)
+            self._storage_tags(index, path, tags, self.storage, sized)
             return
         with self.lock:
             self.repos_left[(index, path)] = len(tags)
         if not tags:
             self._tick_repository(index, path)
         for tag in tags:
-            self._spawn(self._tag, index, path, tag)
+            self._spawn(self._tag, index, path, tag, sized)
 
-    def _tag(self, index: int, path: str, tag: str) -> None:
-        """HTTP mode: one GET by tag (the only way over HTTP to learn what it points at)."""
+    def _api_sizes(self, index: int, path: str) -> list[str]:
+        """GitLab-API mode: every tag and its ``size_bytes`` from the tags list (what
+        GitLab's ``repository.tags`` reads there), one request per 1000 tags."""
+        found = self.resolver.api_tags(path)
+        for details in found:
+            self._record(index, path, [details.name], details.total_size, {})
+        return [details.name for details in found]
+
+    def _gitlab_statistic(self, index: int, project_path: str) -> None:
+        """GitLab's project statistic: the API's deduplicated self_with_descendants size."""
+        assert self.api is not None
         try:
-            details = self.resolver.tag(path, tag, config=False, missing_ok=False)
-            assert details is not None
+            size = self.api.repository(project_path.lower(), size=SIZE_SELF_WITH_DESCENDANTS)
+        except RegistryNotFound:
+            return  # GitLab's deduplicated_size is nil there too: no repository at all
+        except (RegopsError, OSError) as exc:
+            self._fail(index, "GitLab API repository size", exc)
+            return
+        with self.lock:
+            self.rows[index].gitlab_registry_size = size.size_bytes
+
+    def _tag(self, index: int, path: str, tag: str, sized: bool = False) -> None:
+        """HTTP mode: one GET by tag (the only way over HTTP to learn what it points at).
+
+        GitLab's size is the layers of the image its Accept gets (a list's
+        amd64 child, fetched by digest once); ``sized``: already recorded.
+        """
+        try:
+            details = self.resolver.tag(path, tag, config=False, api=False, missing_ok=False)
+            if details is None or details.manifest is None:
+                raise RegistryNotFound("GET", f"{path}:{tag}", 404, "the tag vanished meanwhile")
             manifest = details.manifest
             blobs = self._blobs(path, manifest) if self.extended else _own_blobs(manifest)
+            platforms = self._all_platforms(path, manifest) if self.extended else 0
         except (RegopsError, OSError) as exc:
             self._fail(index, f"{path}:{tag}", exc)
         else:
-            self._record(index, path, [tag], manifest.total_size, blobs)
+            size = None if sized else details.total_size
+            self._record(index, path, [tag] if not sized else [], size, blobs, platforms)
         self._group_done(index, path)
 
     def _storage_tags(
-        self, index: int, path: str, tags: list[str], storage: RegistryStorage
+        self,
+        index: int,
+        path: str,
+        tags: list[str],
+        storage: RegistryStorage,
+        sized: bool = False,
     ) -> None:
         """Storage mode: read every tag's link here, then resolve each distinct digest once.
 
@@ -649,9 +730,9 @@ class _Scan:
         for digest, names in groups.items():
             manifest = local[digest]
             if manifest is not None:
-                self._digest_tags(index, path, digest, names, manifest)
+                self._digest_tags(index, path, digest, names, manifest, sized)
             else:
-                self._spawn(self._digest_tags, index, path, digest, names)
+                self._spawn(self._digest_tags, index, path, digest, names, None, sized)
 
     def _tag_links(
         self, index: int, path: str, tags: list[str], storage: RegistryStorage
@@ -677,20 +758,23 @@ class _Scan:
 
     def _digest_tags(
         self, index: int, path: str, digest: Digest, tags: list[str],
-        manifest: Manifest | None = None,
+        manifest: Manifest | None = None, sized: bool = False,
     ) -> None:  # fmt: skip
         """Record ``tags`` of ``path``, which all point at ``digest``."""
         try:
             if manifest is None:
                 manifest = self.resolver.manifest(path, digest)
             blobs = self._blobs(path, manifest) if self.extended else _own_blobs(manifest)
+            platforms = self._all_platforms(path, manifest) if self.extended else 0
+            image = None if sized else self.resolver.gitlab_image(path, manifest)
         except (RegopsError, OSError) as exc:
             for tag in tags:
                 self._fail(index, f"{path}:{tag}", exc)
         else:
             with self.lock:
                 self.shared_hits += len(tags) - 1  # the other tags reuse what the first read
-            self._record(index, path, tags, manifest.total_size, blobs)
+            size = image.total_size if image is not None else None
+            self._record(index, path, [] if sized else tags, size, blobs, platforms * len(tags))
         self._group_done(index, path)
 
     def _group_done(self, index: int, path: str) -> None:
@@ -704,6 +788,13 @@ class _Scan:
 
     # -- reading -------------------------------------------------------------------
 
+    def _all_platforms(self, path: str, manifest: Manifest) -> int:
+        """The layers of every image a tag holds: each platform of a list or index."""
+        if not manifest.children:
+            return manifest.total_size or 0
+        children = [self.resolver.manifest(path, child.digest) for child in manifest.children]
+        return sum(self._all_platforms(path, child) for child in children)
+
     def _blobs(self, path: str, manifest: Manifest) -> dict[Digest, int]:
         """Every blob ``manifest`` pins: itself, config, layers, and an index's children's."""
         blobs = _own_blobs(manifest)
@@ -713,7 +804,7 @@ class _Scan:
 
     def _record(
         self, index: int, path: str, tags: list[str], total_size: int | None,
-        blobs: dict[Digest, int],
+        blobs: dict[Digest, int], all_platforms: int = 0,
     ) -> None:  # fmt: skip
         with self.lock:
             row = self.rows[index]
@@ -722,6 +813,7 @@ class _Scan:
             if total_size is not None:  # as the Rails loop: tags without a size are skipped
                 row.registry_size_bytes += total_size * len(tags)
             row.blobs.update(blobs)
+            row.all_platforms_bytes += all_platforms
 
     # -- progress and totals -------------------------------------------------------
 
@@ -758,6 +850,7 @@ class _Scan:
             tags=sum(r.tags for r in self.rows),
             registry_size_bytes=sum(r.registry_size_bytes for r in self.rows),
             unique_bytes=sum(everything.values()),
+            all_platforms_bytes=sum(r.all_platforms_bytes for r in self.rows),
             incomplete_projects=sum(1 for r in self.rows if r.incomplete),
             gitlab_requests=after[0] - before[0],
             registry_requests=after[1] - before[1],
@@ -835,8 +928,12 @@ def naive_by_project(gitlab: GitLabClient, projects: Iterable[object]) -> UsageR
             row.repositories += 1
             for listed in gitlab.repository_tags(ref.id, repository["id"]):
                 row.tags += 1
-                tag = gitlab.repository_tag(ref.id, repository["id"], listed["name"])
-                size = tag.get("total_size")
+                try:
+                    size = gitlab.repository_tag(ref.id, repository["id"], listed["name"]).get(
+                        "total_size"
+                    )
+                except GitLabNotFound:  # an OCI index: GitLab's Tag has no manifest, no size
+                    size = None
                 row.tag_sizes[f"{repository['path']}:{listed['name']}"] = size
                 if size is not None:
                     row.registry_size_bytes += size

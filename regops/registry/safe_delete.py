@@ -26,6 +26,11 @@ recoverable:
 
 The images stay in storage, untagged, until garbage collection.
 
+Tags a GitLab tag protection rule keeps are never deleted: given the rules
+(``protection=``, repository path -> :class:`~regops.policy.TagProtection`),
+``prepare`` refuses a batch holding one (:class:`ProtectedTagError`) before
+anything changes, whoever asks.
+
 >>> deleter = SafeDelete(client)                                # doctest: +SKIP
 >>> batch = deleter.prepare("group/app", [OriginalTag.of("1.0", manifest)])  # doctest: +SKIP
 >>> deleter.execute(batch).results                              # doctest: +SKIP
@@ -37,18 +42,20 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from regops.errors import (
     DeleteRolledBack,
+    ProtectedTagError,
     RegistryNotFound,
     RegistryUnsupported,
     RegopsError,
     UnfinishedDeleteError,
     UnsafeDeleteError,
 )
+from regops.policy import TagProtection
 from regops.registry.manifest import DOCKER_CONFIG, DOCKER_MANIFEST, ImageConfig, Manifest
 from regops.registry.reference import Digest, validate_repository_name, validate_tag
 from regops.secrets import redact
@@ -203,19 +210,39 @@ class TagDeleteResult:
 # --------------------------------------------------------------------------- the protocol
 
 
-class SafeDelete:
-    """Tag deletes through one :class:`RegistryClient` that never remove another tag."""
+# The tag protection rules of a repository path (None: no rules known).
+ProtectionLookup = Callable[[str], "TagProtection | None"]
 
-    def __init__(self, client: RegistryClient) -> None:
+
+class SafeDelete:
+    """Tag deletes through one :class:`RegistryClient` that never remove another tag,
+    nor a tag a GitLab protection rule keeps (``protection``)."""
+
+    def __init__(self, client: RegistryClient, protection: ProtectionLookup | None = None) -> None:
         self.client = client
+        self.protection = protection
 
     def __repr__(self) -> str:
         return f"SafeDelete({self.client!r})"
 
+    def protected(self, repository: str, tags: Iterable[str]) -> dict[str, str]:
+        """Tag -> why, for the tags of ``repository`` a protection rule keeps."""
+        rules = self.protection(repository) if self.protection is not None else None
+        if not rules:
+            return {}
+        found = {tag: rules.describe(tag) for tag in tags}
+        return {tag: why for tag, why in found.items() if why is not None}
+
     def prepare(self, repository: str, originals: Iterable[OriginalTag]) -> DeleteBatch:
-        """A batch for ``originals``; asks the registry (once per repository) how to delete."""
+        """A batch for ``originals``; asks the registry (once per repository) how to delete.
+
+        ProtectedTagError, before any request, when a protection rule keeps one of them.
+        """
         repository = validate_repository_name(repository)
         tags = tuple({t.tag: t for t in originals}.values())
+        refused = self.protected(repository, (t.tag for t in tags))
+        if refused:
+            raise ProtectedTagError(repository, refused)
         if not tags:
             return DeleteBatch(repository, METHOD_NONE, ())
         if self.client.supports_tag_delete(repository):
@@ -395,6 +422,9 @@ class SafeDelete:
         wanted = list(dict.fromkeys(validate_tag(t) for t in tags))
         if not wanted:
             return TagDeleteResult((), (), METHOD_NONE)
+        refused = self.protected(repository, wanted)
+        if refused:  # before reading anything: a protected tag is never a candidate
+            raise ProtectedTagError(repository, refused)
         originals, missing = self._originals(repository, wanted)
         batch = self.prepare(repository, originals)
         if batch.method == METHOD_NONE:

@@ -31,6 +31,7 @@ from regops.errors import ConfigError, ValidationError
 from regops.http import HTTPSettings
 from regops.registry.client import RegistryClient
 from regops.registry.keys import PrivateKey, check_pair, generate_key, write_key_and_certificate
+from regops.registry.resolver import TagResolver
 from regops.registry.tokens import (
     DEFAULT_ISSUER,
     DEFAULT_SERVICE,
@@ -40,6 +41,7 @@ from regops.registry.tokens import (
 )
 from regops.sandbox.app import GitLabStandIn
 from regops.sandbox.control import RESTART_PATH, ControlMiddleware
+from regops.sandbox.gitlab_registry import FrontServer, GitLabRegistryFront
 from regops.sandbox.registry_server import RegistryServer
 from regops.sandbox.s3 import MotoServer
 from regops.sandbox.seed import seed
@@ -59,6 +61,9 @@ SHUTDOWN_POLL = 0.05  # seconds; how fast stop() gets the server thread to notic
 STORAGE_KINDS = ("filesystem", "s3")  # the registry's storage: a folder, or S3 (moto)
 S3_BUCKET = "registry"  # the bucket the sandbox's registry stores into
 CONFIG_ENV = "REGOPS_REGISTRY_CONFIG"  # where regops gc/storage find the registry's config.yml
+# The registry variants a sandbox runs: the plain v2 API (Distribution, GitLab's
+# third-party cleanup service) or GitLab's registry with its API (metadata database).
+REGISTRY_APIS = ("v2", "gitlab")
 
 
 class Sandbox:
@@ -67,7 +72,9 @@ class Sandbox:
     ``data_dir`` keeps state (users, tokens, policies, registry storage, key)
     between runs; without it everything lives in a temporary directory removed
     by :meth:`stop`. ``http_delay`` adds seconds of latency to every API answer
-    (for benchmarks that should feel a network).
+    (for benchmarks that should feel a network). ``registry_api="gitlab"`` puts
+    GitLab's registry API (``/gitlab/v1/``, tag delete: the metadata database)
+    in front of the real registry (:mod:`regops.sandbox.gitlab_registry`).
     """
 
     def __init__(
@@ -81,11 +88,18 @@ class Sandbox:
         issuer: str = DEFAULT_ISSUER,
         service: str = DEFAULT_SERVICE,
         storage: str = "filesystem",
+        registry_api: str = "v2",
     ) -> None:
         if storage not in STORAGE_KINDS:
             raise ValidationError("storage", f"expected one of {', '.join(STORAGE_KINDS)}")
+        if registry_api not in REGISTRY_APIS:
+            raise ValidationError(
+                "registry_api", f"expected one of {', '.join(REGISTRY_APIS)}, got {registry_api!r}"
+            )
         self.storage = storage
         self.s3: MotoServer | None = None
+        self.registry_api = registry_api
+        self._front: FrontServer | None = None
         self._keep = data_dir is not None
         self._data_arg = Path(data_dir) if data_dir is not None else None
         self.gitlab_port = gitlab_port
@@ -178,19 +192,22 @@ class Sandbox:
         return app
 
     def _start_registry(self, app: GitLabStandIn, data_dir: Path, key: PrivateKey) -> None:
+        gitlab_api = self.registry_api == "gitlab"
         self.registry_server = server = RegistryServer(
             data_dir / "registry",
             self.cert_path,
             realm=f"{self.gitlab_url}/jwt/auth",
             issuer=self.issuer,
             service=self.service,
-            port=self.registry_port or None,
+            port=None if gitlab_api else self.registry_port or None,
             storage=self._s3_storage() if self.storage == "s3" else None,
         )
         server.start()
+        if gitlab_api:
+            self._start_front()
         minter = TokenMinter(key, issuer=self.issuer, service=self.service, subject=ADMIN_USERNAME)
         self._admin_registry = RegistryClient(
-            server.url, KeyAuth(minter), http=HTTPSettings(timeout=(5.0, 30.0))
+            self.registry_url, KeyAuth(minter), http=HTTPSettings(timeout=(5.0, 30.0))
         )
         app.registry = self._admin_registry
         app.registry_host = self.registry_host
@@ -221,8 +238,29 @@ class Sandbox:
         assert self.registry_server is not None
         return self.registry_server.config_path
 
+    def _start_front(self) -> None:
+        """GitLab's registry API in front of the real registry (clients see only this)."""
+        assert self.registry_server is not None and self.state is not None
+        front = GitLabRegistryFront(
+            self.registry_server.url,
+            self.registry_server.storage_path,
+            self.state,
+            self.cert_path,
+            realm=f"{self.gitlab_url}/jwt/auth",
+            issuer=self.issuer,
+            service=self.service,
+        )
+        handler = _QuietHandler if self.quiet else _RedactingHandler
+        self._front = FrontServer(front, LOOPBACK, self.registry_port, handler).start()
+        self.registry_port = self._front.port
+
     def stop(self) -> None:
         """Stop both servers; remove the temporary directory when no data dir was given."""
+        if self._front is not None:
+            self._front.stop()
+            self._front = None
+            if self.state is not None:
+                self.state.save()  # the push times the front recorded
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -269,11 +307,18 @@ class Sandbox:
 
     @property
     def registry_url(self) -> str:
-        return self._running().url
+        """Where clients reach the registry (GitLab's front in ``registry_api="gitlab"``)."""
+        server = self._running()
+        if self._front is not None:
+            return f"http://{LOOPBACK}:{self._front.port}"
+        return server.url
 
     @property
     def registry_host(self) -> str:
-        return self._running().host
+        server = self._running()
+        if self._front is not None:
+            return f"{LOOPBACK}:{self._front.port}"
+        return server.host
 
     @property
     def key_path(self) -> Path:
@@ -400,8 +445,32 @@ class Sandbox:
         summary = seed(self, profile, **options)
         assert self.app is not None  # started with the registry (_running)
         self.app.register_repositories()  # pushed with the admin key, not through /jwt/auth
+        if self.registry_api == "gitlab":
+            self._date_pushes_by_build()
         self.seed_seconds[profile] = time.monotonic() - started
         return summary
+
+    def _date_pushes_by_build(self) -> None:
+        """Date every seeded tag's push as its image's build time, as if each was pushed
+        when built (the seed pushes everything now; GitLab's registry dates by push)."""
+        assert self.state is not None
+        resolver = TagResolver(self.registry)  # the manifests' own dates, not the API's
+        for path in self.registry.catalog():
+            for details in resolver.tags(path, self.registry.tags(path)):
+                built = details.created_at or _built_at(resolver, details)
+                if built is not None:
+                    self.state.set_tag_times(path, details.name, created_at=built)
+
+
+def _built_at(resolver: TagResolver, details: Any) -> Any:
+    """An index's newest child build time (GitLab sees none through its Accept)."""
+    manifest = details.manifest
+    times = []
+    for child in manifest.children if manifest is not None else ():
+        image = resolver.manifest(details.repository, child.digest)
+        if image.config is not None:
+            times.append(resolver.config(details.repository, image.config.digest).created)
+    return max((t for t in times if t is not None), default=None)
 
 
 class _RedactingHandler(WSGIRequestHandler):

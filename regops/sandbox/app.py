@@ -37,14 +37,30 @@ from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from regops.errors import PolicyError, RegistryError, RegistryNotFound, ValidationError
+from regops.errors import (
+    PolicyError,
+    ProtectedTagError,
+    RegistryError,
+    RegistryNotFound,
+    ValidationError,
+)
 from regops.gitlab.appsettings import (
     REGISTRY_SETTINGS,
     collect_settings_errors,
     validate_access_level,
 )
-from regops.ops.cleanup import plan_cleanup
-from regops.policy import CleanupPolicy, policy_error_body
+from regops.gitlab.features import PROTECTION_REST_SINCE
+from regops.ops.cleanup import SERVICE_GITLAB, SERVICE_THIRD_PARTY, plan_cleanup
+from regops.policy import (
+    OLDER_THAN_ENUM,
+    CleanupPolicy,
+    TagProtection,
+    TagProtectionRule,
+    parse_version,
+    policy_error_body,
+    re2_error,
+)
+from regops.registry.gitlab_api import GitLabRegistryAPI
 from regops.registry.resolver import TagResolver
 from regops.registry.safe_delete import SafeDelete
 from regops.registry.tokens import DEFAULT_ISSUER, DEFAULT_SERVICE, Scope, TokenMinter
@@ -77,6 +93,10 @@ ACTION_MIN_LEVEL = {
     "delete": st.DEVELOPER,
     "*": st.DEVELOPER,
 }
+
+ADMIN_LEVEL = 60  # Gitlab::Access::ADMIN
+# Access levels of tag protection rules (Gitlab::Access.sym_options_with_admin).
+RULE_LEVELS = {"maintainer": st.MAINTAINER, "owner": st.OWNER, "admin": ADMIN_LEVEL}
 
 RegistryFactory = Callable[[], Any]
 
@@ -129,6 +149,8 @@ URLS = Map(
             methods=["GET", "DELETE"],
         ),
         Rule("/api/v4/registry/repositories/<int:rid>", endpoint="repository"),
+        Rule("/api/v4/projects/<project>/registry/protection/tag/rules", endpoint="tag_rules"),
+        Rule("/api/graphql", endpoint="graphql", methods=["POST"]),
         Rule("/api/v4/application/settings", endpoint="settings", methods=["GET", "PUT"]),
         Rule("/jwt/auth", endpoint="jwt_auth", methods=["GET", "POST"]),
     ]
@@ -164,8 +186,18 @@ class GitLabStandIn:
         if self.registry is None:
             raise ApiError(503, {"message": "the registry is not running"})
         if self._resolver is None or self._resolver.client is not self.registry:
-            self._resolver = TagResolver(self.registry)
+            self._resolver = TagResolver(self.registry, gitlab_api=self.gitlab_api)
         return self._resolver
+
+    @property
+    def gitlab_api(self) -> GitLabRegistryAPI | None:
+        """The registry's GitLab API, detected as GitLab does (cached per registry)."""
+        if self.registry is None:
+            return None
+        known = getattr(self, "_gitlab_api", None)
+        if known is None or known[0] is not self.registry:
+            self._gitlab_api = (self.registry, GitLabRegistryAPI.detect(self.registry))
+        return self._gitlab_api[1]
 
     # ------------------------------------------------------------------ WSGI
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
@@ -330,7 +362,8 @@ class GitLabStandIn:
     # ------------------------------------------------------------ endpoints
     def on_version(self, request: Request) -> Response:
         self.authenticate(request)
-        return _json({"version": GITLAB_VERSION, "revision": GITLAB_REVISION, "enterprise": False})
+        version = self.state.gitlab_version or GITLAB_VERSION
+        return _json({"version": version, "revision": GITLAB_REVISION, "enterprise": False})
 
     def on_current_user(self, request: Request) -> Response:
         user = self.authenticate(request)
@@ -467,6 +500,7 @@ class GitLabStandIn:
         tags_count: bool = False,
         size: bool = False,
     ) -> dict[str, Any]:
+        # Keys in the order of GitLab's Repository entity (lib/api/entities/container_registry.rb).
         data: dict[str, Any] = {
             "id": record.id,
             "name": name,
@@ -475,7 +509,6 @@ class GitLabStandIn:
             "location": f"{self.registry_host}/{record.path}",
             "created_at": iso(record.created_at),
             "cleanup_policy_started_at": None,
-            "status": None,
         }
         if tags or tags_count:
             names = self.safe_tags(record.path)
@@ -483,9 +516,26 @@ class GitLabStandIn:
                 data["tags_count"] = len(names)
             if tags:
                 data["tags"] = [self.tag_row(record.path, t) for t in names]
-        if size:
-            data["size"] = None  # only GitLab's registry with its metadata database knows
+        user = self.authenticate(request, required=False)
+        if user is not None and self.level(project, user) >= st.DEVELOPER:  # admin_container_image
+            data["delete_api_path"] = (
+                f"{self.gitlab_url(request)}/api/v4/projects/{project.id}"
+                f"/registry/repositories/{record.id}"
+            )
+        if size:  # only GitLab's registry with its metadata database knows
+            data["size"] = self.repository_size(record.path)
+        data["status"] = None
         return data
+
+    def repository_size(self, path: str) -> int | None:
+        """``ContainerRepository#size``: the GitLab API's ``size=self``, else nil."""
+        api = self.gitlab_api
+        if api is None:
+            return None
+        try:
+            return api.repository(path, size="self").size_bytes
+        except RegistryNotFound:
+            return None
 
     def tag_row(self, path: str, tag: str) -> dict[str, Any]:
         return {
@@ -561,10 +611,31 @@ class GitLabStandIn:
             return self.bulk_delete(request, user, project, rid)
         found = self.find_project(user, project, st.REPORTER)
         record, _ = self.find_repository(found, rid)
+        if request.args.get("pagination") == "keyset":
+            return self.keyset_tags(request, record.path)
         names = self.safe_tags(record.path)  # sorted by name, as GitLab sorts them
         return offset_page(
             request, names, lambda page: [self.tag_row(record.path, t) for t in page]
         )
+
+    def keyset_tags(self, request: Request, path: str) -> Response:
+        """Keyset tags: only with the registry's GitLab API (GitLab: ``not_allowed!``)."""
+        api = self.gitlab_api
+        if api is None:
+            raise ApiError(405, {"message": "405 Method Not Allowed"})
+        per_page = min(max(_int_arg(request, "per_page", DEFAULT_PER_PAGE) or 1, 1), MAX_PER_PAGE)
+        descending = request.args.get("sort") == "desc"
+        last = request.args.get("last")
+        names = sorted((tag.name for tag in api.tags(path)), reverse=descending)
+        if last is not None:
+            names = [n for n in names if (n < last if descending else n > last)]
+        page = names[:per_page]
+        response = _json([self.tag_row(path, name) for name in page])
+        if len(names) > per_page:
+            sort = "desc" if descending else "asc"
+            url = _link(request, per_page=per_page, last=page[-1], sort=sort)
+            response.headers["Link"] = f'<{url}>; rel="next"'
+        return response
 
     def bulk_delete(
         self, request: Request, user: UserRecord | None, project: str, rid: int
@@ -579,8 +650,8 @@ class GitLabStandIn:
         params = bulk_delete_params(request_params(request))
         try:
             CleanupPolicy.parse(params)
-        except PolicyError as exc:
-            raise bad_request(f"{exc.field} should be a valid regular expression") from None
+        except PolicyError as exc:  # a run parameter Grape let through (older_than)
+            raise bad_request(f"{exc.field} is invalid") from None
         now = utcnow()
         with self.state.lock:
             last = self.state.bulk_delete_requests.get(record.id)
@@ -588,21 +659,72 @@ class GitLabStandIn:
                 raise ApiError(400, {"message": BULK_DELETE_REPEATED})
             self.state.bulk_delete_requests[record.id] = now
             self.state.save()
-        deleted = self.run_cleanup(record.path, params)
+        deleted = self.run_cleanup(record.path, params, found, user)
         with self.state.lock:
             self.state.bulk_delete_results[record.id] = deleted
         return Response(status=202)
 
-    def run_cleanup(self, path: str, params: Mapping[str, Any]) -> list[str]:
-        """Delete what GitLab's CleanupTagsService would; returns the deleted tag names."""
-        tags = [_TagTime(name, self.created_at(path, name)) for name in self.safe_tags(path)]
-        max_list = int(self.state.settings["container_registry_cleanup_tags_service_max_list_size"])
-        plan = plan_cleanup(tags, params, max_list_size=max_list, repository=path)
+    def run_cleanup(
+        self,
+        path: str,
+        params: Mapping[str, Any],
+        project: ProjectRecord | None = None,
+        user: UserRecord | None = None,
+    ) -> list[str]:
+        """Delete what GitLab's cleanup service for this registry would; returns the
+        deleted tag names. The GitLab-API service (push time, pages of 1000) when
+        the registry has that API, the third-party one otherwise; protected tags
+        kept as GitLab's delete service keeps them for ``user`` (a policy run: no user).
+        """
+        protection = self.protection_for(project, user) if project is not None else None
+        if self.gitlab_api is not None:
+            tags: list[Any] = self.resolver.api_tags(path)
+            plan = plan_cleanup(
+                tags,
+                params,
+                repository=path,
+                service=SERVICE_GITLAB,
+                protection=protection,
+                page_size=self.state.cleanup_page_size,
+            )
+        else:
+            tags = [_TagTime(name, self.created_at(path, name)) for name in self.safe_tags(path)]
+            settings = self.state.settings
+            max_list = int(settings["container_registry_cleanup_tags_service_max_list_size"])
+            plan = plan_cleanup(
+                tags,
+                params,
+                max_list_size=max_list,
+                repository=path,
+                service=SERVICE_THIRD_PARTY,
+                protection=protection,
+            )
         names = plan.names_to_delete
         if names:
             result = SafeDelete(self.registry).delete_tags(path, names)
             return list(result.deleted)
         return []
+
+    def protection_for(self, project: ProjectRecord, user: UserRecord | None) -> TagProtection:
+        """The rules GitLab's delete service applies for ``user``
+        (ContainerRegistry::Protection::Concerns::TagRule, Community Edition): every
+        mutable rule without a user; none for an admin; for others the rules whose
+        delete level is above the user's."""
+        rules = [
+            TagProtectionRule.from_api(row)
+            for row in self.state.rules_of(project.id)
+            if row["minimum_access_level_for_delete"] is not None  # CE: mutable rules only
+        ]
+        if user is not None:
+            if user.is_admin:
+                return TagProtection()
+            level = self.level(project, user)
+            rules = [
+                r
+                for r in rules
+                if RULE_LEVELS.get(r.minimum_access_level_for_delete or "", 0) > level
+            ]
+        return TagProtection(tuple(rules), f"GitLab {self.state.gitlab_version}")
 
     def created_at(self, path: str, tag: str) -> datetime.datetime | None:
         """A tag's config ``created``; None for an index or a tag gone meanwhile."""
@@ -617,29 +739,65 @@ class GitLabStandIn:
         if tag not in self.safe_tags(record.path):
             raise not_found("Tag")
         if request.method == "DELETE":
-            result = SafeDelete(self.registry).delete_tags(record.path, [tag])
+            rules = self.protection_for(found, user)
+            deleter = SafeDelete(self.registry, protection=lambda _path: rules)
+            try:
+                result = deleter.delete_tags(record.path, [tag])
+            except ProtectedTagError:  # GitLab: forbidden!(PROTECTED_TAGS_ERROR_MESSAGE)
+                raise ApiError(
+                    403, {"message": "403 Forbidden - cannot delete protected tag(s)"}
+                ) from None
             if tag not in result.deleted:
-                raise ApiError(400, {"message": f"could not delete tag {tag}"})
+                raise ApiError(400, {"message": "400 Bad request"})  # GitLab: bad_request!
             return Response(status=200)
         return _json(self.tag_details(record.path, tag))
 
     def tag_details(self, path: str, tag: str) -> dict[str, Any]:
-        """GitLab's tag entity (GitLab reads the manifest, and the config unless an index)."""
+        """GitLab's TagDetails entity (lib/api/entities/container_registry.rb).
+
+        GitLab reads the manifest with its Accept (a Docker list's amd64 child),
+        then the config; an OCI index answers 404 there, so the tag is not
+        ``valid?`` and the endpoint answers 404 Tag Not Found. ``created_at`` is a
+        Ruby DateTime: JSON ``...000+00:00``, not ``Z``.
+        """
         details = self.resolver.tag(path, tag)
-        if details is None:
+        if details is None or details.gitlab is None:
             raise not_found("Tag")
         self.state.count_registry_read("manifest")
-        if details.manifest.config is not None:
+        if details.revision:
             self.state.count_registry_read("config")
         data = self.tag_row(path, tag)
         data.update(
             revision=details.revision,
             short_revision=details.short_revision,
-            digest=str(details.digest),
-            created_at=iso(details.created_at) if details.created_at else None,
+            digest=str(details.digest) if details.digest else None,
+            created_at=datetime_json(details.created_at),
             total_size=details.total_size,
         )
         return data
+
+    # ------------------------------------------------- tag protection and GraphQL
+    def on_tag_rules(self, request: Request, project: str) -> Response:
+        """``GET /projects/:id/registry/protection/tag/rules`` (GitLab 18.7+), Maintainer+."""
+        version = parse_version(self.state.gitlab_version)
+        if version is not None and version < PROTECTION_REST_SINCE:
+            raise ApiError(404, {"error": "404 Not Found"})
+        user = self.authenticate(request, required=False)
+        found = self.find_project(user, project, st.MAINTAINER)
+        return offset_page(request, self.state.rules_of(found.id), lambda rows: rows)
+
+    def on_graphql(self, request: Request) -> Response:
+        """The one GraphQL query regops sends: the older_than enum's values
+        (``__type(name: "ContainerExpirationPolicyOlderThanEnum")``)."""
+        self.authenticate(request)
+        body = request.get_json(silent=True) or {}
+        query = str(body.get("query") or "")
+        name = (body.get("variables") or {}).get("name")
+        if "__type" not in query or name != "ContainerExpirationPolicyOlderThanEnum":
+            return _json({"errors": [{"message": "the stand-in answers only __type queries"}]})
+        allowed = set(self.state.policy_options().older_than)
+        values = [{"name": enum} for enum, value in OLDER_THAN_ENUM.items() if value in allowed]
+        return _json({"data": {"__type": {"enumValues": values}}})
 
     # ------------------------------------------------------------ settings
     def on_settings(self, request: Request) -> Response:
@@ -726,6 +884,17 @@ class GitLabStandIn:
 
 
 # --------------------------------------------------------------------- helpers
+def datetime_json(value: datetime.datetime | None) -> str | None:
+    """A Ruby DateTime as GitLab's JSON writes it: milliseconds and ``+00:00``.
+
+    (ActiveSupport's ``DateTime#as_json``; Rails' time columns write ``Z``: :func:`iso`.)
+    """
+    if value is None:
+        return None
+    value = value.astimezone(datetime.timezone.utc)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}+00:00"
+
+
 def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
     response = Response(json.dumps(body), status=status, mimetype="application/json")
     for key, value in (headers or {}).items():
@@ -782,21 +951,46 @@ BULK_DELETE_KEYS = ("name_regex_delete", "name_regex", "name_regex_keep", "keep_
 
 
 def bulk_delete_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """The bulk delete API's parameters, type-checked as Grape does (400 otherwise)."""
-    chosen = {k: params[k] for k in BULK_DELETE_KEYS if params.get(k) not in (None, "")}
-    if not (chosen.get("name_regex_delete") or chosen.get("name_regex")):
-        raise bad_request(
-            "name_regex_delete, name_regex are missing, at least one parameter must be provided"
+    """The bulk delete API's parameters, validated as Grape does (400 otherwise).
+
+    lib/api/project_container_repositories.rb declares, in this order:
+    name_regex_delete, name_regex (String, untrusted_regexp), at_least_one_of them,
+    name_regex_keep (String, untrusted_regexp), keep_n (Integer), older_than (String).
+    Grape checks them in that order and joins every message with ", "
+    (``{"error": ...}``); a given key counts as present even when blank, as in Grape.
+    """
+    chosen = {k: params[k] for k in BULK_DELETE_KEYS if k in params and params[k] is not None}
+    errors: list[str] = []
+    for key in ("name_regex_delete", "name_regex"):
+        errors.extend(_regex_param_errors(chosen, key))
+    if "name_regex" not in chosen and "name_regex_delete" not in chosen:
+        errors.append(
+            "name_regex, name_regex_delete are missing, at least one parameter must be provided"
         )
-    if "keep_n" in chosen:
+    errors.extend(_regex_param_errors(chosen, "name_regex_keep"))
+    if chosen.get("keep_n") == "":
+        del chosen["keep_n"]
+    elif "keep_n" in chosen:
         try:
             chosen["keep_n"] = int(chosen["keep_n"])
         except (TypeError, ValueError):
-            raise bad_request("keep_n is invalid") from None
-    for key in ("name_regex_delete", "name_regex", "name_regex_keep", "older_than"):
-        if key in chosen and not isinstance(chosen[key], str):
-            raise bad_request(f"{key} is invalid")
+            errors.append("keep_n is invalid")
+    if "older_than" in chosen and not isinstance(chosen["older_than"], str):
+        errors.append("older_than is invalid")
+    if errors:
+        raise bad_request(", ".join(errors))
     return chosen
+
+
+def _regex_param_errors(chosen: Mapping[str, Any], key: str) -> list[str]:
+    """Grape's String type, then API::Validations::Validators::UntrustedRegexp."""
+    if key not in chosen:
+        return []
+    value = chosen[key]
+    if not isinstance(value, str):
+        return [f"{key} is invalid"]
+    error = re2_error(value) if value else None
+    return [f"{key} is an invalid regexp: {error}"] if error else []
 
 
 def policy_attributes(request: Request) -> dict[str, Any]:

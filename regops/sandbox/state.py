@@ -33,7 +33,14 @@ from typing import Any
 
 from regops.durations import parse_duration
 from regops.errors import ValidationError
-from regops.policy import POLICY_DEFAULTS, validate_policy_attributes
+from regops.ops.cleanup import GITLAB_TAGS_PAGE_SIZE
+from regops.policy import (
+    OLDER_THAN_OPTIONS,
+    POLICY_DEFAULTS,
+    PolicyOptions,
+    TagProtectionRule,
+    validate_policy_attributes,
+)
 from regops.secrets import Secret
 
 # GitLab's access levels (Gitlab::Access).
@@ -59,6 +66,9 @@ TOKEN_PREFIX = "glpat-"
 TOKEN_BYTES = 15
 STATE_FILE = "state.json"
 STATE_VERSION = 1
+# The GitLab version the stand-in claims (GET /version): 18.7 lists tag protection
+# rules over REST (doc/api/container_registry_protection_tag_rules.md).
+DEFAULT_GITLAB_VERSION = "18.7.0"
 
 
 def utcnow() -> datetime.datetime:
@@ -176,6 +186,7 @@ class SandboxState:
         self.bulk_delete_results: dict[int, list[str]] = {}  # repository id -> deleted tags
         # Repository paths deleted through the API: hidden until something is pushed again.
         self.deleted_repositories: set[str] = set()
+        self._init_fidelity()
         self.request_counts: collections.Counter[str] = collections.Counter()
         self.registry_reads: collections.Counter[str] = collections.Counter()
         self._throttle_left = 0
@@ -282,7 +293,9 @@ class SandboxState:
         with self.lock:
             current = {k: v for k, v in project.policy.items() if k != "next_run_at"}
             if validate:
-                policy = validate_policy_attributes(attrs, current=current)
+                policy = validate_policy_attributes(
+                    attrs, current=current, options=self.policy_options()
+                )
             else:
                 policy = {**current, **attrs}
             policy = {k: v for k, v in policy.items() if k != "next_run_at"}
@@ -421,6 +434,128 @@ class SandboxState:
             chain = self.group_ancestry(group.id)
             return any(self.group_members.get((g.id, user.id), 0) >= GUEST for g in chain)
 
+    # ------------------------------------------- GitLab version, tag rules, push times
+    def _init_fidelity(self) -> None:
+        """What the stand-in knows beyond users and projects: the GitLab version it
+        claims, the older_than values it accepts (None: its version's), tag protection
+        rules per project, and when each tag was pushed (the GitLab registry API's
+        created_at/updated_at)."""
+        self.gitlab_version = DEFAULT_GITLAB_VERSION
+        self.older_than_options: tuple[str, ...] | None = None
+        self.tag_rules: dict[int, list[dict[str, Any]]] = {}
+        # repository path -> tag -> {"digest", "created_at", "updated_at"} (ISO text)
+        self.tag_pushes: dict[str, dict[str, dict[str, Any]]] = {}
+        # Gitlab::CleanupTagsService::TAGS_PAGE_SIZE; a test hook as GitLab's own spec
+        # stubs it (stub_const) to see keep_n applied per page.
+        self.cleanup_page_size = GITLAB_TAGS_PAGE_SIZE
+
+    def policy_options(self) -> PolicyOptions:
+        """The policy values this stand-in's GitLab accepts."""
+        with self.lock:
+            values = self.older_than_options
+            version = self.gitlab_version
+        if values is not None:
+            return PolicyOptions(older_than=tuple(values), source=f"GitLab {version} (set)")
+        return PolicyOptions.for_gitlab(version)
+
+    def set_gitlab(
+        self, version: str | None = None, older_than: tuple[str, ...] | None = None
+    ) -> None:
+        """Claim another GitLab version and/or accept exactly ``older_than`` values."""
+        with self.lock:
+            if version is not None:
+                self.gitlab_version = version
+            if older_than is not None:
+                unknown = [v for v in older_than if v not in OLDER_THAN_OPTIONS]
+                if unknown:
+                    raise ValidationError("older_than", f"no GitLab accepts {unknown}")
+                self.older_than_options = tuple(older_than)
+            self.save()
+
+    def add_tag_rule(
+        self,
+        project: ProjectRecord,
+        pattern: str,
+        push: str | None = "maintainer",
+        delete: str | None = "maintainer",
+    ) -> dict[str, Any]:
+        """A container tag protection rule (both levels None: an immutability rule)."""
+        TagProtectionRule(pattern, push, delete)  # GitLab's validation: RE2, not blank
+        with self.lock:
+            rules = self.tag_rules.setdefault(project.id, [])
+            if any(rule["tag_name_pattern"] == pattern for rule in rules):
+                raise ValidationError("tag_name_pattern", "has already been taken")
+            row = {
+                "id": self._new_id("tag_rule"),
+                "project_id": project.id,
+                "tag_name_pattern": pattern,
+                "minimum_access_level_for_push": push,
+                "minimum_access_level_for_delete": delete,
+            }
+            rules.append(row)
+            self.save()
+            return dict(row)
+
+    def rules_of(self, project_id: int) -> list[dict[str, Any]]:
+        with self.lock:
+            return [dict(rule) for rule in self.tag_rules.get(project_id, [])]
+
+    def record_push(self, path: str, tag: str, digest: str, when: datetime.datetime) -> None:
+        """A tag was pushed: created now when new; updated now when it moved."""
+        with self.lock:
+            tags = self.tag_pushes.setdefault(path, {})
+            known = tags.get(tag)
+            if known is None:
+                tags[tag] = {"digest": digest, "created_at": iso(when), "updated_at": None}
+            elif known["digest"] != digest:
+                known.update(digest=digest, updated_at=iso(when))
+            # Not saved here: a seed pushes thousands of tags; the sandbox saves on stop.
+
+    def record_tag_deleted(self, path: str, tag: str) -> None:
+        with self.lock:
+            self.tag_pushes.get(path, {}).pop(tag, None)
+            self.save()
+
+    def set_tag_times(
+        self,
+        path: str,
+        tag: str,
+        *,
+        created_at: datetime.datetime | None,
+        updated_at: datetime.datetime | None = None,
+    ) -> None:
+        """Test hook: when ``path:tag`` was first pushed and last re-pushed.
+
+        ``created_at=None`` makes the GitLab API answer null, which a real registry
+        never does (GitLab's own spec stubs it to reach the "unknown date" branch).
+        """
+        with self.lock:
+            entry = self.tag_pushes.setdefault(path, {}).setdefault(tag, {"digest": None})
+            entry.update(created_at=iso(created_at), updated_at=iso(updated_at))
+            self.save()
+
+    def tag_push(self, path: str, tag: str) -> dict[str, Any] | None:
+        with self.lock:
+            found = self.tag_pushes.get(path, {}).get(tag)
+            return dict(found) if found else None
+
+    def _fidelity_json(self) -> dict[str, Any]:
+        return {
+            "gitlab_version": self.gitlab_version,
+            "older_than_options": list(self.older_than_options)
+            if self.older_than_options is not None
+            else None,
+            "tag_rules": {str(k): v for k, v in self.tag_rules.items()},
+            "tag_pushes": self.tag_pushes,
+        }
+
+    def _load_fidelity(self, data: Mapping[str, Any]) -> None:
+        self.gitlab_version = data.get("gitlab_version") or DEFAULT_GITLAB_VERSION
+        older = data.get("older_than_options")
+        self.older_than_options = tuple(older) if older is not None else None
+        self.tag_rules = {int(k): list(v) for k, v in (data.get("tag_rules") or {}).items()}
+        self.tag_pushes = dict(data.get("tag_pushes") or {})
+
     # ----------------------------------------------------------- test hooks
     def throttle(self, n_requests: int, retry_after: int = 1) -> None:
         """Answer the next ``n_requests`` API requests with 429 and Retry-After."""
@@ -470,6 +605,7 @@ class SandboxState:
                 "bulk_delete_requests": {
                     str(k): iso(v) for k, v in self.bulk_delete_requests.items()
                 },
+                **self._fidelity_json(),
             }
 
     def save(self) -> None:
@@ -516,6 +652,7 @@ class SandboxState:
             for k, v in data.get("bulk_delete_requests", {}).items()
             if (when := parse_iso(v)) is not None  # saved by save(): always a time
         }
+        state._load_fidelity(data)
         return state
 
 
