@@ -209,6 +209,7 @@ class CleanupPlan(Generic[TagT]):
         """The decisions the ``keep_n`` step kept (the newest candidates)."""
         return [d for d in self.decisions if d.reason == KEEP_N]
 
+    @property
     def protected(self) -> dict[str, str]:
         """Tag -> ``protected`` or ``immutable``, for tags a GitLab rule keeps."""
         return {
