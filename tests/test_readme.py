@@ -48,7 +48,7 @@ def registry_tags(sandbox) -> dict[tuple[str, str], str]:
 
 
 def test_the_readme_names_the_three_admin_guide_snippets():
-    assert set(readme_blocks()) == {"usage", "cleanup", "enable"}
+    assert set(readme_blocks()) == {"usage", "cleanup", "enable"}  # (and the crontab, below)
 
 
 def test_usage_block_prints_the_rails_recipe_csv(fresh_sandbox):
@@ -136,3 +136,74 @@ class _TagStub:
         detail = connection.gitlab.repository_tag(project_id, repository_id, name)
         self.name = name
         self.created_at = parse_rfc3339(detail["created_at"]) if detail["created_at"] else None
+
+
+CRONTAB = re.compile(r"<!-- tested: crontab -->\n```crontab\n(.*?)```", re.S)
+INSTALL = "/opt/regops"  # where the README's crontab has regops checked out
+
+
+def crontab_commands() -> list[str]:
+    """The commands of the README's crontab block (schedule fields and comments dropped)."""
+    (block,) = CRONTAB.findall(README.read_text(encoding="utf-8"))
+    commands = []
+    for line in block.splitlines():
+        if not line.strip() or line.startswith("#") or "=" in line.split()[0]:
+            continue
+        commands.append(line.split(None, 5)[5])
+    return commands
+
+
+def test_the_crontab_lines_run_as_cron_runs_them(fresh_sandbox, tmp_path):
+    """Each line, with regops where this checkout is and outputs in a temporary folder,
+    run by /bin/sh with only what cron gives (env -i PATH HOME) and settings from the
+    cron user's ~/.python-gitlab.cfg: exit 0, nothing printed, its outputs written."""
+    import subprocess
+
+    import requests
+
+    root = README.parent
+    assert Path(root / ".venv" / "bin" / "python").exists()  # make test made it
+    home = tmp_path / "cron-home"
+    home.mkdir()
+    config = home / ".python-gitlab.cfg"
+    config.write_text(
+        f"[global]\ndefault = gl\n\n[gl]\nurl = {fresh_sandbox.gitlab_url}\n"
+        f"private_token = {fresh_sandbox.admin_token.reveal()}\n"
+    )
+    config.chmod(0o600)
+    outputs = tmp_path / "var"
+    outputs.mkdir()
+    # the policy the cleanup line runs: the README's example, set through GitLab's API
+    policy = {"name_regex": "main-.*", "keep_n": 5, "older_than": "14d"}
+    answer = requests.put(
+        f"{fresh_sandbox.gitlab_url}/api/v4/projects/apps%2Fweb",
+        headers={"PRIVATE-TOKEN": fresh_sandbox.admin_token.reveal()},
+        json={"container_expiration_policy_attributes": policy},
+        timeout=30,
+    )
+    assert answer.status_code == 200
+    commands = crontab_commands()
+    assert len(commands) == 4
+    for command in commands:
+        line = command.replace(INSTALL, str(root)).replace("/var/lib/regops", str(outputs))
+        done = subprocess.run(
+            ["env", "-i", "PATH=/usr/bin:/bin", f"HOME={home}", "/bin/sh", "-c", line],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        if "audit_cleanup_policies" in line:  # its findings are its product: mailed
+            assert (done.returncode, done.stderr) == (0, ""), line
+            assert done.stdout.splitlines() == [
+                "4,apps/mobile/android,,invalid name_regex: not valid RE2 syntax: missing ]: [0-9+"
+            ]  # the demo's broken policy (INVALID_REGEX in regops.sandbox.seed)
+            continue
+        assert (done.returncode, done.stdout, done.stderr) == (0, "", ""), line
+    csv_text = (outputs / "registry-usage.csv").read_text()
+    assert csv_text.startswith("project_id,creator_id,registry_size_bytes,project path\n")
+    assert (outputs / "registry-usage.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert '"projects"' in (outputs / "registry-usage.json").read_text()
+    # the cleanup line deleted (quietly) and left its audit log where the README says
+    audit = list((home / ".local/state/regops/audit").glob("cleanup-*.jsonl"))
+    assert len(audit) == 1 and '"result":"deleted"' in audit[0].read_text()
+    assert (home / ".local/state/regops/usage-history.sqlite3").exists()
