@@ -6,6 +6,7 @@ tests that change policies use ``fresh_sandbox``.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 import pytest
@@ -353,3 +354,35 @@ def test_real_notebook_shows_html_tables(sandbox, tmp_path):
     assert_hidden(sandbox.admin_token, projects)
     repos = notebook.cells[2].outputs[0]["data"]["text/html"]
     assert "apps/web/frontend" in repos and "<th>tags_count</th>" in repos
+
+
+def test_plan_apply_as_a_user_follows_gitlabs_developer_rule(fresh_sandbox, tmp_path):
+    """The Rails snippet's ``current_user: user``: a Reporter is refused before anything
+    is deleted; a Developer's run deletes, and the audit log says for whom."""
+    from regops.errors import CleanupPermissionError
+
+    conn = fresh_sandbox.connect("admin", registry_auth="key")
+    users = {u.username: u for u in (User.find(i, connection=conn) for i in (1, 2, 3))}
+    base = Project.find("platform/base-images", connection=conn)
+    web = Project.find("apps/web", connection=conn)
+    override = {"name_regex": "main-.*", "keep_n": 5, "older_than": "14d"}
+    before = oracle.tag_links(fresh_sandbox.storage_path, "apps/web/frontend")
+
+    plan = web.container_expiration_policy.plan(web, overrides=override)
+    assert plan.to_delete  # there is something to refuse
+    with pytest.raises(CleanupPermissionError, match="at least Developer"):
+        plan.apply(user=users["viewer"])  # no role in apps/web at all
+    assert oracle.tag_links(fresh_sandbox.storage_path, "apps/web/frontend") == before
+
+    base_plan = base.container_expiration_policy.plan(base, overrides={"keep_n": 1})
+    with pytest.raises(CleanupPermissionError, match="access level 20"):
+        base_plan.apply(user=users["viewer"])  # a Reporter of platform/base-images
+
+    audit = tmp_path / "audit.jsonl"
+    result = plan.apply(user=users["dev"], audit_path=audit)  # a Developer of group apps
+    assert result.ok and result.deleted
+    assert f"audit log {audit}" in result.summary()  # the result says where its log is
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert all("for user 2 (dev)" in r["actor"] for r in records)
+    after = oracle.tag_links(fresh_sandbox.storage_path, "apps/web/frontend")
+    assert set(before) - set(after) == {o.tag for o in result.deleted}

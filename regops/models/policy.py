@@ -253,7 +253,7 @@ class ExpirationPolicy(Model):
             repository.plan_cleanup(self, **options)
             for repository in project.container_repositories
         ]
-        return PolicyPlan(plans, project_id=project.id)
+        return PolicyPlan(plans, project_id=project.id, connection=project._connection)
 
 
 def _keeping(options: PolicyOptions, stored: Any) -> PolicyOptions:
@@ -286,9 +286,15 @@ def _not_applied(given: Mapping[str, Any], fresh: Mapping[str, Any]) -> dict[str
 class PolicyPlan(list[CleanupPlan["Tag"]]):
     """The cleanup plans of one project's repositories (a list of CleanupPlan)."""
 
-    def __init__(self, plans: Iterable[CleanupPlan[Tag]], project_id: int | None = None) -> None:
+    def __init__(
+        self,
+        plans: Iterable[CleanupPlan[Tag]],
+        project_id: int | None = None,
+        connection: Connection | None = None,
+    ) -> None:
         super().__init__(plans)
         self.project_id = project_id
+        self.connection = connection  # planned through it: apply() deletes through it
 
     @property
     def to_delete(self) -> list[Tag]:
@@ -349,7 +355,7 @@ class PolicyPlan(list[CleanupPlan["Tag"]]):
         above in the project; recorded in the audit log. ``options``:
         ``audit_path``, ``max_requests_per_second``, ``batch_size``.
         """
-        conn = resolve_connection(connection)
+        conn = resolve_connection(connection or self.connection)
         if user is not None:
             if self.project_id is None:
                 raise ValidationError("user", "this plan does not know its project")
