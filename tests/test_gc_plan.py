@@ -15,7 +15,7 @@ import pytest
 
 from regops.ops.gc import plan
 from regops.registry.client import RegistryClient
-from regops.registry.regconfig import RegistryConfigFile
+from regops.registry.configfile import RegistryConfig
 from regops.registry.tokens import KeyAuth
 from regops.sandbox import images
 from regops.sandbox.registry_server import RegistryServer
@@ -52,7 +52,7 @@ def collector_says(store, untagged: bool) -> tuple[tuple[int, ...], set[str], li
 
 
 def plan_of(store, untagged: bool):
-    backend = RegistryConfigFile.load(store.config_path).backend()
+    backend = RegistryConfig.load(store.config_path).backend()
     try:
         return plan(backend, untagged=untagged)
     finally:

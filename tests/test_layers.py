@@ -23,6 +23,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "regops.errors",
             "regops.secrets",
             "regops.fsutil",
+            "regops.configtext",
             "regops.locks",
             "regops.durations",
         ),

@@ -19,7 +19,7 @@ import pytest
 
 from regops.ops.storage_check import check, compare
 from regops.registry.backends import FilesystemBackend, S3Backend, S3Location
-from regops.registry.regconfig import RegistryConfigFile
+from regops.registry.configfile import RegistryConfig
 from regops.sandbox import images
 from regops.sandbox.s3 import ACCESS_KEY, REGION, SECRET_KEY
 from tests.fixtures_storage import V2, delete_file, list_files, new_bucket, read_file, write_file
@@ -37,7 +37,7 @@ def revision_key(repo: str, digest: str) -> str:
 
 
 def run_check(store, **options):
-    backend = RegistryConfigFile.load(store.config_path).backend()
+    backend = RegistryConfig.load(store.config_path).backend()
     try:
         return check(backend, **options)
     finally:

@@ -50,14 +50,14 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_path(args: argparse.Namespace, *, required: bool = False) -> Path | None:
     """The registry config the options name (``--config``, the environment, Omnibus')."""
-    from regops.registry.regconfig import OMNIBUS_CONFIG
+    from regops.registry.configfile import OMNIBUS_REGISTRY_CONFIG
 
     if getattr(args, "config", None):
         return Path(args.config)
     if os.environ.get(CONFIG_ENV):
         return Path(os.environ[CONFIG_ENV])
-    if getattr(args, "omnibus", False) or OMNIBUS_CONFIG.is_file():
-        return OMNIBUS_CONFIG
+    if getattr(args, "omnibus", False) or OMNIBUS_REGISTRY_CONFIG.is_file():
+        return OMNIBUS_REGISTRY_CONFIG
     if required:
         raise UsageError(f"--config CONFIG is needed (or {CONFIG_ENV})")
     return None
@@ -66,7 +66,7 @@ def config_path(args: argparse.Namespace, *, required: bool = False) -> Path | N
 def backend_from(args: argparse.Namespace) -> Any:
     """A storage backend from the options (UsageError when none is given)."""
     from regops.registry.backends import FilesystemBackend, S3Backend, S3Location
-    from regops.registry.regconfig import RegistryConfigFile
+    from regops.registry.configfile import RegistryConfig
 
     if args.storage:
         if not Path(args.storage).is_dir():
@@ -82,7 +82,7 @@ def backend_from(args: argparse.Namespace) -> Any:
         return S3Backend(location)
     path = config_path(args)
     if path is not None:
-        return RegistryConfigFile.load(path).backend()
+        return RegistryConfig.load(path).backend()
     raise UsageError(
         "say where the storage is: --config CONFIG (the registry's config.yml), "
         f"--storage ROOT or --s3-bucket BUCKET (or set {CONFIG_ENV})"
@@ -198,11 +198,11 @@ def recover_body(args: argparse.Namespace, _connection: Any) -> Outcome:
 
 def steps_body(args: argparse.Namespace, _connection: Any) -> Outcome:
     from regops.ops.gc_run import omnibus_steps
-    from regops.registry.regconfig import RegistryConfigFile
+    from regops.registry.configfile import RegistryConfig
 
     path = config_path(args, required=True)
     assert path is not None
-    print(omnibus_steps(RegistryConfigFile.load(path), args.untagged))
+    print(omnibus_steps(RegistryConfig.load(path), args.untagged))
     return Outcome(EXIT_OK, "printed the Omnibus procedure; nothing was changed")
 
 

@@ -74,7 +74,7 @@ def check_body(args: argparse.Namespace, _connection: Any) -> Outcome:
 def backend_for(spec: str, endpoint: str | None, region: str | None) -> Any:
     """A folder, ``s3://bucket[/prefix]`` or a registry config.yml, as a backend."""
     from regops.registry.backends import FilesystemBackend, S3Backend, S3Location
-    from regops.registry.regconfig import RegistryConfigFile
+    from regops.registry.configfile import RegistryConfig
 
     if spec.startswith("s3://"):
         bucket, _, prefix = spec[len("s3://") :].partition("/")
@@ -85,7 +85,7 @@ def backend_for(spec: str, endpoint: str | None, region: str | None) -> Any:
     if path.is_dir():
         return FilesystemBackend(path)
     if path.is_file():
-        return RegistryConfigFile.load(path).backend()
+        return RegistryConfig.load(path).backend()
     raise UsageError(f"{spec}: not a folder, a registry config.yml or s3://bucket/prefix")
 
 

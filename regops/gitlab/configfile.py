@@ -23,8 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
-
+from regops.configtext import parse_yaml, read_config_text
 from regops.errors import ConfigError
 from regops.gitlab.ruby import GitLabRb, read_gitlab_rb
 from regops.secrets import Secret
@@ -37,6 +36,7 @@ OMNIBUS_KEY_PATH = "/var/opt/gitlab/gitlab-rails/etc/gitlab-registry.key"  # reg
 OMNIBUS_REGISTRY_HTTP_ADDR = "localhost:5000"  # registry['registry_http_addr']
 SOURCE_ISSUER = "gitlab-issuer"  # gitlab.yml.example's registry.issuer
 DEFAULT = "Linux package default"
+WHAT = "GitLab config"
 
 
 @dataclass
@@ -82,25 +82,12 @@ def find_gitlab_config(root: str | os.PathLike[str] = "/") -> Path | None:
 def load_gitlab_config(path: str | os.PathLike[str]) -> GitLabConfig:
     """Read gitlab.yml or gitlab.rb (by name, else by content); ConfigError when unreadable."""
     target = Path(path)
-    try:
-        text = target.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"GitLab config {target}: no such file") from None
-    except OSError as exc:
-        raise ConfigError(f"GitLab config {target}: cannot read ({exc.strerror})") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"GitLab config {target}: not UTF-8 text") from None
+    text = read_config_text(target, WHAT)
     if target.suffix == ".rb" or (
         target.suffix not in (".yml", ".yaml") and "production:" not in text
     ):
         return _from_rb(str(target), read_gitlab_rb(text))
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"GitLab config {target}: not valid YAML{where}") from None
-    return _from_yml(str(target), data)
+    return _from_yml(str(target), parse_yaml(text, f"{WHAT} {target}"))
 
 
 # -- gitlab.yml ------------------------------------------------------------------------------

@@ -58,7 +58,7 @@ from regops.gitlab.configfile import GitLabConfig, load_gitlab_config
 from regops.http import HTTPSettings, url_origin
 from regops.ops.registry_access import UnusedScan, find_unused_registries
 from regops.registry.client import RegistryClient
-from regops.registry.configfile import NotificationEndpoint, RegistryConfig, load_registry_config
+from regops.registry.configfile import NotificationEndpoint, RegistryConfig
 from regops.registry.keys import PrivateKey, libtrust_kid, load_private_key
 from regops.registry.probe import peer_certificate, post_events, probe_v2, verify_certificate
 from regops.registry.s3 import S3Target, head_bucket
@@ -170,7 +170,7 @@ def build_input(
         given.now = now
     if registry_config_path:
         try:
-            given.registry_config = load_registry_config(registry_config_path)
+            given.registry_config = RegistryConfig.load(registry_config_path)
         except RegopsError as exc:
             given.registry_config_error = str(exc)
     if gitlab_config_path:
@@ -567,8 +567,8 @@ def check_redirect(c: _Context) -> list[Row]:
     config = c.i.registry_config
     if config is None:
         return _row("storage.redirect", SKIPPED, "no registry config")
-    driver = config.storage_driver
-    if driver is None or driver in NO_REDIRECT_DRIVERS:
+    driver = config.driver
+    if driver in NO_REDIRECT_DRIVERS:
         return _row(
             "storage.redirect", SKIPPED, f"{driver} driver: the registry serves blobs itself"
         )
@@ -576,7 +576,7 @@ def check_redirect(c: _Context) -> list[Row]:
         return _row(
             "storage.redirect", OK, f"{driver}: redirects disabled, blobs go through the registry"
         )
-    endpoint = config.driver_params.get("regionendpoint")
+    endpoint = config.driver_parameters().get("regionendpoint")
     host = (
         urlsplit(str(endpoint) if "://" in str(endpoint) else f"//{endpoint}").hostname
         if endpoint
@@ -602,9 +602,9 @@ def check_redirect(c: _Context) -> list[Row]:
 
 def _s3(c: _Context) -> dict[str, Any] | None:
     config = c.i.registry_config
-    if config is None or config.storage_driver != "s3":
+    if config is None or config.driver != "s3":
         return None
-    return config.driver_params
+    return config.driver_parameters()
 
 
 def check_s3_encryption(c: _Context) -> list[Row]:

@@ -67,8 +67,8 @@ from regops.ops.gc import (
 )
 from regops.registry.backends import BLOBS_ROOT, StorageBackend
 from regops.registry.client import RegistryClient
+from regops.registry.configfile import OMNIBUS_REGISTRY_CONFIG, RegistryConfig
 from regops.registry.reference import Digest
-from regops.registry.regconfig import OMNIBUS_CONFIG, RegistryConfigFile
 from regops.secrets import redact
 
 log = logging.getLogger("regops.gc")
@@ -160,7 +160,7 @@ class PlainRegistrySwitch:
         return f"{self.config_path} + `{self.restart_command}`"
 
     def enable(self) -> bool:
-        config = RegistryConfigFile.load(self.config_path)
+        config = RegistryConfig.load(self.config_path)
         if config.readonly:
             return False
         self._original = config.raw
@@ -189,7 +189,7 @@ class PlainRegistrySwitch:
             atomic_write(self.config_path, self._original)
         else:  # edited by someone meanwhile: keep their edit, only switch read-only off
             log.warning("%s changed during GC; turning read-only off in it", self.config_path)
-            atomic_write(self.config_path, RegistryConfigFile.parse(current).with_readonly(False))
+            atomic_write(self.config_path, RegistryConfig.parse(current).with_readonly(False))
         run_command(self.restart_command, "the restart command")
         self._original = None
         remove_marker(self.marker)
@@ -212,7 +212,7 @@ class OmnibusSwitch:
         self,
         marker: Path,
         gitlab_rb: Path = OMNIBUS_GITLAB_RB,
-        config_path: Path = OMNIBUS_CONFIG,
+        config_path: Path = OMNIBUS_REGISTRY_CONFIG,
         reconfigure: tuple[str, ...] = RECONFIGURE,
     ) -> None:
         self.marker = marker
@@ -225,7 +225,7 @@ class OmnibusSwitch:
         return f"{self.gitlab_rb} + `{' '.join(self.reconfigure)}`"
 
     def enable(self) -> bool:
-        config = RegistryConfigFile.load(self.config_path)
+        config = RegistryConfig.load(self.config_path)
         if config.readonly:
             return False
         try:
@@ -258,7 +258,7 @@ class OmnibusSwitch:
         remove_marker(self.marker)
 
 
-def omnibus_block(config: RegistryConfigFile, *, mask: bool) -> str:
+def omnibus_block(config: RegistryConfig, *, mask: bool) -> str:
     """The gitlab.rb lines that make the registry read-only with its current storage."""
     storage = {k: v for k, v in config.storage.items() if k != "maintenance"}
     maintenance = dict(config.storage.get("maintenance") or {})
@@ -293,7 +293,7 @@ def _ruby(value: Any, mask: bool, key: str = "") -> str:
     return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def omnibus_steps(config: RegistryConfigFile, untagged: bool) -> str:
+def omnibus_steps(config: RegistryConfig, untagged: bool) -> str:
     """The guide's Omnibus procedure with regops' checks between the steps (no secret)."""
     flag = " -m" if untagged else ""
     return "\n".join(
@@ -532,7 +532,7 @@ def run_gc(
     folder = ensure_private_dir(runs_dir or gc_dir() / RUNS_SUBDIR)
     started = _now()
     run_id = started.strftime("%Y%m%dT%H%M%SZ-") + os.urandom(4).hex()
-    config = RegistryConfigFile.load(options.config_path)
+    config = RegistryConfig.load(options.config_path)
     backend = config.backend()
     record = GCRunRecord(
         run_id=run_id,
