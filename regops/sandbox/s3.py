@@ -24,14 +24,13 @@ from typing import Any
 
 from regops.errors import RegistryStartError, TransportError
 from regops.http import HTTPSettings, make_session
-from regops.sandbox.registry_server import LOOPBACK, free_port
+from regops.sandbox.registry_server import LOOPBACK, free_port, stop_process
 
 ACCESS_KEY = "regops-sandbox"  # moto accepts any credentials; these only exist here
 SECRET_KEY = "regops-sandbox-secret"
 REGION = "us-east-1"  # the region moto (and the registry's driver) default to
 STARTUP_TIMEOUT = 30.0  # seconds; importing moto takes a few on a busy 2-core machine
 POLL_INTERVAL = 0.1
-STOP_TIMEOUT = 10.0
 PROBE_PATH = "/moto-api/"  # answers 200 once the server is up
 LOG_NAME = "moto.log"
 # One access-log line per request: "GET /bucket?list-type=2 HTTP/1.1" (ANSI colours removed).
@@ -114,13 +113,7 @@ class MotoServer:
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process)
         if self._log is not None:
             self._log.close()
             self._log = None

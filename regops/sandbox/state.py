@@ -33,6 +33,7 @@ from typing import Any
 
 from regops.durations import parse_duration
 from regops.errors import ValidationError
+from regops.gitlab.appsettings import REGISTRY_SETTINGS
 from regops.ops.cleanup import GITLAB_TAGS_PAGE_SIZE
 from regops.policy import (
     OLDER_THAN_OPTIONS,
@@ -51,15 +52,6 @@ ACCESS_LEVEL_NAMES = {
     DEVELOPER: "developer",
     MAINTAINER: "maintainer",
     OWNER: "owner",
-}
-# GitLab's application settings for the container registry, with their defaults.
-REGISTRY_SETTINGS_DEFAULTS: dict[str, Any] = {
-    "container_registry_token_expire_delay": 5,
-    "container_registry_cleanup_tags_service_max_list_size": 200,
-    "container_registry_delete_tags_service_timeout": 250,
-    "container_registry_expiration_policies_worker_capacity": 4,
-    "container_registry_expiration_policies_caching": True,
-    "container_expiration_policies_enable_historic_entries": False,
 }
 # Personal access tokens look like GitLab's (glpat- prefix, 20 url-safe characters).
 TOKEN_PREFIX = "glpat-"
@@ -181,7 +173,7 @@ class SandboxState:
         self.project_members: dict[tuple[int, int], int] = {}
         self.group_members: dict[tuple[int, int], int] = {}
         self.repositories: dict[str, RepositoryRecord] = {}
-        self.settings: dict[str, Any] = dict(REGISTRY_SETTINGS_DEFAULTS)
+        self.settings: dict[str, Any] = dict(REGISTRY_SETTINGS)  # GitLab's defaults
         self.bulk_delete_requests: dict[int, datetime.datetime] = {}
         self.bulk_delete_results: dict[int, list[str]] = {}  # repository id -> deleted tags
         # Repository paths deleted through the API: hidden until something is pushed again.
