@@ -9,6 +9,7 @@ blob upload must work afterwards), /proc (no collector left running).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -201,6 +202,93 @@ def test_a_signal_mid_run_stops_the_collector_and_restores_read_write(
     (record,) = run_records(state_dir())
     assert record["status"] == "interrupted" and record["restored"]
     assert not (state_dir() / "gc" / "readonly.json").exists()
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Processes in process group ``pgid``, read from /proc/<pid>/stat (field 5)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if int(fields[2]) == pgid:
+                found.append(int(entry.name))
+    return found
+
+
+def test_a_sigkill_mid_collect_takes_the_collector_down_and_recover_restores(
+    fresh_sandbox, tmp_path
+):
+    """SIGKILL while the collector runs: the collector dies with regops; what it left in its
+    process group keeps the registry read-only (recover refuses) until it ends; then gc
+    recover restores the config byte for byte and uploads work again."""
+    sandbox = fresh_sandbox
+    config = sandbox.registry_config_path
+    original = config.read_bytes()
+    delete_a_tag(sandbox)
+    before = blob_bytes(sandbox.storage_path)
+    slow = tmp_path / "slow-collector"
+    slow.write_text('#!/bin/sh\nsleep 600\nexec docker-registry "$@"\n')
+    slow.chmod(0o755)
+    env = {**os.environ, **sandbox.env("admin")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "regops.cli", "gc", "run", "--hold", "0", "--collector",
+         str(slow), "--restart-command", sandbox.restart_command],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stderr is not None
+    for line in process.stderr:
+        if line.startswith("gc: plan;"):
+            break
+    marker = state_dir() / "gc" / "collector.json"
+    deadline = time.monotonic() + 10
+    collector = None
+    while time.monotonic() < deadline:
+        shells = [pid for pid in _collector_processes(str(slow)) if pid != process.pid]
+        if shells and marker.exists() and len(_group_members(shells[0])) == 2:  # sh + sleep
+            collector = shells[0]
+            break
+        time.sleep(0.05)
+    assert collector is not None
+    pgid = os.getpgid(collector)
+    assert pgid == collector != os.getpgid(process.pid)  # its own group, led by it
+    try:
+        process.kill()
+        process.wait(timeout=RUN_TIMEOUT)
+        deadline = time.monotonic() + 10
+        while _collector_processes(str(slow)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _collector_processes(str(slow)) == []  # the collector died with regops
+        leftover = _group_members(pgid)
+        assert leftover, "the collector's child (sleep) outlives it in the group"
+        assert not upload_works_quietly(sandbox)  # still read-only
+        assert config.read_bytes() != original
+
+        refused = regops(sandbox, "gc", "recover", "--restart-command", sandbox.restart_command)
+        assert refused.returncode == 1, refused.stderr
+        assert f"process group {pgid}) is still running" in refused.stderr
+        assert not upload_works_quietly(sandbox) and config.read_bytes() != original
+        again = regops(sandbox, "gc", "run", "--hold", "0", "--restart-command", "true")
+        assert again.returncode == 1 and f"process group {pgid}" in again.stderr
+
+        os.killpg(pgid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _group_members(pgid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:  # whatever failed, no sleep of the collector's group outlives the test
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+    done = regops(sandbox, "gc", "recover", "--restart-command", sandbox.restart_command)
+    assert done.returncode == 0, done.stderr
+    assert "restored read-write mode" in done.stdout + done.stderr
+    assert config.read_bytes() == original
+    assert blob_bytes(sandbox.storage_path) == before  # nothing was swept
+    assert upload_works(sandbox)
+    assert not (state_dir() / "gc" / "readonly.json").exists()
+    assert not (state_dir() / "gc" / "collector.json").exists()
 
 
 def upload_works_quietly(sandbox) -> bool:

@@ -22,13 +22,17 @@ stopped first (it must never sweep while writes are on), then read-write
 mode is restored and the registry restarted: it is never left read-only or
 stopped by regops. A run killed with SIGKILL leaves a marker
 (``<state>/gc/readonly.json``) from which the next ``gc run`` or ``gc
-recover`` restores the original config before anything else.
+recover`` restores the original config before anything else. The collector
+is killed with regops (``PR_SET_PDEATHSIG``); should anything of it still run
+(``<state>/gc/collector.json`` names its process group), recovery refuses to
+switch writes back on under a sweep.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import ctypes
 import datetime as dt
 import hashlib
 import json
@@ -75,6 +79,9 @@ log = logging.getLogger("regops.gc")
 
 GC_SUBDIR = "gc"
 MARKER_NAME = "readonly.json"  # present while regops holds the registry read-only
+COLLECTOR_MARKER_NAME = "collector.json"  # present while a collector regops started may run
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")  # a process group id means nothing after reboot
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a child gets when its parent dies
 RUNS_SUBDIR = "runs"
 DEFAULT_HOLD = dt.timedelta(hours=24)  # how long cleanup deletes stay restorable by default
 OMNIBUS_COLLECTOR = "/opt/gitlab/embedded/bin/registry"  # the guide's binary
@@ -333,8 +340,51 @@ def remove_marker(path: Path) -> None:
         path.unlink()
 
 
+def collector_marker_path() -> Path:
+    return gc_dir() / COLLECTOR_MARKER_NAME
+
+
+def boot_id() -> str:
+    try:
+        return BOOT_ID.read_text().strip()
+    except OSError:
+        return ""
+
+
+def check_no_collector_left(marker: Path) -> None:
+    """GCRefused while a collector a killed run started still runs; else forget its marker."""
+    try:
+        data = json.loads(marker.read_text())
+        pgid, boot = int(data["pgid"]), str(data["boot_id"])
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise StateError("read", marker, OSError(0, str(exc))) from None
+    if boot and boot == boot_id() and _group_alive(pgid):
+        raise GCRefused(
+            f"the collector of an interrupted gc run (process group {pgid}) is still running: "
+            "the registry must stay read-only until it ends. Wait for it, or stop it "
+            f"(kill -TERM -- -{pgid}), then run `regops gc recover`."
+        )
+    remove_marker(marker)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, owned by someone else
+    return True
+
+
 def recover(marker: Path, restart_command: str | None = None) -> str | None:
-    """Restore what a killed run left read-only; a sentence saying what, or None."""
+    """Restore what a killed run left read-only; a sentence saying what, or None.
+
+    Refuses (:class:`GCRefused`) while a collector that run started still runs.
+    """
+    check_no_collector_left(marker.parent / COLLECTOR_MARKER_NAME)
     try:
         data = json.loads(marker.read_text())
     except FileNotFoundError:
@@ -610,6 +660,7 @@ def _procedure(
         options.untagged,
         Path(record.log or "gc.log"),
         shield=signals.shield,
+        marker=collector_marker_path(),
     )
     record.collector = {
         "exit": code,
@@ -675,8 +726,13 @@ def run_collector(
     *,
     dry_run: bool = False,
     shield: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
+    marker: Path | None = None,
 ) -> tuple[CollectorCounts | None, int]:
     """Run ``garbage-collect``, streaming its output to ``log_path``; (counts, exit code).
+
+    The collector dies with this process (SIGKILL via ``PR_SET_PDEATHSIG``);
+    ``marker`` names its process group while it may run, for
+    :func:`check_no_collector_left`.
 
     On any exception (Ctrl-C, SIGTERM) the collector is stopped and waited for
     before the exception goes on: it never runs on while writes come back.
@@ -699,8 +755,11 @@ def run_collector(
                     stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,  # the terminal's Ctrl-C reaches regops only
+                    preexec_fn=_die_with(os.getpid()),
                     env=env,
                 )
+                if marker is not None:
+                    write_marker(marker, {"pgid": process.pid, "boot_id": boot_id()})
             assert process.stdout is not None
             for raw in process.stdout:
                 sink.write(raw)
@@ -715,7 +774,22 @@ def run_collector(
             raise
         finally:
             sink.flush()
+            if marker is not None and (process is None or process.poll() is not None):
+                remove_marker(marker)
     return parse_collector_output("\n".join(kept)), code
+
+
+def _die_with(parent: int) -> Callable[[], None]:
+    """A preexec_fn: the child gets SIGKILL when ``parent`` dies (also if it already has)."""
+
+    def arrange() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            os._exit(127)  # cannot promise to die with regops: do not run at all
+        if os.getppid() != parent:  # died between fork and prctl
+            os._exit(127)
+
+    return arrange
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
