@@ -24,6 +24,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "regops.secrets",
             "regops.fsutil",
             "regops.configtext",
+            "regops.sizes",
             "regops.locks",
             "regops.durations",
         ),

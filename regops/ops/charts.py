@@ -33,8 +33,8 @@ from typing import Any
 from regops.errors import StateError, ValidationError
 from regops.fsutil import atomic_write
 from regops.policy import LATEST_TAG
+from regops.sizes import byte_unit, human_bytes
 
-BYTE_UNITS = (("B", 1), ("KiB", 1024), ("MiB", 1024**2), ("GiB", 1024**3), ("TiB", 1024**4))
 SAVE_FORMATS = ("png", "svg")
 
 
@@ -70,26 +70,6 @@ COLORS = {
     "cleanup": "#C44E52",
     "gc": "#8172B3",
 }
-
-
-# --------------------------------------------------------------------------- units
-
-
-def byte_unit(largest: float) -> tuple[str, int]:
-    """The unit to show values up to ``largest`` bytes in: ``("MiB", 1048576)``."""
-    chosen = BYTE_UNITS[0]
-    for name, factor in BYTE_UNITS:
-        if largest >= factor:
-            chosen = (name, factor)
-    return chosen
-
-
-def human_bytes(value: float | None) -> str:
-    """``1536`` -> ``1.5 KiB``; None -> ``unknown``."""
-    if value is None:
-        return "unknown"
-    name, factor = byte_unit(abs(value))
-    return f"{int(value)} B" if factor == 1 else f"{value / factor:.1f} {name}"
 
 
 # --------------------------------------------------------------------------- the figure

@@ -73,6 +73,7 @@ from regops.policy import (
     compile_gitlab_literal_regex,
 )
 from regops.registry.client import RegistryClient
+from regops.sizes import human_bytes
 
 # The two GitLab services plan_cleanup reproduces (GitLab's class names).
 SERVICE_THIRD_PARTY = "third_party"  # ThirdParty::CleanupTagsService: /v2/ tags, build time
@@ -280,7 +281,7 @@ class CleanupPlan(Generic[TagT]):
             f"{self.deleted_size} to delete, {self.original_size - self.deleted_size} kept"
         )
         if "freed_bytes" in self.__dict__ and self.freed_bytes is not None:
-            text += f", frees up to {_human_size(self.freed_bytes)}"
+            text += f", frees up to {human_bytes(self.freed_bytes)}"
         return text if self.finished else text + " (unfinished: max_list_size reached)"
 
     def _rows(self, limit: int | None) -> list[list[str]]:
@@ -293,7 +294,7 @@ class CleanupPlan(Generic[TagT]):
                     self._repository_of(d.tag) or "",
                     d.name,
                     created.strftime("%Y-%m-%d %H:%M") if created else "unknown",
-                    _human_size(size) if isinstance(size, int) else "",
+                    human_bytes(size, unknown="") if isinstance(size, int) else "",
                     d.decision,
                     d.reason,
                 ]
@@ -741,18 +742,3 @@ def _repository_from_path(tag: object) -> str | None:
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
-
-
-SIZE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
-BYTES_PER_UNIT = 1024
-
-
-def _human_size(size: int | None) -> str:
-    if size is None:
-        return ""
-    value = float(size)
-    for unit in SIZE_UNITS:
-        if value < BYTES_PER_UNIT or unit == SIZE_UNITS[-1]:
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= BYTES_PER_UNIT
-    return f"{size} B"

@@ -51,6 +51,7 @@ from regops.ops.usage import _own_blobs
 from regops.policy import LATEST_TAG, CleanupPolicy
 from regops.registry.manifest import Manifest
 from regops.registry.resolver import TagResolver
+from regops.sizes import human_bytes
 
 DEFAULT_WORKERS = 4  # projects planned at once; each reads its tags 8 at a time (resolver)
 MAX_WORKERS = 32  # regops.http.POOL_SIZE: more only queues
@@ -190,8 +191,8 @@ class Forecast(Sequence[PolicyForecast]):
         return (
             f"{len(self.rows)} enabled policies, {len(due)} run within {hours:g} h: "
             f"{sum(r.deleted_tags for r in due)} tags, "
-            f"{charts.human_bytes(sum(r.deleted_bytes for r in due))} of tags, up to "
-            f"{charts.human_bytes(freed)} freed after GC; {skipped} skipped by GitLab "
+            f"{human_bytes(sum(r.deleted_bytes for r in due))} of tags, up to "
+            f"{human_bytes(freed)} freed after GC; {skipped} skipped by GitLab "
             f"(invalid), {stopped} over the tag limit ({self.max_list_size}, "
             f"{self.max_list_source}); {self.registry_requests} registry requests, "
             f"{self.seconds:.1f} s"
@@ -209,8 +210,8 @@ class Forecast(Sequence[PolicyForecast]):
                 r.repositories,
                 r.tags,
                 r.deleted_tags,
-                charts.human_bytes(r.deleted_bytes),
-                charts.human_bytes(r.freed_bytes),
+                human_bytes(r.deleted_bytes),
+                human_bytes(r.freed_bytes),
                 r.status if not r.problems else f"{r.status}: {'; '.join(r.problems)}",
             )
             for r in self.rows

@@ -51,6 +51,7 @@ from tabulate import tabulate
 from regops.errors import GitLabNotFound, ValidationError
 from regops.registry.backends import BLOBS_ROOT, REPOSITORIES_ROOT, StorageBackend
 from regops.registry.manifest import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
+from regops.sizes import human_bytes
 
 LINK_FILE = "link"
 DATA_FILE = "data"
@@ -180,7 +181,7 @@ class GCPlan:
         """One line: the prediction and the bytes it frees."""
         if self.collector_error:
             return f"{self.command} would stop with an error: {self.collector_error}"
-        text = f"{self.command}: {self.line()}; frees {_human(self.bytes_eligible)}"
+        text = f"{self.command}: {self.line()}; frees {human_bytes(self.bytes_eligible)}"
         if self.broken_images:
             text += f"; BREAKS {len(self.broken_images)} multi-arch tags"
         return text
@@ -252,7 +253,7 @@ class GCPlan:
             lines.append(f"the collector would STOP WITH AN ERROR: {self.collector_error}")
         lines.append(f"predicted: {self.line()}")
         lines.append(
-            f"frees {self.bytes_eligible:,} bytes ({_human(self.bytes_eligible)}) of "
+            f"frees {self.bytes_eligible:,} bytes ({human_bytes(self.bytes_eligible)}) of "
             f"{self.bytes_total:,} in {self.blobs_total:,} blobs"
         )
         rows = [[r.to_dict()[c] for c in CSV_COLUMNS] for r in self.repositories]
@@ -729,14 +730,6 @@ def _project_path(gitlab: Any, path: str) -> str | None:
     except GitLabNotFound:
         return None
     return str(project.get("path_with_namespace") or path)
-
-
-def _human(size: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(size) < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 __all__ = [
