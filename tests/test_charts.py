@@ -21,6 +21,7 @@ from regops.errors import StateError, ValidationError
 from regops.ops import charts
 from regops.ops.cleanup import plan_cleanup
 from regops.ops.forecast import PolicyForecast
+from regops.ops.gc import GCPlan, RepositoryShare
 from regops.ops.history import ProjectRow, Run, Snapshot
 from regops.ops.usage import ProjectUsage, UsageReport, UsageSummary
 
@@ -216,6 +217,45 @@ def test_forecast_chart_sorted_by_bytes_freed():
     assert [p.get_width() for p in sorted(deleted.patches, key=lambda p: p.get_y())] == [9, 3, 2]
     assert [p.get_width() for p in tags_ax.containers[0].patches] == [9, 3, 2]
     assert "due within 24 h: 14 tags in 3 projects, up to 9.0 MiB freed" in chart.get_suptitle()
+
+
+def widths_top_down(bars) -> list[float]:
+    return [p.get_width() for p in sorted(bars.patches, key=lambda p: p.get_y())]
+
+
+def gc_plan(*shares: RepositoryShare) -> GCPlan:
+    return GCPlan("/var/lib/registry", "filesystem", False, 40, 7, 0, 9 * MIB, 50, 30 * MIB,
+                  repositories=list(shares))  # fmt: skip
+
+
+def test_gc_chart_what_each_repository_loses_largest_first():
+    chart = gc_plan(
+        RepositoryShare("g/a/small", "g/a", blobs=1, bytes=MIB),
+        RepositoryShare("g/b/big", "g/b", blobs=3, bytes=6 * MIB, shared_bytes=2 * MIB),
+        RepositoryShare("g/c/shared", None, shared_blobs=1, shared_bytes=2 * MIB),
+        RepositoryShare("g/d/none", "g/d"),  # loses nothing: not drawn
+    ).plot()
+    (ax,) = chart.axes
+    only, shared = ax.containers
+    order = [t.get_text() for t in ax.get_yticklabels()]
+    assert order == ["g/b/big (g/b)", "g/c/shared", "g/a/small (g/a)"]
+    assert widths_top_down(only) == [6, 0, 1] and widths_top_down(shared) == [2, 2, 0]  # MiB
+    assert ax.get_xlabel() == "bytes (MiB)"
+    assert chart.get_suptitle() == (
+        "garbage-collect frees 9.0 MiB of 30.0 MiB: 7 blobs, 0 manifests"
+    )
+    assert (
+        gc_plan(*[RepositoryShare(f"r{i}", bytes=i + 1) for i in range(30)])
+        .plot(top=5)
+        .axes[0]
+        .get_title()
+        .endswith("(top 5 of 30 repositories)")
+    )
+
+
+def test_gc_chart_with_nothing_to_collect():
+    chart = gc_plan().plot()
+    assert [t.get_text() for t in chart.axes[0].texts] == ["nothing to collect"]
 
 
 def test_regops_usage_does_not_load_matplotlib():

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -28,6 +30,7 @@ from tests.fixtures_storage import (
     registry_for,
     skopeo_pulls,
 )
+from tests.test_charts import png_text
 
 pytestmark = [pytest.mark.registry, pytest.mark.skopeo]
 
@@ -243,3 +246,48 @@ def test_plan_agrees_on_a_damaged_store(gc_store, tmp_path):
         result = plan_of(store, untagged)
         assert (result.counts, set(result.eligible_blobs)) == (counts, blobs)
         assert sorted(d for _r, d in result.eligible_manifests) == sorted(manifests)
+
+
+LINK = re.compile(
+    rf"^{V2}/repositories/(.+)/(?:_layers|_manifests/revisions)/sha256/([0-9a-f]{{64}})/link$"
+)
+
+
+def test_plot_draws_what_each_repository_loses(gc_store, tmp_path):
+    """``gc plan -m --plot``: the bars are the sizes of the collector's eligible blobs,
+    attributed to the repositories that link them (links listed here, not by regops)."""
+    _counts, blobs, _manifests = collector_says(gc_store, True)
+    files = list_files(gc_store)
+    sizes = {f"sha256:{m.group(1)}": files[key] for key in files if (m := BLOB_DATA.match(key))}
+    linked: dict[str, set[str]] = {}
+    for key in files:
+        if (m := LINK.match(key)) and f"sha256:{m.group(2)}" in blobs:
+            linked.setdefault(f"sha256:{m.group(2)}", set()).add(m.group(1))
+    only: dict[str, int] = {}
+    shared: dict[str, int] = {}
+    for blob in blobs:
+        owners = linked.get(blob, {"(linked from no repository)"})
+        target = only if len(owners) == 1 else shared
+        for owner in owners:
+            target[owner] = target.get(owner, 0) + sizes[blob]
+    assert shared, "the scenario shares eligible blobs between repositories"
+
+    png = tmp_path / "gc.png"
+    done = subprocess.run(
+        [sys.executable, "-m", "regops.cli", "gc", "plan", "-m", "--config",
+         str(gc_store.config_path), "--no-projects", "--format", "json", "--plot", str(png)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    drawn = json.loads(png_text(png.read_bytes())["regops:plotted"])
+    (axes,) = drawn["axes"]
+    assert axes["xlabel"] == "bytes (KiB)"
+    bars = {
+        name: {repo: round(value * 1024) for repo, value in values if value}
+        for name, values in axes["bars"].items()
+    }
+    assert bars["freed, linked only here"] == only
+    assert bars["freed, shared with other repositories"] == shared
+    total = sum(sizes[b] for b in blobs)
+    assert f"frees {total / 1024:.1f} KiB" in drawn["title"]
+    assert json.loads(done.stdout)["bytes_eligible"] == total

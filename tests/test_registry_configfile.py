@@ -113,3 +113,12 @@ def test_missing_and_oversized_files(tmp_path):
     big = write(tmp_path, "version: 0.1\n# " + "x" * (1024 * 1024) + "\n")
     with pytest.raises(ConfigError, match="larger than a registry config can be"):
         RegistryConfig.load(big)
+
+
+def test_an_s3_client_that_cannot_be_built_is_a_config_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_CA_BUNDLE", "")  # botocore refuses an empty CA bundle
+    config = RegistryConfig.load(write(tmp_path, S3_CONFIG), environ={})
+    with pytest.raises(ConfigError) as info:
+        config.backend()
+    assert "cannot set up the S3 client for s3://registry" in str(info.value)
+    assert "CA bundle" in str(info.value) and SECRET not in str(info.value)

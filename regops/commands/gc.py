@@ -102,6 +102,17 @@ def optional_connection() -> Any:
 # ---------------------------------------------------------------------- plan
 
 
+def validate_plan(args: argparse.Namespace) -> None:
+    """A bad --plot is refused before the storage is read (exit 2)."""
+    from regops.ops.charts import check_chart_path
+
+    if args.plot:
+        try:
+            check_chart_path(args.plot)
+        except ValidationError as exc:
+            raise UsageError(f"bad --plot: {exc.reason}") from None
+
+
 def plan_body(args: argparse.Namespace, _connection: Any) -> Outcome:
     """Print the plan (table, JSON or CSV); exit 1 when the collector would fail."""
     from regops.ops.gc import plan
@@ -122,6 +133,8 @@ def plan_body(args: argparse.Namespace, _connection: Any) -> Outcome:
         atomic_write(args.output, text)
     else:
         sys.stdout.write(text)
+    if args.plot:
+        result.plot().save(args.plot)
     if args.format != "table":
         for line in result.hazard_lines():
             if line:
@@ -222,7 +235,10 @@ def register(subparsers: Any) -> None:
     plan.add_argument(
         "--no-projects", action="store_true", help="do not ask GitLab which projects lose bytes"
     )
-    plan.set_defaults(func=command_func(plan_body, None, lock=False))
+    plan.add_argument(
+        "--plot", metavar="FILE", help="also draw what each repository loses (.png or .svg)"
+    )
+    plan.set_defaults(func=command_func(plan_body, validate_plan, lock=False))
 
     run = verbs.add_parser("run", help="zero-downtime GC: read-only, collect, read-write")
     _untagged(run)

@@ -518,3 +518,49 @@ def forecast_chart(
         message = f"no run due within {window} deletes anything"
         bytes_ax.text(0.5, 0.5, message, ha="center", va="center", transform=bytes_ax.transAxes)
     return chart
+
+
+# --------------------------------------------------------------------------- garbage collection
+
+
+def gc_chart(plan: Any, *, top: int | None = DEFAULT_TOP) -> Any:
+    """What the collector would free, by repository (largest first).
+
+    ``plan``: a :class:`regops.ops.gc.GCPlan`. Per repository, the eligible bytes
+    linked only there, and those it shares with other repositories (counted in
+    each, so the bars of shared blobs add up to more than the total in the title).
+    """
+    rows = [r for r in plan.repositories if r.bytes or r.shared_bytes or r.manifests_eligible]
+    ordered = sorted(rows, key=lambda r: (-(r.bytes + r.shared_bytes), r.repository))
+    shown = ordered if top is None else ordered[: _positive(top, "top")]
+    chart = new_chart(WIDTH, _bar_height(len(shown)))
+    ax = chart.add_subplot()
+    unit = byte_unit(max([0, *(r.bytes for r in shown), *(r.shared_bytes for r in shown)]))
+    labels = [f"{r.repository} ({r.project})" if r.project else r.repository for r in shown]
+    _grouped_barh(
+        ax,
+        labels,
+        [
+            ("freed, linked only here", [r.bytes for r in shown], COLORS["delete"]),
+            (
+                "freed, shared with other repositories",
+                [r.shared_bytes for r in shown],
+                COLORS["gc"],
+            ),
+        ],
+        unit,
+    )
+    ax.set_xlabel(f"bytes ({unit[0]})")
+    more = f" (top {len(shown)} of {len(rows)} repositories)" if len(shown) < len(rows) else ""
+    ax.set_title(f"{plan.command}: what each repository loses{more}")
+    chart.suptitle(
+        f"{plan.command} frees {human_bytes(plan.bytes_eligible)} of "
+        f"{human_bytes(plan.bytes_total)}: {plan.blobs_eligible} blobs, "
+        f"{plan.manifests_eligible} manifests"
+    )
+    if shown:
+        chart.legend(loc="outside lower center", ncols=2, fontsize=LABEL_FONT)
+    else:
+        ax.set_xticks([])
+        ax.text(0.5, 0.5, "nothing to collect", ha="center", va="center", transform=ax.transAxes)
+    return chart

@@ -49,6 +49,7 @@ from typing import Any
 from tabulate import tabulate
 
 from regops.errors import GitLabNotFound, ValidationError
+from regops.ops import charts
 from regops.registry.backends import BLOBS_ROOT, REPOSITORIES_ROOT, StorageBackend
 from regops.registry.manifest import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 from regops.sizes import human_bytes
@@ -188,6 +189,10 @@ class GCPlan:
 
     def __repr__(self) -> str:
         return self.to_table()
+
+    def plot(self, top: int | None = charts.DEFAULT_TOP) -> Any:  # Any: a matplotlib Figure
+        """Bytes freed by repository, alone and shared (:func:`regops.ops.charts.gc_chart`)."""
+        return charts.gc_chart(self, top=top)
 
     def to_dicts(self) -> list[dict[str, Any]]:
         """One dict per repository that loses something (for CSV and DataFrames)."""
@@ -669,13 +674,21 @@ def attribute_bytes(
     eligible: dict[str, int],
     eligible_manifests: list[tuple[str, str]],
 ) -> tuple[list[RepositoryShare], list[SharedBlob]]:
-    """Which repositories link each eligible blob (layer or revision links), per repository."""
+    """Which repositories link each eligible blob (layer or revision links), per repository.
+
+    A link is ``<folder>/sha256/<hex>/link``: a folder whose link file is gone (the
+    filesystem driver leaves it when a manifest or layer is deleted) links nothing.
+    """
     owners: dict[str, list[str]] = defaultdict(list)
     for repository in names:
         for folder in (f"{LAYERS_DIR}/sha256", f"{REVISIONS}/sha256"):
-            for entry in backend.list(repository_key(repository, folder)) or ():
-                digest = f"sha256:{entry.name}"
-                if digest in eligible and (not owners[digest] or owners[digest][-1] != repository):
+            base = repository_key(repository, folder)
+            for stored in backend.walk(base):
+                hexpart, _, name = stored.key[len(base) + 1 :].partition("/")
+                digest = f"sha256:{hexpart}"
+                if name != LINK_FILE or digest not in eligible:
+                    continue
+                if not owners[digest] or owners[digest][-1] != repository:
                     owners[digest].append(repository)
     rows: dict[str, RepositoryShare] = {}
 

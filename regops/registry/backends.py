@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from regops.errors import ConfigError, StorageError
+from regops.secrets import redact
 
 V2_ROOT = "docker/registry/v2"  # the layout's root under the driver's rootdirectory
 BLOBS_ROOT = f"{V2_ROOT}/blobs"
@@ -404,6 +405,7 @@ def _make_s3_client(location: S3Location) -> Any:
     try:
         import boto3
         from botocore.config import Config
+        from botocore.exceptions import BotoCoreError
     except ImportError:
         raise ConfigError(
             "reading S3 storage needs boto3, which is not installed: pip install 'regops[s3]'"
@@ -425,7 +427,12 @@ def _make_s3_client(location: S3Location) -> Any:
         options["aws_secret_access_key"] = location.secretkey
     if location.skipverify:
         options["verify"] = False
-    return boto3.client("s3", config=Config(**config), **options)
+    try:
+        return boto3.client("s3", config=Config(**config), **options)
+    except BotoCoreError as exc:  # e.g. AWS_CA_BUNDLE naming no file; never a credential
+        raise ConfigError(
+            f"cannot set up the S3 client for s3://{location.bucket}: {redact(str(exc))}"
+        ) from None
 
 
 def _error_code(exc: Exception) -> str:
