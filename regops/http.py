@@ -1,8 +1,18 @@
-"""HTTP transport: the only place that builds a ``requests.Session``.
+"""HTTP transport: the only place that builds a ``requests.Session`` or a urllib3 pool.
 
-Owns timeouts, the connection pool, retries with backoff (idempotent requests
-only, honouring ``Retry-After``), TLS settings, the user agent, and the rule
-that no secret reaches an exception, a log line or a repr.
+Owns timeouts, the connection pools, retries with backoff (idempotent requests
+only, honouring ``Retry-After``), a per-host breaker, pacing
+(:class:`TokenBucket`), an adaptive concurrency limit (:class:`AdaptiveLimit`),
+TLS settings, the user agent, and the rule that no secret reaches an
+exception, a log line or a repr.
+
+Two ways out, one retry loop: :meth:`RetryingSession.request` (requests, for
+everything) and :meth:`RetryingSession.lean` (urllib3 directly, for the
+registry's small reads: manifest GET/HEAD, tag lists), which skips requests'
+per-request work (URL and cookie handling, environment and ``.netrc``
+lookups, hooks) and costs a quarter of the CPU. An origin whose requests
+would be changed by the environment (a proxy, a ``.netrc`` entry) is never
+sent lean: it keeps requests' behaviour.
 
 >>> session = make_session(HTTPSettings(timeout=(3, 30)))
 >>> session.get("https://gitlab.example.com/api/v4/version")  # doctest: +SKIP
@@ -11,17 +21,23 @@ that no secret reaches an exception, a log line or a repr.
 from __future__ import annotations
 
 import email.utils
+import json
 import logging
+import math
+import os
 import random
 import threading
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlparse, urlsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
+from requests.utils import DEFAULT_CA_BUNDLE_PATH, get_environ_proxies, get_netrc_auth
+from requests.utils import parse_header_links as _parse_header_links
 
 if TYPE_CHECKING:
     # Names that exist only in the requests stubs: the shape of merge_environment_settings.
@@ -55,8 +71,86 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Headers that carry credentials: registry tokens, GitLab personal/project and CI job tokens.
 CREDENTIAL_HEADERS = ("Authorization", "PRIVATE-TOKEN", "JOB-TOKEN")
 DEFAULT_PORTS = {"http": 80, "https": 443}  # so https://h and https://h:443 are one origin
+# What requests sends by default; the lean path sends the same (urllib3 decodes it).
+ACCEPT_ENCODING = "gzip, deflate"
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# Statuses that say "too much": the adaptive limit halves on them.
+THROTTLE_STATUSES = frozenset({429, 503})
+# AdaptiveLimit: where it starts, the fewest answers it judges at once, how far the
+# mean latency of a window may rise over the best seen before the limit shrinks, how
+# much it shrinks then (and on a 429/503), and how fast the best latency is forgotten
+# (so a server that got slower for good does not pin the limit at 1).
+LIMIT_INITIAL = 4
+LIMIT_MIN_WINDOW = 8
+LIMIT_LATENCY_TOLERANCE = 1.5
+LIMIT_BACKOFF = 0.75
+LIMIT_THROTTLED = 0.5
+LIMIT_BASE_DRIFT = 0.02
+LIMIT_GROWTH = 1.05  # a doubling that gains less throughput than this ends slow start
 
 Origin = tuple[str, str, int]  # (scheme, host, port): where credentials may go
+A = TypeVar("A", bound="Answer")
+
+
+class Answer(Protocol):
+    """What callers read of an answer, from requests (``Response``) or the lean path
+    (:class:`LeanResponse`). For type checking only: nothing tests against it at run time."""
+
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    @property
+    def content(self) -> bytes: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def links(self) -> dict[Any, Any]: ...
+    def json(self) -> Any: ...
+    def close(self) -> None: ...
+
+
+class LeanResponse:
+    """An answer read whole by the lean path: status, headers (case-insensitive), body."""
+
+    __slots__ = ("content", "headers", "method", "status_code", "url")
+
+    def __init__(
+        self, method: str, url: str, status: int, headers: Mapping[str, str], content: bytes
+    ) -> None:
+        self.method = method
+        self.url = url
+        self.status_code = status
+        self.headers = headers
+        self.content = content
+
+    def __repr__(self) -> str:
+        return f"<LeanResponse [{self.status_code}]>"
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    @property
+    def links(self) -> dict[Any, Any]:
+        """The ``Link`` header by ``rel``, as requests' ``Response.links``."""
+        header = self.headers.get("Link")
+        if not header:
+            return {}
+        found: dict[Any, Any] = {}
+        for link in _parse_header_links(header):
+            key = link.get("rel") or link.get("url")
+            if key is not None:
+                found[key] = link
+        return found
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+    def close(self) -> None:
+        """Nothing to release: the body was read and the connection given back."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +201,7 @@ def backoff_seconds(settings: HTTPSettings, attempt: int) -> float:
     return settings.backoff_base * (2**attempt) * (1 + random.random() / 2)
 
 
-def retry_after_seconds(response: requests.Response) -> float | None:
+def retry_after_seconds(response: Answer) -> float | None:
     """Seconds the server asked us to wait (Retry-After or RateLimit-Reset), if any."""
     value = response.headers.get("Retry-After")
     if value:
@@ -175,6 +269,105 @@ class TokenBucket:
             self._tokens -= count
 
 
+class AdaptiveLimit:
+    """How many requests may be in flight at once, found while they run; at most ``maximum``.
+
+    Starts at ``initial``. Every window of answers (as many as the limit, at
+    least ``LIMIT_MIN_WINDOW``) is judged: a 429 or 503 in it halves the limit
+    (the server asks for less); a mean latency above ``LIMIT_LATENCY_TOLERANCE``
+    times the best window seen cuts it by a quarter (a queue is building: in the
+    client, the network or the server); otherwise it grows, doubling while each
+    doubling still raises the throughput (slow start), then one step at a time.
+
+    ``acquire()`` waits for a slot; ``release(latency, status)`` gives it back
+    with what the request saw. Shared by threads.
+
+    >>> limit = AdaptiveLimit(64)
+    >>> session.request("GET", url, limit=limit)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        maximum: int,
+        initial: int = LIMIT_INITIAL,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not isinstance(maximum, int) or maximum < 1:
+            raise ValidationError("workers", f"must be a positive integer, got {maximum!r}")
+        self.maximum = maximum
+        self.limit = max(1, min(initial, maximum))
+        self.peak = self.limit  # the highest limit reached
+        self.in_flight = 0
+        self.throttled = 0  # 429/503 answers seen
+        self.changes: list[tuple[int, str]] = []  # (new limit, why), for reports and tests
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._slow_start = True
+        self._base: float | None = None  # the best window mean latency, slowly forgotten
+        self._rate = 0.0  # the previous window's answers per second
+        self._reset_window(clock())
+
+    def __repr__(self) -> str:
+        return f"AdaptiveLimit(limit={self.limit}, maximum={self.maximum}, peak={self.peak})"
+
+    def _reset_window(self, now: float) -> None:
+        self._window_start = now
+        self._count = 0
+        self._latency_sum = 0.0
+        self._window_throttled = False
+
+    def acquire(self) -> None:
+        """Wait until fewer than ``limit`` requests are in flight, then take a slot."""
+        with self._cond:
+            while self.in_flight >= self.limit:
+                self._cond.wait()
+            self.in_flight += 1
+
+    def release(self, latency: float, status: int | None = None) -> None:
+        """Give the slot back; ``latency`` in seconds, ``status`` None when no answer came."""
+        with self._cond:
+            self.in_flight -= 1
+            self._count += 1
+            self._latency_sum += latency
+            if status in THROTTLE_STATUSES:
+                self._window_throttled = True
+                self.throttled += 1
+            if self._count >= max(self.limit, LIMIT_MIN_WINDOW):
+                self._judge()
+            if self.in_flight < self.limit:
+                self._cond.notify_all()
+
+    def _judge(self) -> None:
+        """End a window: shrink, hold or grow the limit (the caller holds the lock)."""
+        now = self._clock()
+        mean = self._latency_sum / self._count
+        rate = self._count / max(now - self._window_start, 1e-9)
+        base = self._base
+        self._base = mean if base is None else min(mean, base * (1 + LIMIT_BASE_DRIFT))
+        if self._window_throttled:
+            self._set(math.floor(self.limit * LIMIT_THROTTLED), "throttled (429/503)")
+            self._slow_start = False
+        elif base is not None and mean > base * LIMIT_LATENCY_TOLERANCE:
+            self._set(math.floor(self.limit * LIMIT_BACKOFF), "latency rising")
+            self._slow_start = False
+        elif self._slow_start and self._rate and rate < self._rate * LIMIT_GROWTH:
+            self._slow_start = False  # the last doubling bought (almost) nothing: hold here
+        elif self._slow_start:
+            self._set(self.limit * 2, "slow start")
+        else:
+            self._set(self.limit + max(1, self.limit // 8), "latency holds")
+        self._rate = rate
+        self._reset_window(now)
+
+    def _set(self, value: int, why: str) -> None:
+        value = max(1, min(self.maximum, value))
+        if value != self.limit:
+            self.limit = value
+            self.peak = max(self.peak, value)
+            self.changes.append((value, why))
+
+
 class Breaker:
     """Consecutive unreachable failures per origin (scheme, host, port); opens at a threshold.
 
@@ -233,11 +426,47 @@ def _origin_text(url: str) -> str:
     return f"{origin[0]}://{origin[1]}:{origin[2]}" if origin else url
 
 
-def _unreachable(exc: Exception) -> bool:
-    """True for failures that say the host is not there: refused, or no answer in time."""
+@dataclass(frozen=True)
+class _Failure:
+    """A failed attempt, classified: why (secret-free), and what it means."""
+
+    reason: str
+    retryable: bool  # no answer that a repeat could change: reset, refused, timeout
+    unreachable: bool  # says the host is not there (refused, or no answer in time)
+    timeout: bool
+
+
+def _classify(exc: Exception) -> _Failure | None:
+    """What a transport exception from requests or urllib3 means; None: not ours."""
+    reason = _reason(exc)
+    # requests: ConnectionError (SSLError too), Timeout, and ChunkedEncodingError (the
+    # connection dropped mid-body: as retryable as a reset).
     if isinstance(exc, requests.Timeout):
-        return True
-    return isinstance(exc, requests.ConnectionError) and "Connection refused" in str(exc)
+        return _Failure(reason, True, True, True)
+    if isinstance(exc, (requests.ConnectionError, requests.exceptions.ChunkedEncodingError)):
+        refused = isinstance(exc, requests.ConnectionError) and "Connection refused" in str(exc)
+        return _Failure(reason, True, refused, False)
+    if isinstance(exc, requests.RequestException):
+        return _Failure(reason, False, False, False)
+    # urllib3 (the lean path), mapped as requests maps them. NewConnectionError is a
+    # ConnectTimeoutError subclass, but requests calls it a ConnectionError: first.
+    if isinstance(exc, urllib3.exceptions.NewConnectionError):
+        return _Failure(reason, True, "Connection refused" in str(exc), False)
+    if isinstance(exc, urllib3.exceptions.TimeoutError):  # connect or read timeout
+        return _Failure(reason, True, True, True)
+    if isinstance(exc, (urllib3.exceptions.ProtocolError, urllib3.exceptions.SSLError)):
+        return _Failure(reason, True, False, False)
+    if isinstance(exc, urllib3.exceptions.HTTPError):
+        return _Failure(reason, False, False, False)
+    return None
+
+
+class _Lean:
+    """One origin's urllib3 pool for the lean path, or the reason it must not be used."""
+
+    def __init__(self, pool: urllib3.HTTPConnectionPool | None, why_not: str | None) -> None:
+        self.pool = pool
+        self.why_not = why_not
 
 
 class RetryingSession(requests.Session):
@@ -246,7 +475,10 @@ class RetryingSession(requests.Session):
     ``request(..., idempotent=True)`` marks a request of another method (a
     manifest PUT) as safe to repeat; ``request(..., pace=bucket)`` waits for
     a :class:`TokenBucket` token before every attempt (retries included), so
-    one client can be paced without pacing the others sharing the session.
+    one client can be paced without pacing the others sharing the session;
+    ``limit=`` holds a slot of an :class:`AdaptiveLimit` during every attempt.
+    :meth:`lean` sends small reads through urllib3 directly, with the same
+    retries, breaker, pacing, limit and counting.
     """
 
     def __init__(self, settings: HTTPSettings) -> None:
@@ -254,17 +486,52 @@ class RetryingSession(requests.Session):
         self.settings = settings
         self.verify = settings.verify
         self.headers["User-Agent"] = settings.user_agent
-        adapter = HTTPAdapter(pool_connections=settings.pool_size, pool_maxsize=settings.pool_size)
-        self.mount("http://", adapter)
-        self.mount("https://", adapter)
+        self.pool_size = settings.pool_size
+        self._mount_adapters(settings.pool_size)
         self.request_count = 0
         self._count_lock = threading.Lock()  # worker threads share one session
         self._environment_cache: dict[tuple[object, ...], _Settings] = {}
         threshold = settings.breaker_threshold
         self.breaker = Breaker(threshold) if threshold is not None else None
+        self._lean_pools: dict[Origin, _Lean] = {}
+        self._lean_lock = threading.Lock()
+        self._lean_headers = {"User-Agent": settings.user_agent, "Accept-Encoding": ACCEPT_ENCODING}
+        connect, read = settings.timeout
+        self._lean_timeout = urllib3.Timeout(connect=connect, read=read)
 
     def __repr__(self) -> str:
         return f"<RetryingSession ua={self.settings.user_agent!r} timeout={self.settings.timeout}>"
+
+    def _mount_adapters(self, size: int) -> None:
+        adapter = HTTPAdapter(pool_connections=size, pool_maxsize=size)
+        self.mount("http://", adapter)
+        self.mount("https://", adapter)
+
+    def reserve(self, connections: int) -> None:
+        """Keep at least ``connections`` connections per host (a pool sized to the workers:
+        a bigger worker pool than connections would open and drop connections per request)."""
+        with self._lean_lock:
+            if connections <= self.pool_size:
+                return
+            self.pool_size = connections
+            old = list(self._lean_pools.values())
+            self._lean_pools.clear()
+        for lean in old:
+            if lean.pool is not None:
+                lean.pool.close()  # connections in use are closed when given back
+        for adapter in set(self.adapters.values()):
+            adapter.close()
+        self._mount_adapters(connections)
+
+    def close(self) -> None:
+        super().close()
+        with self._lean_lock:
+            pools = [lean.pool for lean in self._lean_pools.values() if lean.pool is not None]
+            self._lean_pools.clear()
+        for pool in pools:
+            pool.close()
+
+    # ------------------------------------------------------------------ requests
 
     def request(
         self,
@@ -273,6 +540,7 @@ class RetryingSession(requests.Session):
         *args: Any,  # passed on unchanged: requests.Session.request types them
         idempotent: bool | None = None,
         pace: TokenBucket | None = None,
+        limit: AdaptiveLimit | None = None,
         **kwargs: Any,
     ) -> requests.Response:
         kwargs.setdefault("timeout", self.settings.timeout)
@@ -280,45 +548,153 @@ class RetryingSession(requests.Session):
         method = (method.decode("ascii") if isinstance(method, bytes) else method).upper()
         url = url.decode("utf-8") if isinstance(url, bytes) else url
         retryable = method in IDEMPOTENT_METHODS if idempotent is None else idempotent
+        send = super().request
+
+        def attempt() -> requests.Response:
+            return send(method, url, *args, **kwargs)
+
+        return self._attempts(method, url, _origin_text(url), retryable, pace, limit, attempt)
+
+    def lean(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        *,
+        pace: TokenBucket | None = None,
+        limit: AdaptiveLimit | None = None,
+    ) -> Answer:
+        """A GET or HEAD of a small body through urllib3 directly: the same retries,
+        breaker, pacing, limit and counting as :meth:`request`, a fraction of its CPU.
+
+        ``headers`` are sent as given (plus the user agent and ``Accept-Encoding``).
+        Through :meth:`request` instead, with requests' behaviour: an origin the
+        environment routes through a proxy or has a ``.netrc`` entry for, and a
+        redirect (followed as requests follows it).
+        """
+        origin = url_origin(url)
+        lean = self._lean_for(origin) if origin is not None else None
+        if lean is None or lean.pool is None:
+            return self.request(method, url, headers=dict(headers), pace=pace, limit=limit)
+        pool = lean.pool
+        parts = urlsplit(url)
+        target = f"{parts.path or '/'}?{parts.query}" if parts.query else parts.path or "/"
+        sent = {**self._lean_headers, **headers}
+        timeout = self._lean_timeout
+
+        def attempt() -> LeanResponse:
+            raw = pool.urlopen(
+                method,
+                target,
+                headers=sent,
+                retries=False,
+                redirect=False,
+                assert_same_host=False,
+                timeout=timeout,
+                preload_content=False,
+                decode_content=True,
+            )
+            try:
+                body = raw.read()
+            finally:
+                raw.release_conn()
+            return LeanResponse(method, url, raw.status, raw.headers, body)
+
+        text = origin_text(origin) if origin is not None else url
+        retryable = method in IDEMPOTENT_METHODS
+        answer = self._attempts(method, url, text, retryable, pace, limit, attempt)
+        if answer.status_code in REDIRECT_STATUSES:  # rare for a registry read: requests' way
+            return self.request(method, url, headers=dict(headers), pace=pace, limit=limit)
+        return answer
+
+    def _lean_for(self, origin: Origin) -> _Lean:
+        """The origin's lean pool, made on first use (the environment is read then, once)."""
+        lean = self._lean_pools.get(origin)
+        if lean is not None:
+            return lean
+        with self._lean_lock:
+            lean = self._lean_pools.get(origin)
+            if lean is None:
+                lean = self._lean_pools[origin] = self._make_lean(origin)
+        return lean
+
+    def _make_lean(self, origin: Origin) -> _Lean:
+        scheme, host, port = origin
+        url = f"{origin_text(origin)}/"
+        if self.proxies or (self.trust_env and get_environ_proxies(url, no_proxy=None)):
+            return _Lean(None, "a proxy is configured for this origin")
+        if self.trust_env and get_netrc_auth(url):
+            return _Lean(None, "~/.netrc has credentials for this origin")
+        options: dict[str, Any] = {
+            "maxsize": self.pool_size,
+            "block": False,
+            "timeout": self._lean_timeout,
+            "retries": False,
+        }
+        if scheme == "https":
+            options.update(_tls_options(self.verify, self.trust_env))
+            pool: urllib3.HTTPConnectionPool = urllib3.HTTPSConnectionPool(host, port, **options)
+        else:
+            pool = urllib3.HTTPConnectionPool(host, port, **options)
+        return _Lean(pool, None)
+
+    # ------------------------------------------------------------------ the retry loop
+
+    def _attempts(
+        self,
+        method: str,
+        url: str,
+        origin: str,
+        retryable: bool,
+        pace: TokenBucket | None,
+        limit: AdaptiveLimit | None,
+        attempt: Callable[[], A],
+    ) -> A:
+        """``attempt()`` until an answer that is not retried, or a TransportError."""
         attempts = 1 + (self.settings.max_retries if retryable else 0)
-        origin = _origin_text(url)
         timeouts = 0
-        for attempt in range(attempts):
-            last = attempt == attempts - 1
-            if self.breaker is not None:
-                self.breaker.check(origin, method, url)
+        breaker = self.breaker
+        for number in range(attempts):
+            last = number == attempts - 1
+            if breaker is not None:
+                breaker.check(origin, method, url)
             if pace is not None:
                 pace.take()
             with self._count_lock:
                 self.request_count += 1
+            if limit is not None:
+                limit.acquire()
+                started = time.monotonic()
             try:
-                response = super().request(method, url, *args, **kwargs)
-            # ChunkedEncodingError: the connection dropped mid-body; as retryable as a reset.
-            except (
-                requests.ConnectionError,
-                requests.Timeout,
-                requests.exceptions.ChunkedEncodingError,
-            ) as exc:
-                reason = _reason(exc)
-                if self.breaker is not None and _unreachable(exc):
-                    self.breaker.failed(origin, reason)
-                if isinstance(exc, requests.Timeout):
+                response = attempt()
+            except Exception as exc:
+                failure = _classify(exc)
+                if limit is not None:
+                    limit.release(time.monotonic() - started, None)
+                if failure is None:
+                    raise
+                if not failure.retryable:
+                    raise TransportError(method, url, failure.reason) from None
+                if breaker is not None and failure.unreachable:
+                    breaker.failed(origin, failure.reason)
+                if failure.timeout:
                     timeouts += 1
                 if last or timeouts > TIMEOUT_RETRIES:
-                    raise TransportError(method, url, reason) from None
-                self._wait(attempt, None, method, url, reason)
+                    raise TransportError(method, url, failure.reason) from None
+                self._wait(number, None, method, url, failure.reason)
                 continue
-            except requests.RequestException as exc:
-                raise TransportError(method, url, _reason(exc)) from None
-            if self.breaker is not None:
-                self.breaker.answered(origin)
-            if response.status_code not in RETRY_STATUSES or last:
+            status = response.status_code
+            if limit is not None:
+                limit.release(time.monotonic() - started, status)
+            if breaker is not None:
+                breaker.answered(origin)
+            if status not in RETRY_STATUSES or last:
                 return response
             wait = retry_after_seconds(response)
             if wait is not None and wait > self.settings.max_retry_after:
                 return response
             response.close()
-            self._wait(attempt, wait, method, url, f"HTTP {response.status_code}")
+            self._wait(number, wait, method, url, f"HTTP {status}")
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _wait(self, attempt: int, wait: float | None, method: str, url: str, why: str) -> None:
@@ -367,6 +743,22 @@ class RetryingSession(requests.Session):
         if moved or (old.scheme == "https" and new.scheme != "https"):
             for name in CREDENTIAL_HEADERS:
                 prepared_request.headers.pop(name, None)
+
+
+def _tls_options(verify: bool | str | None, trust_env: bool) -> dict[str, Any]:
+    """urllib3's TLS options for ``verify``, as requests decides them (read once per pool):
+    the CA bundle of ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE``, else certifi's; a path
+    (file or directory) as given; False: no verification."""
+    if verify is True or verify is None:
+        if trust_env:
+            verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        verify = verify or True
+    if verify is False:
+        return {"cert_reqs": "CERT_NONE"}
+    location = DEFAULT_CA_BUNDLE_PATH if verify is True else verify
+    if os.path.isdir(location):
+        return {"cert_reqs": "CERT_REQUIRED", "ca_cert_dir": location}
+    return {"cert_reqs": "CERT_REQUIRED", "ca_certs": location}
 
 
 def _reason(exc: Exception) -> str:
