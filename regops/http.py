@@ -1,4 +1,4 @@
-"""HTTP transport: the only place that builds a ``requests.Session`` or a urllib3 pool.
+"""HTTP transport: the only place that builds a ``requests.Session`` or opens a connection.
 
 Owns timeouts, the connection pools, retries with backoff (idempotent requests
 only, honouring ``Retry-After``), a per-host breaker, pacing
@@ -7,12 +7,13 @@ TLS settings, the user agent, and the rule that no secret reaches an
 exception, a log line or a repr.
 
 Two ways out, one retry loop: :meth:`RetryingSession.request` (requests, for
-everything) and :meth:`RetryingSession.lean` (urllib3 directly, for the
-registry's small reads: manifest GET/HEAD, tag lists), which skips requests'
-per-request work (URL and cookie handling, environment and ``.netrc``
-lookups, hooks) and costs a quarter of the CPU. An origin whose requests
-would be changed by the environment (a proxy, a ``.netrc`` entry) is never
-sent lean: it keeps requests' behaviour.
+everything) and :meth:`RetryingSession.lean` (the standard library's
+``http.client`` on a small pool of kept-alive connections, :class:`LeanPool`,
+for the registry's small reads: manifest GET/HEAD, tag lists), which skips
+requests' and urllib3's per-request work (URL and cookie handling, environment
+and ``.netrc`` lookups, hooks, adapters, header objects) and costs about half
+the CPU. An origin whose requests the environment would change (a proxy, a
+``.netrc`` entry) is never sent lean: it keeps requests' behaviour.
 
 >>> session = make_session(HTTPSettings(timeout=(3, 30)))
 >>> session.get("https://gitlab.example.com/api/v4/version")  # doctest: +SKIP
@@ -21,23 +22,29 @@ sent lean: it keeps requests' behaviour.
 from __future__ import annotations
 
 import email.utils
+import http.client
 import json
 import logging
 import math
 import os
 import random
+import select
+import socket
+import ssl
 import threading
 import time
+import warnings
+import zlib
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlparse, urlsplit
 
 import requests
-import urllib3
 from requests.adapters import HTTPAdapter
 from requests.utils import DEFAULT_CA_BUNDLE_PATH, get_environ_proxies, get_netrc_auth
 from requests.utils import parse_header_links as _parse_header_links
+from urllib3.exceptions import InsecureRequestWarning
 
 if TYPE_CHECKING:
     # Names that exist only in the requests stubs: the shape of merge_environment_settings.
@@ -71,8 +78,9 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Headers that carry credentials: registry tokens, GitLab personal/project and CI job tokens.
 CREDENTIAL_HEADERS = ("Authorization", "PRIVATE-TOKEN", "JOB-TOKEN")
 DEFAULT_PORTS = {"http": 80, "https": 443}  # so https://h and https://h:443 are one origin
-# What requests sends by default; the lean path sends the same (urllib3 decodes it).
+# What requests sends by default; the lean path sends the same and decodes it.
 ACCEPT_ENCODING = "gzip, deflate"
+GZIP_WBITS = 16 + zlib.MAX_WBITS  # zlib's window bits for a gzip stream
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # Statuses that say "too much": the adaptive limit halves on them.
 THROTTLE_STATUSES = frozenset({429, 503})
@@ -269,6 +277,225 @@ class TokenBucket:
             self._tokens -= count
 
 
+class LeanFailure(Exception):
+    """A lean attempt that got no usable answer, classified where it happened."""
+
+    def __init__(self, failure: _Failure) -> None:
+        super().__init__(failure.reason)
+        self.failure = failure
+
+
+class _Connection(http.client.HTTPConnection):
+    """A kept-alive connection: ``connect`` timeout to open it, ``read`` timeout after."""
+
+    def __init__(self, host: str, port: int, timeout: tuple[float, float]) -> None:
+        super().__init__(host, port, timeout=timeout[0])
+        self.read_timeout = timeout[1]
+
+    def connect(self) -> None:
+        super().connect()  # TCP_NODELAY set there
+        assert self.sock is not None
+        self.sock.settimeout(self.read_timeout)
+
+
+class _TLSConnection(http.client.HTTPSConnection):
+    """The same over TLS (the handshake under the connect timeout)."""
+
+    def __init__(
+        self, host: str, port: int, timeout: tuple[float, float], context: ssl.SSLContext
+    ) -> None:
+        super().__init__(host, port, timeout=timeout[0], context=context)
+        self.read_timeout = timeout[1]
+
+    def connect(self) -> None:
+        super().connect()
+        assert self.sock is not None
+        self.sock.settimeout(self.read_timeout)
+
+
+class _Headers(dict[str, str]):
+    """Answer headers by lower-cased name (repeated ones joined with ``, `` as requests
+    does); ``get`` and ``[]`` take any case."""
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return super().get(name.lower(), default)
+
+    def __getitem__(self, name: str) -> str:
+        return super().__getitem__(name.lower())
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and super().__contains__(name.lower())
+
+
+class LeanPool:
+    """Kept-alive ``http.client`` connections to one origin, for small GET/HEAD reads.
+
+    ``send`` takes an idle connection (dropping any the server closed meanwhile)
+    or opens one, sends, reads the whole answer (chunked, gzip and deflate
+    decoded) and gives the connection back; at most ``maxsize`` idle ones are
+    kept. A request on a kept connection that the server closed before
+    answering is sent once more on a new one (the server never saw it). Every
+    failure is a :class:`LeanFailure`, classified as requests classifies it.
+    """
+
+    def __init__(
+        self,
+        origin: Origin,
+        timeout: tuple[float, float],
+        maxsize: int,
+        context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.scheme, self.host, self.port = origin
+        self.timeout = timeout
+        self.maxsize = maxsize
+        self.context = context
+        self.opened = 0  # connections opened, for tests and benchmarks
+        self._idle: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        if context is not None and context.verify_mode == ssl.CERT_NONE:
+            warnings.warn(
+                f"TLS certificates of {origin_text(origin)} are not verified (verify=False)",
+                InsecureRequestWarning,
+                stacklevel=2,
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"LeanPool({origin_text((self.scheme, self.host, self.port))}, idle={len(self._idle)})"
+        )
+
+    def send(self, method: str, url: str, target: str, headers: Mapping[str, str]) -> LeanResponse:
+        """One request and its whole answer; ``url`` is what the answer reports."""
+        connection, reused = self._take()
+        try:
+            try:
+                status, found, body, keep = self._exchange(connection, method, target, headers)
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                if not reused:
+                    raise
+                connection.close()  # closed while idle: the server never saw this one
+                connection = self._open()
+                status, found, body, keep = self._exchange(connection, method, target, headers)
+        except LeanFailure:
+            connection.close()
+            raise
+        except Exception as exc:
+            connection.close()
+            failure = _lean_failure(exc)
+            if failure is None:
+                raise
+            raise LeanFailure(failure) from None
+        except BaseException:
+            connection.close()
+            raise
+        self._give_back(connection, keep)
+        return LeanResponse(method, url, status, found, body)
+
+    def _exchange(
+        self,
+        connection: http.client.HTTPConnection,
+        method: str,
+        target: str,
+        headers: Mapping[str, str],
+    ) -> tuple[int, _Headers, bytes, bool]:
+        if connection.sock is None:
+            try:
+                connection.connect()
+            except Exception as exc:
+                failure = _lean_failure(exc, connecting=True)
+                if failure is None:
+                    raise
+                raise LeanFailure(failure) from None
+            self.opened += 1
+        connection.request(method, target, headers=headers)
+        response = connection.getresponse()
+        body = response.read()
+        found = _Headers()
+        contains = dict.__contains__
+        for name, value in response.msg.raw_items():
+            key = name.lower()
+            found[key] = f"{found[key]}, {value}" if contains(found, key) else value
+        encoding = found.get("content-encoding")
+        if body and encoding:
+            body = _decode(body, encoding)
+        return response.status, found, body, not response.will_close
+
+    def _take(self) -> tuple[http.client.HTTPConnection, bool]:
+        """An idle connection still open (True), or a new one not yet connected (False)."""
+        while True:
+            with self._lock:
+                connection = self._idle.pop() if self._idle else None
+            if connection is None:
+                return self._open(), False
+            sock = connection.sock
+            if sock is not None and not _dropped(sock):
+                return connection, True
+            connection.close()
+
+    def _open(self) -> http.client.HTTPConnection:
+        if self.context is not None:
+            return _TLSConnection(self.host, self.port, self.timeout, self.context)
+        return _Connection(self.host, self.port, self.timeout)
+
+    def _give_back(self, connection: http.client.HTTPConnection, keep: bool) -> None:
+        if keep:
+            with self._lock:
+                if not self._closed and len(self._idle) < self.maxsize:
+                    self._idle.append(connection)
+                    return
+        connection.close()
+
+    def close(self) -> None:
+        """Close the idle connections; those in use are closed when given back."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
+
+
+def _dropped(sock: socket.socket) -> bool:
+    """True when an idle connection's socket is readable: the server closed it (or sent
+    something unasked), so it cannot carry a request."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
+def _decode(body: bytes, encoding: str) -> bytes:
+    """A gzip or deflate body decoded (what requests does); other encodings left as they are."""
+    encoding = encoding.strip().lower()
+    try:
+        if encoding in ("gzip", "x-gzip"):
+            return zlib.decompress(body, GZIP_WBITS)
+        if encoding == "deflate":
+            try:
+                return zlib.decompress(body)
+            except zlib.error:
+                return zlib.decompress(body, -zlib.MAX_WBITS)  # raw deflate, as some servers send
+    except zlib.error as exc:
+        raise LeanFailure(_Failure(f"ContentDecodingError: {exc}", False, False, False)) from None
+    return body
+
+
+def _lean_failure(exc: Exception, *, connecting: bool = False) -> _Failure | None:
+    """What a socket, TLS or http.client error means, as requests would report it."""
+    if isinstance(exc, ConnectionRefusedError):
+        return _Failure("ConnectionError: Connection refused", True, True, False)
+    if isinstance(exc, TimeoutError):  # socket.timeout: connecting or waiting for bytes
+        phase = "ConnectTimeout" if connecting else "ReadTimeout"
+        return _Failure(f"{phase}: timed out", True, True, True)
+    if isinstance(exc, http.client.IncompleteRead):  # cut mid-body: as retryable as a reset
+        return _Failure("ChunkedEncodingError: IncompleteRead", True, False, False)
+    if isinstance(exc, (OSError, http.client.HTTPException)):
+        # Resets, refused TLS, unresolvable names, malformed answers: ConnectionError.
+        return _Failure(f"ConnectionError: {_reason(exc)}", True, False, False)
+    return None
+
+
 class AdaptiveLimit:
     """How many requests may be in flight at once, found while they run; at most ``maximum``.
 
@@ -448,23 +675,18 @@ def _classify(exc: Exception) -> _Failure | None:
         return _Failure(reason, True, refused, False)
     if isinstance(exc, requests.RequestException):
         return _Failure(reason, False, False, False)
-    # urllib3 (the lean path), mapped as requests maps them. NewConnectionError is a
-    # ConnectTimeoutError subclass, but requests calls it a ConnectionError: first.
-    if isinstance(exc, urllib3.exceptions.NewConnectionError):
-        return _Failure(reason, True, "Connection refused" in str(exc), False)
-    if isinstance(exc, urllib3.exceptions.TimeoutError):  # connect or read timeout
-        return _Failure(reason, True, True, True)
-    if isinstance(exc, (urllib3.exceptions.ProtocolError, urllib3.exceptions.SSLError)):
-        return _Failure(reason, True, False, False)
-    if isinstance(exc, urllib3.exceptions.HTTPError):
-        return _Failure(reason, False, False, False)
+    if isinstance(exc, LeanFailure):
+        return exc.failure
     return None
 
 
 class _Lean:
-    """One origin's urllib3 pool for the lean path, or the reason it must not be used."""
+    """The lean pool for one URL prefix (``scheme://host:port`` as written), the breaker's
+    key for its origin, or None and the reason the lean path must not be used there."""
 
-    def __init__(self, pool: urllib3.HTTPConnectionPool | None, why_not: str | None) -> None:
+    def __init__(self, prefix: str, key: str, pool: LeanPool | None, why_not: str | None) -> None:
+        self.prefix = prefix
+        self.key = key
         self.pool = pool
         self.why_not = why_not
 
@@ -477,7 +699,7 @@ class RetryingSession(requests.Session):
     a :class:`TokenBucket` token before every attempt (retries included), so
     one client can be paced without pacing the others sharing the session;
     ``limit=`` holds a slot of an :class:`AdaptiveLimit` during every attempt.
-    :meth:`lean` sends small reads through urllib3 directly, with the same
+    :meth:`lean` sends small reads through a :class:`LeanPool`, with the same
     retries, breaker, pacing, limit and counting.
     """
 
@@ -494,10 +716,9 @@ class RetryingSession(requests.Session):
         threshold = settings.breaker_threshold
         self.breaker = Breaker(threshold) if threshold is not None else None
         self._lean_pools: dict[Origin, _Lean] = {}
+        self._lean_prefixes: dict[str, _Lean] = {}
         self._lean_lock = threading.Lock()
         self._lean_headers = {"User-Agent": settings.user_agent, "Accept-Encoding": ACCEPT_ENCODING}
-        connect, read = settings.timeout
-        self._lean_timeout = urllib3.Timeout(connect=connect, read=read)
 
     def __repr__(self) -> str:
         return f"<RetryingSession ua={self.settings.user_agent!r} timeout={self.settings.timeout}>"
@@ -516,6 +737,7 @@ class RetryingSession(requests.Session):
             self.pool_size = connections
             old = list(self._lean_pools.values())
             self._lean_pools.clear()
+            self._lean_prefixes.clear()
         for lean in old:
             if lean.pool is not None:
                 lean.pool.close()  # connections in use are closed when given back
@@ -528,6 +750,7 @@ class RetryingSession(requests.Session):
         with self._lean_lock:
             pools = [lean.pool for lean in self._lean_pools.values() if lean.pool is not None]
             self._lean_pools.clear()
+            self._lean_prefixes.clear()
         for pool in pools:
             pool.close()
 
@@ -564,79 +787,62 @@ class RetryingSession(requests.Session):
         pace: TokenBucket | None = None,
         limit: AdaptiveLimit | None = None,
     ) -> Answer:
-        """A GET or HEAD of a small body through urllib3 directly: the same retries,
-        breaker, pacing, limit and counting as :meth:`request`, a fraction of its CPU.
+        """A GET or HEAD of a small body through the origin's :class:`LeanPool`: the same
+        retries, breaker, pacing, limit and counting as :meth:`request`, half its CPU.
 
         ``headers`` are sent as given (plus the user agent and ``Accept-Encoding``).
         Through :meth:`request` instead, with requests' behaviour: an origin the
         environment routes through a proxy or has a ``.netrc`` entry for, and a
         redirect (followed as requests follows it).
         """
-        origin = url_origin(url)
-        lean = self._lean_for(origin) if origin is not None else None
-        if lean is None or lean.pool is None:
-            return self.request(method, url, headers=dict(headers), pace=pace, limit=limit)
+        lean = self._lean_for(url)
         pool = lean.pool
-        parts = urlsplit(url)
-        target = f"{parts.path or '/'}?{parts.query}" if parts.query else parts.path or "/"
+        if pool is None:
+            return self.request(method, url, headers=dict(headers), pace=pace, limit=limit)
+        target = url[len(lean.prefix) :].split("#", 1)[0] or "/"
         sent = {**self._lean_headers, **headers}
-        timeout = self._lean_timeout
 
         def attempt() -> LeanResponse:
-            raw = pool.urlopen(
-                method,
-                target,
-                headers=sent,
-                retries=False,
-                redirect=False,
-                assert_same_host=False,
-                timeout=timeout,
-                preload_content=False,
-                decode_content=True,
-            )
-            try:
-                body = raw.read()
-            finally:
-                raw.release_conn()
-            return LeanResponse(method, url, raw.status, raw.headers, body)
+            return pool.send(method, url, target, sent)
 
-        text = origin_text(origin) if origin is not None else url
         retryable = method in IDEMPOTENT_METHODS
-        answer = self._attempts(method, url, text, retryable, pace, limit, attempt)
+        answer = self._attempts(method, url, lean.key, retryable, pace, limit, attempt)
         if answer.status_code in REDIRECT_STATUSES:  # rare for a registry read: requests' way
             return self.request(method, url, headers=dict(headers), pace=pace, limit=limit)
         return answer
 
-    def _lean_for(self, origin: Origin) -> _Lean:
-        """The origin's lean pool, made on first use (the environment is read then, once)."""
-        lean = self._lean_pools.get(origin)
+    def _lean_for(self, url: str) -> _Lean:
+        """The lean pool for ``url``'s ``scheme://host:port``, found by that prefix of the
+        URL (no parsing per request); made on first use, the environment read then, once."""
+        start = url.find("://")
+        end = url.find("/", start + 3) if start > 0 else -1
+        prefix = url if end < 0 else url[:end]
+        lean = self._lean_prefixes.get(prefix)
         if lean is not None:
             return lean
+        origin = url_origin(prefix + "/") if "@" not in prefix else None  # userinfo: requests
         with self._lean_lock:
-            lean = self._lean_pools.get(origin)
-            if lean is None:
-                lean = self._lean_pools[origin] = self._make_lean(origin)
+            if origin is None:
+                lean = _Lean(prefix, prefix, None, "not a plain http(s)://host[:port] URL")
+            else:  # one pool per origin, whichever way its URLs spell it
+                made = self._lean_pools.get(origin)
+                if made is None:
+                    made = self._lean_pools[origin] = self._make_lean(origin)
+                lean = _Lean(prefix, made.key, made.pool, made.why_not)
+            self._lean_prefixes[prefix] = lean
         return lean
 
     def _make_lean(self, origin: Origin) -> _Lean:
-        scheme, host, port = origin
+        scheme = origin[0]
         url = f"{origin_text(origin)}/"
+        key = f"{origin[0]}://{origin[1]}:{origin[2]}"  # as _origin_text: one breaker per host
         if self.proxies or (self.trust_env and get_environ_proxies(url, no_proxy=None)):
-            return _Lean(None, "a proxy is configured for this origin")
+            return _Lean(url, key, None, "a proxy is configured for this origin")
         if self.trust_env and get_netrc_auth(url):
-            return _Lean(None, "~/.netrc has credentials for this origin")
-        options: dict[str, Any] = {
-            "maxsize": self.pool_size,
-            "block": False,
-            "timeout": self._lean_timeout,
-            "retries": False,
-        }
-        if scheme == "https":
-            options.update(_tls_options(self.verify, self.trust_env))
-            pool: urllib3.HTTPConnectionPool = urllib3.HTTPSConnectionPool(host, port, **options)
-        else:
-            pool = urllib3.HTTPConnectionPool(host, port, **options)
-        return _Lean(pool, None)
+            return _Lean(url, key, None, "~/.netrc has credentials for this origin")
+        context = tls_context(self.verify, self.trust_env) if scheme == "https" else None
+        pool = LeanPool(origin, self.settings.timeout, self.pool_size, context)
+        return _Lean(url, key, pool, None)
 
     # ------------------------------------------------------------------ the retry loop
 
@@ -745,8 +951,8 @@ class RetryingSession(requests.Session):
                 prepared_request.headers.pop(name, None)
 
 
-def _tls_options(verify: bool | str | None, trust_env: bool) -> dict[str, Any]:
-    """urllib3's TLS options for ``verify``, as requests decides them (read once per pool):
+def tls_context(verify: bool | str | None, trust_env: bool = True) -> ssl.SSLContext:
+    """The TLS context for ``verify``, as requests decides it (once per pool, not per request):
     the CA bundle of ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE``, else certifi's; a path
     (file or directory) as given; False: no verification."""
     if verify is True or verify is None:
@@ -754,11 +960,17 @@ def _tls_options(verify: bool | str | None, trust_env: bool) -> dict[str, Any]:
             verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
         verify = verify or True
     if verify is False:
-        return {"cert_reqs": "CERT_NONE"}
-    location = DEFAULT_CA_BUNDLE_PATH if verify is True else verify
-    if os.path.isdir(location):
-        return {"cert_reqs": "CERT_REQUIRED", "ca_cert_dir": location}
-    return {"cert_reqs": "CERT_REQUIRED", "ca_certs": location}
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        location = DEFAULT_CA_BUNDLE_PATH if verify is True else verify
+        folder = os.path.isdir(location)
+        context = ssl.create_default_context(
+            cafile=None if folder else location, capath=location if folder else None
+        )
+    context.minimum_version = ssl.TLSVersion.TLSv1_2  # as urllib3 2 sets it
+    return context
 
 
 def _reason(exc: Exception) -> str:

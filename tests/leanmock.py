@@ -16,7 +16,6 @@ the real pool against a loopback server).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any
 
 import pytest
 import requests
@@ -24,23 +23,8 @@ import requests
 from regops import http
 
 
-class _Answer:
-    """What the lean path reads of a urllib3 response."""
-
-    def __init__(self, response: requests.Response) -> None:
-        self.status = response.status_code
-        self.headers = response.headers
-        self._body = response.content
-
-    def read(self) -> bytes:
-        return self._body
-
-    def release_conn(self) -> None:
-        pass
-
-
 class ResponsesPool:
-    """Stands in for one origin's ``urllib3.HTTPConnectionPool``; records what it sent."""
+    """Stands in for one origin's :class:`regops.http.LeanPool`; records what it sent."""
 
     def __init__(self, origin: str) -> None:
         self.origin = origin
@@ -48,13 +32,15 @@ class ResponsesPool:
         self._session = requests.Session()
         self._session.trust_env = False
 
-    def urlopen(self, method: str, url: str, headers: Mapping[str, str], **_: Any) -> _Answer:
-        target = self.origin + url
-        self.sent.append((method, target, dict(headers)))
-        response = self._session.request(
-            method, target, headers=dict(headers), allow_redirects=False
+    def send(
+        self, method: str, url: str, target: str, headers: Mapping[str, str]
+    ) -> http.LeanResponse:
+        full = self.origin + target
+        self.sent.append((method, full, dict(headers)))
+        response = self._session.request(method, full, headers=dict(headers), allow_redirects=False)
+        return http.LeanResponse(
+            method, url, response.status_code, response.headers, response.content
         )
-        return _Answer(response)
 
     def close(self) -> None:
         self._session.close()
@@ -70,7 +56,8 @@ def lean_via_responses(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Respons
         default = port == http.DEFAULT_PORTS[scheme]
         pool = ResponsesPool(f"{scheme}://{host}" if default else f"{scheme}://{host}:{port}")
         pools.append(pool)
-        return http._Lean(pool, None)  # type: ignore[arg-type]
+        key = f"{scheme}://{host}:{port}"
+        return http._Lean(pool.origin, key, pool, None)  # type: ignore[arg-type]
 
     monkeypatch.setattr(http.RetryingSession, "_make_lean", make)
     yield pools
