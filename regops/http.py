@@ -562,8 +562,9 @@ class AdaptiveLimit:
                 self.throttled += 1
             if self._count >= max(self.limit, LIMIT_MIN_WINDOW):
                 self._judge()
-            if self.in_flight < self.limit:
-                self._cond.notify_all()
+            free = self.limit - self.in_flight
+            if free > 0:
+                self._cond.notify(free)  # no more than can go: a herd would only queue again
 
     def _judge(self) -> None:
         """End a window: shrink, hold or grow the limit (the caller holds the lock)."""

@@ -24,7 +24,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import requests
@@ -392,14 +392,22 @@ class RegistryClient:
 
     # ------------------------------------------------------------------ manifests
 
-    def manifest_digest(self, repo: str, ref: str) -> Digest:
-        """The digest a tag (or digest) resolves to: one HEAD."""
+    @overload
+    def manifest_digest(self, repo: str, ref: str) -> Digest: ...
+    @overload
+    def manifest_digest(self, repo: str, ref: str, *, fallback: bool) -> Digest | None: ...
+
+    def manifest_digest(self, repo: str, ref: str, *, fallback: bool = True) -> Digest | None:
+        """The digest a tag (or digest) resolves to: one HEAD (and a GET when the registry
+        omits ``Docker-Content-Digest``; None then without ``fallback``)."""
         repo, ref = validate_repository_name(repo), _reference(ref)
         url = f"{self._prefix}v2/{repo}/manifests/{ref}"
         response = self._read("HEAD", url, repository_scopes("HEAD", repo), MANIFEST_ACCEPT)
         value = response.headers.get(DIGEST_HEADER)
         if value:
             return Digest.parse(value, field=DIGEST_HEADER)
+        if not fallback:
+            return None
         return self.get_manifest(repo, ref).digest  # a registry that omits the header
 
     def get_manifest(self, repo: str, ref: str) -> Manifest:
