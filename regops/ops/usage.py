@@ -61,6 +61,7 @@ from regops.fsutil import atomic_write
 from regops.gitlab.client import GitLabClient
 from regops.http import AdaptiveLimit
 from regops.ops import charts
+from regops.ops.defaults import USAGE_FORMATS, USAGE_MAX_WORKERS, USAGE_WORKERS
 from regops.registry.gitlab_api import SIZE_SELF_WITH_DESCENDANTS
 from regops.registry.manifest import Manifest
 from regops.registry.reference import Digest
@@ -74,12 +75,8 @@ log = logging.getLogger("regops.usage")
 
 # Faults that are not about one project: every further request would fail the same way.
 SYSTEMIC_FAULTS = (HostUnreachable, RegistryUnauthorized, GitLabUnauthorized)
-# The cap on concurrent registry requests (--workers). The scan starts at
-# regops.http.LIMIT_INITIAL and grows while throughput grows and latency holds
-# (regops.http.AdaptiveLimit): 64 keeps a registry 20-50 ms away busy, and a local
-# one is never sent more than its latency shows it takes.
-DEFAULT_WORKERS = 64
-MAX_WORKERS = 128  # threads and connections per host; the pools are sized to the cap
+DEFAULT_WORKERS = USAGE_WORKERS  # the cap on concurrent registry requests (--workers)
+MAX_WORKERS = USAGE_MAX_WORKERS
 WAIT_SLICE = 0.2  # seconds the main thread sleeps between checks, so Ctrl-C is seen promptly
 # Threads beyond the current limit: tasks that are between requests (GitLab, disk,
 # bookkeeping) should not leave a registry slot unused.
@@ -92,7 +89,7 @@ HEAD_MISS_LIMIT = 0.2
 # releases the GIL around its system calls; 16 threads doing that together spend
 # more CPU handing the GIL over than reading (measured: 235 us per link file vs 30).
 DISK_READERS = 1
-FORMATS = ("csv", "json", "table")
+FORMATS = USAGE_FORMATS
 # The Rails recipe's header, byte for byte (note the space in "project path").
 CSV_HEADER = ("project_id", "creator_id", "registry_size_bytes", "project path")
 EXTENDED_HEADER = (
