@@ -38,7 +38,7 @@ import zlib
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
-from urllib.parse import urlparse, urlsplit
+from urllib.parse import urljoin, urlparse, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -808,9 +808,15 @@ class RetryingSession(requests.Session):
 
         retryable = method in IDEMPOTENT_METHODS
         answer = self._attempts(method, url, lean.key, retryable, pace, limit, attempt)
-        if answer.status_code in REDIRECT_STATUSES:  # rare for a registry read: requests' way
-            return self.request(method, url, headers=dict(headers), pace=pace, limit=limit)
-        return answer
+        location = answer.headers.get("location")
+        if answer.status_code not in REDIRECT_STATUSES or not location:
+            return answer
+        # Rare for a registry read: the next hop goes through requests, which follows any
+        # further redirects; credentials stay home as rebuild_auth keeps them.
+        target = urljoin(url, location)
+        hop = {k: v for k, v in headers.items() if not _moved(url, target) or not _credential(k)}
+        method = "GET" if answer.status_code == 303 and method != "HEAD" else method
+        return self.request(method, target, headers=hop, pace=pace, limit=limit)
 
     def _lean_for(self, url: str) -> _Lean:
         """The lean pool for ``url``'s ``scheme://host:port``, found by that prefix of the
@@ -944,10 +950,7 @@ class RetryingSession(requests.Session):
         ``PRIVATE-TOKEN`` and ``JOB-TOKEN`` would follow any redirect.
         """
         super().rebuild_auth(prepared_request, response)
-        old = urlparse(response.request.url or "")
-        new = urlparse(prepared_request.url or "")
-        moved = (old.hostname, old.port) != (new.hostname, new.port)
-        if moved or (old.scheme == "https" and new.scheme != "https"):
+        if _moved(response.request.url or "", prepared_request.url or ""):
             for name in CREDENTIAL_HEADERS:
                 prepared_request.headers.pop(name, None)
 
@@ -972,6 +975,22 @@ def tls_context(verify: bool | str | None, trust_env: bool = True) -> ssl.SSLCon
         )
     context.minimum_version = ssl.TLSVersion.TLSv1_2  # as urllib3 2 sets it
     return context
+
+
+def _moved(old: str, new: str) -> bool:
+    """True when a redirect leaves the origin (host or port) or drops from HTTPS to HTTP:
+    credentials are not sent on (as :meth:`RetryingSession.rebuild_auth` decides)."""
+    before, after = urlparse(old), urlparse(new)
+    if (before.hostname, before.port) != (after.hostname, after.port):
+        return True
+    return before.scheme == "https" and after.scheme != "https"
+
+
+def _credential(name: str) -> bool:
+    return name.lower() in _CREDENTIAL_NAMES
+
+
+_CREDENTIAL_NAMES = frozenset(name.lower() for name in CREDENTIAL_HEADERS)
 
 
 def _reason(exc: Exception) -> str:
