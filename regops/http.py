@@ -81,6 +81,10 @@ DEFAULT_PORTS = {"http": 80, "https": 443}  # so https://h and https://h:443 are
 # What requests sends by default; the lean path sends the same and decodes it.
 ACCEPT_ENCODING = "gzip, deflate"
 GZIP_WBITS = 16 + zlib.MAX_WBITS  # zlib's window bits for a gzip stream
+# A kept connection idle longer than this is checked (one select) before it carries a
+# request; a fresher one is just used (a server that closed it anyway makes the request
+# go once more on a new connection: see LeanPool.send).
+STALE_CHECK_AFTER = 1.0
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # Statuses that say "too much": the adaptive limit halves on them.
 THROTTLE_STATUSES = frozenset({429, 503})
@@ -350,7 +354,7 @@ class LeanPool:
         self.maxsize = maxsize
         self.context = context
         self.opened = 0  # connections opened, for tests and benchmarks
-        self._idle: list[http.client.HTTPConnection] = []
+        self._idle: list[tuple[http.client.HTTPConnection, float]] = []  # (connection, since)
         self._lock = threading.Lock()
         self._closed = False
         if context is not None and context.verify_mode == ssl.CERT_NONE:
@@ -425,11 +429,12 @@ class LeanPool:
         """An idle connection still open (True), or a new one not yet connected (False)."""
         while True:
             with self._lock:
-                connection = self._idle.pop() if self._idle else None
+                connection, since = self._idle.pop() if self._idle else (None, 0.0)
             if connection is None:
                 return self._open(), False
             sock = connection.sock
-            if sock is not None and not _dropped(sock):
+            fresh = time.monotonic() - since < STALE_CHECK_AFTER
+            if sock is not None and (fresh or not _dropped(sock)):
                 return connection, True
             connection.close()
 
@@ -442,7 +447,7 @@ class LeanPool:
         if keep:
             with self._lock:
                 if not self._closed and len(self._idle) < self.maxsize:
-                    self._idle.append(connection)
+                    self._idle.append((connection, time.monotonic()))
                     return
         connection.close()
 
@@ -451,7 +456,7 @@ class LeanPool:
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
-        for connection in idle:
+        for connection, _since in idle:
             connection.close()
 
 
@@ -617,6 +622,8 @@ class Breaker:
 
     def check(self, origin: str, method: str, url: str) -> None:
         """HostUnreachable when ``origin``'s breaker is open."""
+        if not self._opened:  # the usual case, read without the lock (one dict read)
+            return
         with self._lock:
             opened = self._opened.get(origin)
             if opened is None:
@@ -643,6 +650,8 @@ class Breaker:
                 )
 
     def answered(self, origin: str) -> None:
+        if not self._failures and not self._opened:  # nothing to forget: no lock per answer
+            return
         with self._lock:
             self._failures.pop(origin, None)
             self._opened.pop(origin, None)
