@@ -526,7 +526,8 @@ def _rss_check(first: dict[float, list[Result]], args: Any) -> bool:
     tags = args.tags * RSS_FACTOR
     delay = min(args.delays)
     print(f"\n--- peak RSS at {RSS_FACTOR}x the tags ({tags} per repository), {delay * 1000:g} ms")
-    bigger = measure(args.rss, args, tags, distinct / tags, (delay,))[delay]
+    only_regops = argparse.Namespace(**{**vars(args), "peer": False, "naive": False})
+    bigger = measure(args.rss, only_regops, tags, distinct / tags, (delay,))[delay]
     small = {r.name: r for r in first[delay]}
     ok = True
     for run in bigger[:-1]:
