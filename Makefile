@@ -17,4 +17,5 @@ test: setup
 	$(PY) -m pytest -q
 
 bench: setup
+	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/usage.py

@@ -1,105 +1,334 @@
-"""Benchmark: registry usage by project, naive Rails-style loop vs regops (cold and warm cache).
+"""Benchmark: registry usage by project, the python-gitlab loop against regops, near the limit.
 
 Seeds the sandbox's ``bench`` profile (default 50 projects x 3 repositories x
-40 tags, about a third of the tags with their own image, the rest sharing
-one), puts a delaying proxy (default 2 ms per request) in front of BOTH the
-GitLab stand-in and the registry, and runs in this process:
+40 tags = 6000 tags, 2100 distinct manifests), puts a delaying proxy in front
+of BOTH the GitLab stand-in and the registry (a child process: its CPU is not
+the client's), and, for every delay (default 2 ms and 20 ms), runs each of
+these in a fresh child process (so CPU and peak RSS are the run's own):
 
-(a) naive: the Rails loop as a Python user writes it over the GitLab API,
-    sequential: projects -> repositories -> tags list -> one tag-details call
-    per tag, summing total_size;
-(b) regops, cold cache; (c) regops, warm cache; each in both tag modes:
-    ``http`` (one GET manifest per tag) and ``storage`` (tag links read from
-    the registry's storage directory, as an admin on the registry host can).
+- the peer: the loop a GitLab admin writes today with python-gitlab
+  (``project.repositories.list()``, ``repository.tags.list()``, then
+  ``repository.tags.get(name).total_size`` per tag), sequential;
+- regops over HTTP (one GET per tag), cold cache then warm (a HEAD per tag:
+  the cache holds the manifests);
+- regops with ``--tags-from storage`` (link files on disk), cold then warm.
 
-Prints request counts (GitLab and registry separately), wall times, ratios
-against (a), the minimum registry requests (tag lists + distinct manifests +
-distinct configs), and checks that every run reports the same
-registry_size_bytes for every project (exit code 1 if not).
+For each run it prints: wall, ratio vs the peer, registry requests vs the
+minimum the protocol needs, client CPU per registry request, peak RSS, and the
+run's limit: minimum requests (GitLab + registry) x delay / concurrency (the
+cap, ``--workers``) + the client CPU floor (what a bare ``http.client`` loop
+and bare file reads spend on the same minimum work, measured here, in this
+run). It checks that every run reports the peer's ``registry_size_bytes`` for
+every project (exit code 1 if not) and prints the targets of issue 14 as met
+or MISSED. The registry's and the proxies' CPU per run are printed too: on a
+2-core machine they share the CPU with the client.
 
-    python bench/usage.py                       # the full profile (a few minutes)
-    python bench/usage.py --projects 5 --tags 10   # a quick look
-    python bench/usage.py --data-dir D --only storage  # (b) and (c) of one mode only
+    python bench/usage.py --data-dir /tmp/bench6k          # keep the seed for next time
+    python bench/usage.py --projects 5 --tags 10 --delays 0.002   # a quick look
+    python bench/usage.py --data-dir /tmp/bench6k --rss /tmp/bench24k   # + RSS at 4x the tags
 
-The proxies run in a child process by default, so their CPU is not charged
-to the measured client (real network latency costs the client no CPU).
+``--rss DIR`` seeds (once) a second sandbox with four times the tags on the
+same distinct manifests and compares each regops run's peak RSS there with
+the one at the first size (target: at most 1.2x).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import http.client
 import json
 import logging
+import os
+import resource
+import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from proxy import DEFAULT_DELAY, ProxyGroup, SpawnedProxies
+from proxy import SpawnedProxies
 
-from regops.ops import usage
-from regops.registry.cache import ContentCache
-from regops.registry.manifest import parse_manifest
-from regops.registry.resolver import TagResolver
-from regops.registry.storage import RegistryStorage
-from regops.sandbox import Sandbox
+DELAYS = (0.002, 0.020)  # seconds per request: a same-datacentre and a cross-region round trip
+PEER = "python-gitlab loop"
+NAIVE = "regops naive loop"
+RUNS = (  # (name, mode, warm)
+    ("HTTP, cold", "http", False),
+    ("HTTP, warm", "http", True),
+    ("storage, cold", "storage", False),
+    ("storage, warm", "storage", True),
+)
+FLOOR_SAMPLES = 600  # requests / files the floor loops time (enough for a stable mean)
+CHILD_TIMEOUT = 1800  # seconds for one measured run (the peer at 20 ms takes minutes)
+# Issue 14's targets, at the largest delay (ratios measured in the same run).
+TARGET_RATIO = {"HTTP, cold": 25.0, "HTTP, warm": 30.0, "storage, warm": 150.0}
+TARGET_LIMIT = 1.5  # wall within this many times the computed limit
+TARGET_CPU = 0.4e-3  # seconds of client CPU per registry request (HTTP runs)
+TARGET_RSS = 1.2  # peak RSS at 4x the tags, at most this many times the RSS at 1x
+RSS_FACTOR = 4  # --rss seeds this many times the tags, on the same distinct manifests
 
-TARGET_COLD = 10.0  # (b) at least this many times faster than (a)
-TARGET_WARM = 50.0  # (c) at least this many times faster than (a)
-TARGET_REQUESTS = 1.10  # (b)'s registry requests within 10% of the minimum
-NAIVE = "naive"
-MODES = (NAIVE, "http", "storage")  # what --only can select
-NAIVE_NAME = "(a) naive, GitLab API, sequential"
+
+# --------------------------------------------------------------------------- child runs
+
+
+def child_main(kind: str) -> int:
+    """One measured run in this fresh process: read the spec on stdin, print JSON."""
+    spec = json.load(sys.stdin)
+    logging.basicConfig(level=logging.WARNING)
+    if kind == "peer":
+        result = _peer(spec)
+    elif kind == "floor":
+        result = _floor(spec)
+    else:
+        result = _regops(spec, naive=kind == "naive")
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result["peak_rss_kib"] = usage.ru_maxrss
+    json.dump(result, sys.stdout)
+    return 0
+
+
+@contextlib.contextmanager
+def _measured(result: dict[str, Any]) -> Iterator[None]:
+    """Wall and CPU (user + system, every thread) of the block, into ``result``."""
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    started = time.monotonic()
+    yield
+    result["wall"] = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    result["cpu"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def _connection(spec: dict[str, Any]) -> Any:
+    from regops.config import resolve_settings
+    from regops.connection import Connection
+
+    empty = Path(spec["home"])
+    return Connection(
+        resolve_settings(environ={}, home=empty, system_root=empty, **spec["settings"])
+    )
+
+
+def _regops(spec: dict[str, Any], naive: bool) -> dict[str, Any]:
+    from regops.ops import usage
+    from regops.registry.cache import ContentCache
+    from regops.registry.resolver import TagResolver
+    from regops.registry.storage import RegistryStorage
+
+    conn = _connection(spec)
+    registry = conn.registry  # built (and the registry's location known) before timing
+    result: dict[str, Any] = {}
+    with _measured(result):
+        projects = usage.select_projects(conn.gitlab)
+        if naive:
+            report = usage.naive_by_project(conn.gitlab, projects)
+        else:
+            storage = RegistryStorage(spec["storage"]) if spec["mode"] == "storage" else None
+            report = usage.by_project(
+                projects,
+                gitlab=conn.gitlab,
+                resolver=TagResolver(registry, ContentCache(spec["cache_dir"])),
+                workers=spec["workers"],
+                storage=storage,
+            )
+    summary = report.summary
+    result.update(
+        ok=report.ok,
+        sizes={str(pid): size for pid, size in usage.iter_sizes(report)},
+        gitlab_requests=conn.gitlab.request_count,
+        registry_requests=summary.registry_requests,
+        repositories=summary.repositories,
+        tags=summary.tags,
+        concurrency=summary.concurrency,
+        head_hits=summary.head_hits,
+    )
+    return result
+
+
+def _peer(spec: dict[str, Any]) -> dict[str, Any]:
+    """The python-gitlab loop, as an admin writes it today."""
+    import gitlab
+
+    settings = spec["settings"]
+    result: dict[str, Any] = {}
+    sizes: dict[str, int] = {}
+    tags = 0
+    with _measured(result):
+        gl = gitlab.Gitlab(settings["gitlab_url"], private_token=settings["token"], per_page=100)
+        for project in gl.projects.list(iterator=True):
+            total = 0
+            for repository in project.repositories.list(iterator=True):
+                for tag in repository.tags.list(iterator=True):
+                    tags += 1
+                    try:
+                        size = repository.tags.get(id=tag.name).total_size
+                    except gitlab.GitlabGetError:  # an OCI index: GitLab has no size
+                        size = None
+                    total += size or 0
+            sizes[str(project.id)] = total
+    result.update(ok=True, sizes=sizes, tags=tags)
+    return result
+
+
+def _floor(spec: dict[str, Any]) -> dict[str, Any]:
+    """CPU per item of the bare minimum: an http.client GET (and HEAD) of a manifest by
+    tag with a ready header, reading a link file, reading + verifying + parsing a cached
+    manifest. Single-threaded, through the same proxy."""
+    import hashlib
+
+    from regops.registry.client import repository_scopes
+    from regops.registry.manifest import MANIFEST_ACCEPT
+    from regops.registry.storage import RegistryStorage
+
+    conn = _connection(spec)
+    registry = conn.registry
+    storage = RegistryStorage(spec["storage"])
+    pairs: list[tuple[str, str]] = []
+    for repository in registry.catalog():
+        pairs.extend((repository, tag) for tag in registry.tags(repository))
+        if len(pairs) >= FLOOR_SAMPLES:
+            break
+    pairs = pairs[:FLOOR_SAMPLES]
+    headers = {
+        repo: {
+            "Authorization": registry.auth.authorization(
+                repository_scopes("GET", repo), registry.session
+            ),
+            "Accept": MANIFEST_ACCEPT,
+        }
+        for repo, _ in pairs
+    }
+    parts = urlsplit(registry.url)
+    result: dict[str, Any] = {}
+    for method in ("GET", "HEAD"):
+        connection = http.client.HTTPConnection(parts.hostname or "", parts.port)
+        started = time.process_time()
+        for repo, tag in pairs:
+            connection.request(method, f"/v2/{repo}/manifests/{tag}", headers=headers[repo])
+            response = connection.getresponse()
+            body = response.read()
+            if method == "GET":
+                json.loads(body)
+        result[f"{method.lower()}_floor"] = (time.process_time() - started) / len(pairs)
+        connection.close()
+    base = storage.v2 / "repositories"
+    links = [f"{base}/{repo}/_manifests/tags/{tag}/current/link" for repo, tag in pairs]
+    started = time.process_time()
+    digests = []
+    for path in links:
+        with open(path, "rb") as handle:
+            digests.append(handle.read().decode())
+    result["link_floor"] = (time.process_time() - started) / len(links)
+    blobs = [storage.blob_path(digest) for digest in dict.fromkeys(digests)]
+    started = time.process_time()
+    for path in blobs:
+        with open(path, "rb") as handle:
+            data = handle.read()
+        hashlib.sha256(data).hexdigest()
+        json.loads(data)
+    result["cache_floor"] = (time.process_time() - started) / len(blobs)
+    return result
+
+
+# --------------------------------------------------------------------------- the parent
 
 
 @dataclass
-class Run:
-    """One measured run."""
+class Result:
+    """One measured run, as its child reported it."""
 
     name: str
-    report: usage.UsageReport
+    data: dict[str, Any]
+    server_cpu: float = 0.0  # the registry's and the proxies' CPU during the run
+    limit: float | None = None
+    floor_cpu: float | None = None
+    minimum: int | None = None
 
     @property
-    def seconds(self) -> float:
-        return self.report.summary.seconds
+    def wall(self) -> float:
+        return float(self.data["wall"])
 
-    def sizes(self) -> dict[int, int]:
-        return dict(usage.iter_sizes(self.report))
+    @property
+    def registry_requests(self) -> int | None:
+        return self.data.get("registry_requests")
+
+
+@dataclass
+class Bench:
+    """The sandbox's connection details (for the children) and its processes."""
+
+    settings: dict[str, Any]
+    home: str
+    storage: str
+    server_pids: list[int] = field(default_factory=list)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log lines in the results
-    with Sandbox(args.data_dir, quiet=True) as sandbox:
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    results = measure(args.data_dir, args, args.tags, args.distinct_share)
+    ok = _print_all(results, args)
+    if args.rss is not None:
+        ok = _rss_check(results, args) and ok
+    return 0 if ok else 1
+
+
+def measure(
+    data_dir: Path | None, args: Any, tags: int, share: float, delays: tuple[float, ...] = ()
+) -> dict[float, list[Result]]:
+    """Every run at every delay (or ``delays``) against the sandbox in ``data_dir``."""
+    from regops.registry.storage import RegistryStorage
+    from regops.sandbox import Sandbox
+
+    found: dict[float, list[Result]] = {}
+    with Sandbox(data_dir, quiet=True) as sandbox, tempfile.TemporaryDirectory() as work:
         if sandbox.state.projects:
-            print(f"reusing the sandbox in {args.data_dir} (seeded before)", flush=True)
+            print(f"reusing the sandbox in {data_dir} (seeded before)", flush=True)
         else:
-            _seed(sandbox, args)
-        upstreams = [sandbox.gitlab_url, sandbox.registry_url]
-        proxies = (
-            _InProcess(upstreams, args.delay) if args.proxy_in_process else
-            SpawnedProxies(upstreams, args.delay)
-        )  # fmt: skip
-        with proxies:
-            gitlab_proxy, registry_proxy = proxies.proxies
-            runs = _measure(sandbox, gitlab_proxy.url, registry_proxy.url, args)
-        minimum = minimum_requests(RegistryStorage(sandbox.storage_path), runs[0].report)
-        reads = dict(sandbox.state.registry_reads)
-    return _print_results(runs, minimum, reads, args)
+            _seed(sandbox, args, tags, share)
+        storage = RegistryStorage(sandbox.storage_path)
+        for delay in delays or tuple(args.delays):
+            proxies = SpawnedProxies([sandbox.gitlab_url, sandbox.registry_url], delay)
+            with proxies:
+                gitlab_proxy, registry_proxy = proxies.proxies
+                env = sandbox.env()
+                bench = Bench(
+                    settings={
+                        "gitlab_url": gitlab_proxy.url,
+                        "token": env["GITLAB_PRIVATE_TOKEN"],
+                        "registry_url": registry_proxy.url,
+                        "registry_auth": "key",
+                        "registry_key_path": env["REGOPS_REGISTRY_KEY"],
+                        "registry_issuer": sandbox.issuer,
+                        "registry_service": sandbox.service,
+                        "registry_username": env["REGOPS_REGISTRY_USER"],
+                        "cache_dir": "none",
+                    },
+                    home=str(Path(work) / "home"),
+                    storage=str(sandbox.storage_path),
+                    server_pids=[
+                        p for p in (sandbox.registry_server.pid, proxies.process.pid) if p
+                    ],
+                )
+                Path(bench.home).mkdir(exist_ok=True)
+                print(f"\n--- {delay * 1000:g} ms per request", flush=True)
+                found[delay] = _runs(bench, args, Path(work) / f"cache-{delay}", delay, storage)
+    return found
 
 
-def _seed(sandbox: Sandbox, args: Any) -> None:
+def _seed(sandbox: Any, args: Any, tags: int, share: float) -> None:
     started = time.monotonic()
     seeded = sandbox.seed(
         "bench",
         projects=args.projects,
         repositories=args.repositories,
-        tags=args.tags,
-        distinct_share=args.distinct_share,
+        tags=tags,
+        distinct_share=share,
     )
     print(
         f"seeded {seeded['repositories']} repositories, {seeded['tags']} tags, "
@@ -108,140 +337,211 @@ def _seed(sandbox: Sandbox, args: Any) -> None:
     )
 
 
-def _measure(sandbox: Sandbox, gitlab_url: str, registry_url: str, args: Any) -> list[Run]:
-    def connection() -> Any:  # a fresh connection per run: no state carried over
-        return sandbox.connect(gitlab_url=gitlab_url, registry_url=registry_url)
-
-    storage = RegistryStorage(sandbox.storage_path)
-    with tempfile.TemporaryDirectory(prefix="regops-bench-cache-") as caches:
-        conn = connection()
-        projects = usage.select_projects(conn.gitlab)
-        runs = []
-        if NAIVE in args.only:
-            runs.append(Run(NAIVE_NAME, _naive(conn, projects)))
-            print(f"{runs[0].name}: {runs[0].seconds:.2f} s", flush=True)
-        for mode, store in (("http", None), ("storage", storage)):
-            if mode not in args.only:
-                continue
-            cache_dir = Path(caches) / mode
-            for label, name in (("b", "cold"), ("c", "warm")):
-                conn = connection()
-                report = usage.by_project(
-                    projects,
-                    gitlab=conn.gitlab,
-                    resolver=TagResolver(conn.registry, ContentCache(cache_dir)),
-                    workers=args.workers,
-                    storage=store,
-                )
-                run = Run(f"({label}) regops, {name} cache, tags via {mode}", report)
-                print(f"{run.name}: {run.seconds:.2f} s", flush=True)
-                runs.append(run)
-    return runs
+def _runs(bench: Bench, args: Any, caches: Path, delay: float, storage: Any) -> list[Result]:
+    results = []
+    floor = _child(bench, "floor", {})
+    if args.peer:
+        results.append(_timed(bench, PEER, "peer", {}))
+    if args.naive:
+        results.append(_timed(bench, NAIVE, "naive", {"mode": "http", "cache_dir": None}))
+    for name, mode, _warm in RUNS:
+        if mode not in args.modes:
+            continue
+        spec = {"mode": mode, "cache_dir": str(caches / mode), "workers": args.workers}
+        results.append(_timed(bench, name, "regops", spec))
+    reference = next((r for r in results if r.name == PEER), None)
+    minimum = minimum_requests(storage, results)
+    for result in results:
+        _limit(result, minimum, floor.data, delay, args.workers)
+    if reference is not None:
+        reference.data["floor"] = floor.data
+    return [*results, floor]
 
 
-def _naive(conn: Any, projects: list[usage.ProjectRef]) -> usage.UsageReport:
-    return usage.naive_by_project(conn.gitlab, projects)
+def _timed(bench: Bench, name: str, kind: str, spec: dict[str, Any]) -> Result:
+    before = _cpu(bench.server_pids)
+    result = _child(bench, kind, spec, name)
+    result.server_cpu = _cpu(bench.server_pids) - before
+    print(f"{name}: {result.wall:.2f} s", flush=True)
+    return result
 
 
-def minimum_requests(storage: RegistryStorage, report: usage.UsageReport) -> dict[str, int]:
-    """Tag lists + distinct manifests + distinct configs the scanned tags need (from disk)."""
-    manifests: set[str] = set()
-    configs: set[str] = set()
-    for row in report.projects:
-        for key in row.tag_sizes:
-            repo, tag = key.rsplit(":", 1)
-            digest = storage.tag_digest(repo, tag)
-            if digest is None or digest in manifests:
-                continue
-            manifests.add(digest)
-            manifest = parse_manifest(storage.blob_path(digest).read_bytes(), digest=digest)
-            if manifest.config is not None:
-                configs.add(manifest.config.digest)
-    return {
-        "tag_lists": report.summary.repositories,
-        "distinct_manifests": len(manifests),
-        "distinct_configs": len(configs),
-    }
+def _child(bench: Bench, kind: str, spec: dict[str, Any], name: str | None = None) -> Result:
+    """Run ``python bench/usage.py --child KIND`` with the spec on stdin (the token is
+    never on a command line); its JSON answer."""
+    payload = {**spec, "settings": bench.settings, "home": bench.home, "storage": bench.storage}
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", kind],
+        input=json.dumps(payload),
+        capture_output=True,
+        text=True,
+        timeout=CHILD_TIMEOUT,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{kind} run failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return Result(name or kind, json.loads(done.stdout))
 
 
-def _print_results(
-    runs: list[Run], minimum: dict[str, int], reads: dict[str, int], args: Any
-) -> int:
+def _cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) these processes used so far."""
+    total = 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+def minimum_requests(storage: Any, results: list[Result]) -> dict[str, int]:
+    """What the protocol needs, counted from the registry's storage: tag lists, tags,
+    distinct manifests the scanned tags point at (from the link files)."""
+    repositories = storage.repositories()
+    tags, manifests = 0, set()
+    for repository in repositories:
+        for tag in storage.tags(repository):
+            tags += 1
+            manifests.add(storage.tag_digest(repository, tag))
+    return {"tag_lists": len(repositories), "tags": tags, "manifests": len(manifests)}
+
+
+def _limit(
+    result: Result, minimum: dict[str, int], floor: dict[str, float], delay: float, workers: int
+) -> None:
+    """The run's minimum requests, and its limit (see the module docstring)."""
+    lists, tags, manifests = minimum["tag_lists"], minimum["tags"], minimum["manifests"]
+    gitlab = 1 + len(result.data.get("sizes", {}))  # the project list + one call per project
+    name = result.name
+    if name == "HTTP, cold":
+        reads, cpu = lists + tags, (lists + tags) * floor["get_floor"]
+    elif name == "HTTP, warm":
+        reads = lists + tags
+        cpu = lists * floor["get_floor"] + tags * floor["head_floor"]
+        cpu += manifests * floor["cache_floor"]
+    elif name == "storage, cold":
+        reads = lists + manifests
+        cpu = reads * floor["get_floor"] + tags * floor["link_floor"]
+    elif name == "storage, warm":
+        reads = lists
+        cpu = lists * floor["get_floor"] + tags * floor["link_floor"]
+        cpu += manifests * floor["cache_floor"]
+    else:
+        return
+    cpu += gitlab * floor["get_floor"]
+    result.minimum = reads
+    result.floor_cpu = cpu
+    result.limit = (reads + gitlab) * delay / workers + cpu
+
+
+# --------------------------------------------------------------------------- printing
+
+
+def _print_all(results: dict[float, list[Result]], args: Any) -> bool:
     from tabulate import tabulate
 
-    naive = runs[0] if runs[0].name == NAIVE_NAME else None
-    rows = []
-    for run in runs:
-        s = run.report.summary
-        rows.append(
-            (
-                run.name,
-                f"{run.seconds:.2f}",
-                s.gitlab_requests,
-                s.registry_requests,
-                s.cache_hits,
-                f"{naive.seconds / run.seconds:.1f}x" if naive and run.seconds else "-",
+    ok = True
+    for delay, runs in results.items():
+        floor = runs[-1].data
+        measured = runs[:-1]
+        peer = next((r for r in measured if r.name == PEER), None)
+        rows = []
+        for run in measured:
+            data = run.data
+            requests = run.registry_requests
+            ratio = f"{peer.wall / run.wall:.1f}x" if peer and run.wall else "-"
+            rows.append(
+                (
+                    run.name,
+                    f"{run.wall:.2f}",
+                    ratio if run is not peer else "1.0x",
+                    f"{requests} ({run.minimum})" if requests is not None else "-",
+                    f"{data['cpu'] / requests * 1000:.3f}" if requests else "-",
+                    f"{data['peak_rss_kib'] / 1024:.0f}",
+                    f"{run.limit:.2f}" if run.limit is not None else "-",
+                    f"{run.wall / run.limit:.2f}x" if run.limit else "-",
+                    f"{data['cpu']:.2f}",
+                    f"{run.server_cpu:.2f}",
+                    data.get("concurrency", "-"),
+                )
             )
-        )
-    headers = ("run", "seconds", "GitLab req", "registry req", "cache hits", "vs (a)")
-    print()
-    print(f"delay {args.delay * 1000:.1f} ms per request (both proxies), {args.workers} workers")
-    print(tabulate(rows, headers, tablefmt="github"))
-    if naive is not None:
+        headers = (
+            "run", "wall s", "vs peer", "registry req (min)", "client CPU ms/req",
+            "peak RSS MiB", "limit s", "wall/limit", "client CPU s", "server CPU s", "conc.",
+        )  # fmt: skip
+        print(f"\n### {delay * 1000:g} ms added per request, --workers {args.workers}\n")
+        print(tabulate(rows, headers, tablefmt="github"))
         print(
-            f"\n(a) made the stand-in read the registry {json.dumps(reads)} (server side, "
-            f"not through the proxy); with an instant GitLab (a) could not beat "
-            f"{naive.report.summary.gitlab_requests} x {args.delay * 1000:.1f} ms = "
-            f"{naive.report.summary.gitlab_requests * args.delay:.2f} s"
+            f"\nfloors (bare, one thread, per item): GET {floor['get_floor'] * 1e3:.3f} ms, "
+            f"HEAD {floor['head_floor'] * 1e3:.3f} ms, link file {floor['link_floor'] * 1e6:.0f} "
+            f"us, cached manifest {floor['cache_floor'] * 1e6:.0f} us. limit = (minimum "
+            f"registry + GitLab requests) x {delay * 1000:g} ms / {args.workers} + CPU floor; "
+            "server CPU = the registry's + the proxies' during the run"
         )
-    least = sum(minimum.values())
-    print(
-        f"minimum registry requests = tag lists {minimum['tag_lists']} + distinct manifests "
-        f"{minimum['distinct_manifests']} + distinct configs {minimum['distinct_configs']} "
-        f"= {least}"
-    )
-    same = _same_sizes(runs)
-    print(f"registry_size_bytes identical across all runs, per project: {same}")
+        same = _same_sizes(measured)
+        print(f"registry_size_bytes identical to the peer's for every project: {same}")
+        ok = ok and same
+        if delay == max(results) and peer is not None:
+            ok = _verdicts(measured, peer) and ok
+    return ok
+
+
+def _same_sizes(runs: list[Result]) -> bool:
+    expected = runs[0].data["sizes"]
+    return all(r.data["sizes"] == expected and r.data["ok"] for r in runs)
+
+
+def _verdicts(runs: list[Result], peer: Result) -> bool:
+    ok = True
     print()
-    for mode in ("http", "storage"):
-        if naive is None or mode not in args.only:
+    for run in runs:
+        if run is peer:
             continue
-        cold = next(r for r in runs if r.name.startswith("(b)") and mode in r.name)
-        warm = next(r for r in runs if r.name.startswith("(c)") and mode in r.name)
-        ratio_cold = naive.seconds / cold.seconds
-        ratio_warm = naive.seconds / warm.seconds
-        requests = cold.report.summary.registry_requests
+        checks = []
+        target = TARGET_RATIO.get(run.name)
+        if target is not None:
+            ratio = peer.wall / run.wall
+            checks.append((ratio >= target, f"{ratio:.1f}x the peer (>= {target:g}x)"))
+            checks.append(
+                (
+                    run.wall <= TARGET_LIMIT * (run.limit or 0),
+                    f"{run.wall / (run.limit or 1):.2f}x its limit (<= {TARGET_LIMIT:g}x)",
+                )
+            )
+        requests = run.registry_requests
+        if run.minimum is not None and requests is not None:
+            checks.append((requests <= run.minimum, f"{requests} requests (minimum {run.minimum})"))
+        if run.name.startswith("HTTP") and requests:
+            cpu = run.data["cpu"] / requests
+            checks.append((cpu <= TARGET_CPU, f"{cpu * 1e3:.3f} ms CPU/request (<= 0.4)"))
+        for good, text in checks:
+            ok = ok and good
+            print(f"{run.name}: {text}: {'met' if good else 'MISSED'}")
+    return ok
+
+
+def _rss_check(first: dict[float, list[Result]], args: Any) -> bool:
+    """The same runs at RSS_FACTOR x the tags (same distinct manifests): peak RSS ratios."""
+    distinct = args.tags * args.distinct_share  # images per repository at the first size
+    tags = args.tags * RSS_FACTOR
+    delay = min(args.delays)
+    print(f"\n--- peak RSS at {RSS_FACTOR}x the tags ({tags} per repository), {delay * 1000:g} ms")
+    only_regops = argparse.Namespace(**{**vars(args), "peer": False, "naive": False})
+    bigger = measure(args.rss, only_regops, tags, distinct / tags, (delay,))[delay]
+    small = {r.name: r for r in first[delay]}
+    ok = True
+    for run in bigger[:-1]:
+        if run.name not in small or run.name == PEER:
+            continue
+        before, after = small[run.name].data["peak_rss_kib"], run.data["peak_rss_kib"]
+        good = after <= before * TARGET_RSS
+        ok = ok and good
         print(
-            f"tags via {mode}: (b) {ratio_cold:.1f}x [{_verdict(ratio_cold >= TARGET_COLD)} "
-            f">= {TARGET_COLD:g}x], (c) {ratio_warm:.1f}x "
-            f"[{_verdict(ratio_warm >= TARGET_WARM)} >= {TARGET_WARM:g}x], (b) registry "
-            f"requests {requests} = {requests / least:.2f} x minimum "
-            f"[{_verdict(requests <= least * TARGET_REQUESTS)} <= {TARGET_REQUESTS:.2f}]"
+            f"{run.name}: {before / 1024:.0f} MiB at {small[run.name].data['tags']} tags, "
+            f"{after / 1024:.0f} MiB at {run.data['tags']} tags = {after / before:.2f}x "
+            f"(<= {TARGET_RSS:g}x): {'met' if good else 'MISSED'}"
         )
-    return 0 if same else 1
-
-
-def _same_sizes(runs: list[Run]) -> bool:
-    expected = runs[0].sizes()
-    return all(run.sizes() == expected for run in runs) and all(run.report.ok for run in runs)
-
-
-def _verdict(ok: bool) -> str:
-    return "met" if ok else "MISSED"
-
-
-class _InProcess:
-    """The proxies as threads of this process (``--proxy-in-process``)."""
-
-    def __init__(self, upstreams: list[str], delay: float) -> None:
-        self.group = ProxyGroup(delay)
-        self.proxies = [self.group.add(u) for u in upstreams]
-
-    def __enter__(self) -> _InProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.group.stop()
+    return ok
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -250,26 +550,33 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--repositories", type=int, default=3)
     parser.add_argument("--tags", type=int, default=40)
     parser.add_argument("--distinct-share", type=float, default=0.33)
-    parser.add_argument("--delay", type=float, default=DEFAULT_DELAY, help="seconds per request")
-    parser.add_argument("--workers", type=int, default=usage.DEFAULT_WORKERS)
+    parser.add_argument(
+        "--delays", type=float, nargs="+", default=list(DELAYS), help="seconds per request"
+    )
+    parser.add_argument("--workers", type=int, default=64, help="regops's --workers (the cap)")
     parser.add_argument(
         "--data-dir",
         type=Path,
-        help="keep the seeded sandbox here and reuse it on the next run (seeding takes minutes)",
+        help="keep the seeded sandbox here and reuse it on the next run",
     )
     parser.add_argument(
-        "--proxy-in-process", action="store_true", help="run the proxies as threads here"
+        "--rss",
+        type=Path,
+        metavar="DIR",
+        help=f"also measure at {RSS_FACTOR}x the tags (kept in DIR)",
+    )
+    parser.add_argument("--no-peer", dest="peer", action="store_false", help="skip the peer")
+    parser.add_argument(
+        "--naive", action="store_true", help="also regops's own sequential GitLab API loop"
     )
     parser.add_argument(
-        "--only",
-        nargs="+",
-        choices=MODES,
-        default=list(MODES),
-        help="run only these: naive is (a); http and storage are (b) then (c) of that mode "
-        "(without naive there are no ratios nor verdicts)",
+        "--modes", nargs="+", choices=("http", "storage"), default=["http", "storage"]
     )
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     return parser
 
 
 if __name__ == "__main__":
+    if "--child" in sys.argv:
+        sys.exit(child_main(sys.argv[sys.argv.index("--child") + 1]))
     sys.exit(main())

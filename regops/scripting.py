@@ -47,8 +47,9 @@ from regops.errors import (
     RegopsError,
     UsageError,
 )
-from regops.locks import RunLock
-from regops.policy import validate_policy_attributes
+
+# Locks (platformdirs) and policies (re2) are imported when a run needs them: every
+# command module imports this one, so `regops --help` pays for what is imported here.
 
 EXIT_OK = 0  # done
 EXIT_FAILED = 1  # done in part, or failed
@@ -178,6 +179,8 @@ def policy_attributes(pairs: Iterable[tuple[str, str]] | None, option: str) -> d
         given[key] = value
     if not given:
         return {}
+    from regops.policy import validate_policy_attributes
+
     try:
         return validate_policy_attributes(given, partial=True)
     except PolicyError as exc:
@@ -326,6 +329,8 @@ class _NoLock:
 def _maybe_lock(name: str, lock: bool | str) -> Any:
     if lock is False:
         return _NoLock()
+    from regops.locks import RunLock
+
     return RunLock(lock if isinstance(lock, str) else name)
 
 

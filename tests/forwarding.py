@@ -152,6 +152,10 @@ class Forwarder(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    # Connections waiting to be accepted. socketserver's default (5) drops the SYNs of a
+    # client opening a dozen connections at once, which then time out connecting: a real
+    # server's backlog (Go's, nginx's: the kernel's somaxconn) takes them all.
+    request_queue_size = 128
     handler_class: type[ForwardingHandler] = ForwardingHandler
 
     def __init__(self, upstream: str, group: ForwarderGroup, name: str | None = None) -> None:

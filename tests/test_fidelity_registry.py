@@ -179,3 +179,33 @@ def test_usage_sums_follow_gitlab_on_every_image_kind(multiarch, storage_mode):
     tools = next(r for r in report.projects if r.full_path == "platform/tools")
     assert tools.tag_sizes[f"{INDEX_REPO}:idx"] is None
     assert tools.all_platforms_bytes > tools.registry_size_bytes  # what GitLab misses
+
+
+def test_a_warm_http_scan_keeps_gitlabs_view_of_lists_and_indexes(multiarch, tmp_path):
+    """A warm cache reads tags with HEAD (issue 14): a Docker list still counts its
+    linux/amd64 child and an OCI index nothing, tag by tag as the registry's files say."""
+    root = multiarch.storage_path
+    reports = []
+    for _ in ("cold", "warm"):
+        conn = multiarch.connect()
+        refs = usage.select_projects(conn.gitlab, projects=["apps/web", "platform/tools"])
+        resolver = TagResolver(conn.registry, ContentCache(tmp_path))
+        reports.append(usage.by_project(refs, gitlab=conn.gitlab, resolver=resolver))
+    cold, warm = reports
+    # Tag lists and one request per tag; cold also fetched the list's child by digest.
+    assert warm.summary.registry_requests == warm.summary.repositories + warm.summary.tags
+    assert cold.summary.registry_requests == warm.summary.registry_requests + 1
+    for row in warm.projects:
+        repos = [r for r in oracle.repositories(root) if r.startswith(row.full_path + "/")]
+        repos += [row.full_path] if row.full_path in oracle.repositories(root) else []
+        sizes: dict[str, int | None] = {}
+        for repo in repos:
+            sizes.update(oracle.gitlab_tag_sizes(root, repo))
+        assert row.tag_sizes == sizes
+    web = next(r for r in warm.projects if r.full_path == "apps/web")
+    assert (
+        web.tag_sizes[f"{LIST_REPO}:multi"]
+        == oracle.gitlab_tag(root, LIST_REPO, "multi")["total_size"]
+    )
+    tools = next(r for r in warm.projects if r.full_path == "platform/tools")
+    assert tools.tag_sizes[f"{INDEX_REPO}:idx"] is None

@@ -49,6 +49,10 @@ from regops.registry.safe_delete import (
 from regops.registry.tokens import AnonymousAuth, RealmAuth, Scope
 from regops.secrets import Secret
 from tests.images import build_index, simple_image
+from tests.leanmock import lean_via_responses  # noqa: F401  (a fixture)
+
+# The hot reads go through the session's lean path (urllib3): answered by `responses` too.
+pytestmark = pytest.mark.usefixtures("lean_via_responses")
 
 REG = "https://registry.example.com"
 V2 = REG + "/v2"

@@ -594,3 +594,98 @@ def test_recipe_refuses_to_overlap_a_running_one(demo, tmp_path, monkeypatch):
     assert result.returncode == 3  # locked: nothing was done
     assert "another run holds the lock" in result.stderr
     assert not target.exists()
+
+
+# --------------------------------------------------------------------------- speed (issue 14)
+
+
+def test_a_warm_http_scan_learns_digests_with_head_and_fetches_no_body(
+    demo, demo_refs, naive, tmp_path
+):
+    """With the manifests in the cache, each tag costs one HEAD (Docker-Content-Digest),
+    no GET: the same number of requests as a cold run, the same sizes, tag by tag."""
+    from tests.faultproxy import FaultGroup
+
+    with FaultGroup() as group:
+        registry = group.add(demo.registry_url, "registry")
+        gitlab = group.add(demo.gitlab_url, "gitlab")
+        connection = lambda: demo.connect(gitlab_url=gitlab.url, registry_url=registry.url)  # noqa: E731
+        cold = scan(demo_refs, connection(), cache=ContentCache(tmp_path))
+        cold_methods = sorted(
+            s.method for s in group.log if s.proxy == "registry" and "/manifests/" in s.path
+        )
+        group.arm()  # a fresh log
+        warm = scan(demo_refs, connection(), cache=ContentCache(tmp_path))
+        warm_manifests = [s for s in group.log if s.proxy == "registry" and "/manifests/" in s.path]
+    tags = sum(row.tags for row in naive.projects)
+    assert cold_methods == ["GET"] * tags
+    assert [s.method for s in warm_manifests] == ["HEAD"] * tags
+    assert all(s.status == 200 for s in warm_manifests)
+    assert warm.summary.registry_requests == cold.summary.registry_requests
+    for report in (cold, warm):
+        assert report.ok
+        assert [r.tag_sizes for r in report.projects] == [r.tag_sizes for r in naive.projects]
+
+
+def test_the_scan_keeps_a_window_not_a_task_per_tag():
+    """Work in flight is bounded by the threads: four times the repositories (and tags)
+    leave the scan's working memory (beyond the report it returns) about the same."""
+    import tracemalloc
+
+    def transient(repositories: int) -> int:
+        gitlab, resolver = _StubGitLab(repositories), _StubResolver()
+        refs = [ProjectRef(1, 1, "g/p")]
+        tracemalloc.start()
+        report = usage.by_project(refs, gitlab=gitlab, resolver=resolver, workers=8)  # type: ignore[arg-type]
+        kept, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert report.ok and report.summary.tags == repositories * _StubResolver.TAGS
+        return peak - kept
+
+    small, large = transient(50), transient(200)
+    assert large < small * 1.5 + 64_000, (small, large)
+
+
+class _StubGitLab:
+    """One project with ``repositories`` repositories; counts nothing over HTTP."""
+
+    request_count = 0
+
+    def __init__(self, repositories: int) -> None:
+        self.paths = [f"g/p/r{i}" for i in range(repositories)]
+
+    def project_repositories(self, project_id: int) -> list[dict]:
+        return [{"path": path} for path in self.paths]
+
+
+class _StubResolver:
+    """Every tag of every repository points at one of five small images (no I/O)."""
+
+    TAGS = 40
+    gitlab_api = None
+    head_hits = head_misses = memo_hits = 0
+
+    def __init__(self) -> None:
+        from tests.images import simple_image
+
+        self.images = [parse_manifest(simple_image(i).manifest) for i in range(5)]
+        self.cache = ContentCache()
+        self.client = self
+
+    # the registry client's part
+    request_count = 0
+
+    def tags(self, path: str) -> list[str]:
+        return [f"t{i:03d}" for i in range(self.TAGS)]
+
+    def limited(self, limit):
+        import contextlib
+
+        return contextlib.nullcontext(limit)
+
+    # the resolver's part
+    def tag(self, path, tag, **options):
+        from regops.registry.resolver import GitLabTag, TagDetails
+
+        image = self.images[int(tag[1:]) % 5]
+        return TagDetails(path, tag, image, None, image, GitLabTag.of_image(image, None))

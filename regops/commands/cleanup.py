@@ -312,7 +312,7 @@ FORECAST_FORMATS = ("table", "csv", "json")
 
 def add_forecast_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``regops cleanup forecast``."""
-    from regops.ops.forecast import DEFAULT_WORKERS
+    from regops.ops.defaults import FORECAST_WORKERS as DEFAULT_WORKERS
 
     parser.add_argument("--format", choices=FORECAST_FORMATS, default="table", help="(table)")
     parser.add_argument(

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-from tabulate import tabulate
-
-from regops.config import Settings, collect_settings
 from regops.errors import ConfigError
 from regops.scripting import EXIT_FAILED, EXIT_OK
+
+if TYPE_CHECKING:  # settings and tables are loaded when the command runs, not for --help
+    from regops.config import Settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,11 +32,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def settings_table(settings: Settings) -> str:
     """The settings as a table: field, value (secrets masked), source."""
+    from tabulate import tabulate
+
     return tabulate(settings.rows(), headers=("setting", "value", "source"), tablefmt="simple")
 
 
 def run(args: argparse.Namespace) -> int:
     """Print the table; exit 1 with the ConfigError when incomplete."""
+    from tabulate import tabulate
+
+    from regops.config import collect_settings
+
     settings = collect_settings(
         config_section=args.section,
         config_file=args.config_file,

@@ -19,7 +19,6 @@ from pathlib import Path
 
 from regops.errors import KeyFileError
 from regops.fsutil import atomic_write
-from regops.locks import PRIVATE_FILE_MODE
 from regops.registry.keys import (
     DEFAULT_COMMON_NAME,
     DEFAULT_RSA_BITS,
@@ -101,6 +100,8 @@ def run_generate(args: argparse.Namespace) -> int:
         if snippet.exists() and not args.force:
             raise KeyFileError(f"{snippet} exists; use --force to replace it")
         lines = gitlab_rb_lines(_read_key_pem(key_path), cert_path.read_text())
+        from regops.locks import PRIVATE_FILE_MODE
+
         atomic_write(snippet, SNIPPET_HEADER + lines, mode=PRIVATE_FILE_MODE)
         print(f"gitlab.rb:   {snippet} (mode 0600: it holds the private key; paste it into")
         print("             /etc/gitlab/gitlab.rb, then run gitlab-ctl reconfigure)")

@@ -13,15 +13,35 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from regops.sandbox import ENV_FILE_NAME, REGISTRY_APIS, STORAGE_KINDS, Sandbox
-from regops.sandbox.seed import BENCH_DEFAULTS
 from regops.secrets import MASK
 
+# The sandbox (werkzeug, the registry runner, every client) is imported when the
+# command runs: registering its options must not load it (`regops --help`).
+if TYPE_CHECKING:
+    from regops.sandbox import Sandbox
+
 SEED_CHOICES = ("demo", "bench", "none")
+BENCH_OPTIONS = ("projects", "repositories", "tags", "distinct_share")  # --bench-<name>
+
+
+def _sandbox_choice(name: str) -> Callable[[str], str]:
+    """An argparse type accepting one of ``regops.sandbox.<name>`` (checked when the
+    option is given: the sandbox is imported then, not when the parser is built)."""
+
+    def check(value: str) -> str:
+        import regops.sandbox
+
+        allowed = getattr(regops.sandbox, name)
+        if value not in allowed:
+            raise argparse.ArgumentTypeError(f"expected one of {', '.join(allowed)}, got {value!r}")
+        return value
+
+    check.__name__ = name.lower()
+    return check
 
 
 def register(subparsers: Any) -> None:
@@ -35,50 +55,49 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--env-file",
         metavar="PATH",
-        help=f"where to write the env file (default: the data directory's {ENV_FILE_NAME})",
+        help="where to write the env file (default: the env file in the data directory)",
     )
     parser.add_argument("--user", default="admin", help="whom the env file logs in as")
     parser.add_argument("--gitlab-port", type=int, default=0, help="0: any free port")
     parser.add_argument("--registry-port", type=int, default=0, help="0: any free port")
     parser.add_argument(
         "--storage",
-        choices=STORAGE_KINDS,
+        type=_sandbox_choice("STORAGE_KINDS"),
         default="filesystem",
-        help="the registry's storage: a folder, or S3 served by moto on loopback "
-        "(objects in memory: they do not survive the sandbox)",
+        metavar="KIND",
+        help="the registry's storage: filesystem (a folder), or s3 (served by moto on "
+        "loopback; objects in memory: they do not survive the sandbox)",
     )
     parser.add_argument(
         "--registry-api",
-        choices=REGISTRY_APIS,
+        type=_sandbox_choice("REGISTRY_APIS"),
         default="v2",
+        metavar="API",
         help="v2: the plain Distribution registry (GitLab's third-party cleanup); gitlab: "
         "GitLab's registry API /gitlab/v1/ in front of it (metadata database, tag delete)",
     )
-    bench = parser.add_argument_group("bench profile")
-    bench.add_argument("--bench-projects", type=int, default=BENCH_DEFAULTS["projects"])
-    bench.add_argument("--bench-repositories", type=int, default=BENCH_DEFAULTS["repositories"])
-    bench.add_argument("--bench-tags", type=int, default=BENCH_DEFAULTS["tags"])
-    bench.add_argument(
-        "--bench-distinct-share", type=float, default=BENCH_DEFAULTS["distinct_share"]
-    )
+    bench = parser.add_argument_group("bench profile (default: the profile's own sizes)")
+    bench.add_argument("--bench-projects", type=int)
+    bench.add_argument("--bench-repositories", type=int)
+    bench.add_argument("--bench-tags", type=int)
+    bench.add_argument("--bench-distinct-share", type=float)
     parser.set_defaults(func=run)
 
 
 def seed_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The bench profile's sizes given on the command line (the others: its defaults)."""
     if args.seed != "bench":
         return {}
-    return {
-        "projects": args.bench_projects,
-        "repositories": args.bench_repositories,
-        "tags": args.bench_tags,
-        "distinct_share": args.bench_distinct_share,
-    }
+    given = {name: getattr(args, f"bench_{name}", None) for name in BENCH_OPTIONS}
+    return {name: value for name, value in given.items() if value is not None}
 
 
 def run(
     args: argparse.Namespace, *, stop: threading.Event | None = None, out: TextIO | None = None
 ) -> int:
     """Start, seed, write the env file, print the summary, wait for a signal, stop."""
+    from regops.sandbox import Sandbox
+
     out = out or sys.stdout
     stop = stop or threading.Event()
     storage = getattr(args, "storage", "filesystem")
@@ -112,6 +131,8 @@ def run(
 
 def default_env_path(sandbox: Sandbox) -> Path:
     """The env file inside the data directory (a temporary one goes away on stop)."""
+    from regops.sandbox import ENV_FILE_NAME
+
     assert sandbox.data_dir is not None  # a started sandbox
     return sandbox.data_dir / ENV_FILE_NAME
 

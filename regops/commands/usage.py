@@ -17,19 +17,21 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from regops import scripting
-from regops.connection import Connection
 from regops.errors import ConfigError, ValidationError
-from regops.models import UsageHistory
-from regops.ops.charts import check_chart_path
-from regops.ops.history import HistoryStore, parse_since, render
-from regops.ops.usage import DEFAULT_WORKERS, FORMATS, UsageReport, by_project, select_projects
-from regops.registry.cache import ContentCache, default_cache_dir
-from regops.registry.resolver import TagResolver
-from regops.registry.storage import RegistryStorage
+from regops.ops.defaults import USAGE_FORMATS as FORMATS
+from regops.ops.defaults import USAGE_WORKERS as DEFAULT_WORKERS
 from regops.scripting import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Outcome, UsageError, positive_int
+
+# The scan, the registry client and the history are imported when a run needs them, so
+# that `regops --help` and `regops usage --help` do not load them.
+if TYPE_CHECKING:
+    from regops.connection import Connection
+    from regops.ops.usage import UsageReport
+    from regops.registry.cache import ContentCache
+    from regops.registry.storage import RegistryStorage
 
 ERRORS_SHOWN_PER_PROJECT = 3  # stderr stays readable in a cron mail; JSON has them all
 PROJECTS_NAMED = 10  # incomplete projects named in the "not replaced" line; the rest counted
@@ -119,6 +121,8 @@ def validate_usage(args: argparse.Namespace) -> None:
     """Bad options are refused before anything is locked or sent (exit 2)."""
     plot = getattr(args, "plot", None)
     if plot:
+        from regops.ops.charts import check_chart_path
+
         try:
             check_chart_path(plot)
         except ValidationError as exc:
@@ -127,6 +131,9 @@ def validate_usage(args: argparse.Namespace) -> None:
 
 def usage_body(args: argparse.Namespace, connection: Connection) -> Outcome:
     """Select, scan, record, write; the outcome says whether every project was read."""
+    from regops.ops.usage import by_project, select_projects
+    from regops.registry.resolver import TagResolver
+
     reach = scripting.EVERYTHING  # given projects or a group: nothing is left out silently
     if not args.project and not args.group:
         reach = scripting.check_reach(args, connection, "a usage report of the instance")
@@ -184,13 +191,17 @@ def kept_message(output: Path | None, report: UsageReport, partial: str | None =
 
 def cache_from(args: argparse.Namespace) -> ContentCache:
     """The content cache the options ask for (memory only with ``--no-cache``)."""
+    from regops.registry.cache import ContentCache, default_cache_dir
+
     if args.no_cache:
         return ContentCache()
     return ContentCache(args.cache_dir or default_cache_dir())
 
 
-def storage_from(args: argparse.Namespace, connection: Any) -> Any:
+def storage_from(args: argparse.Namespace, connection: Any) -> RegistryStorage | None:
     """A RegistryStorage for ``--tags-from storage``, else None."""
+    from regops.registry.storage import RegistryStorage
+
     tags_from = args.tags_from or ("storage" if args.registry_storage else "registry")
     if tags_from != "storage":
         return None
@@ -260,6 +271,8 @@ def recording(args: argparse.Namespace) -> bool:
 
 def record_and_plot(args: argparse.Namespace, report: UsageReport, connection: Any) -> None:
     """Store the report in the history (``--record``) and draw it (``--plot``)."""
+    from regops.ops.history import HistoryStore
+
     if recording(args):
         with HistoryStore(args.history) as store:
             store.record(report, gitlab_url=connection.settings.gitlab_url, extended=True)
@@ -304,6 +317,9 @@ def register_history(parser: argparse.ArgumentParser) -> None:
 
 def run_history(args: argparse.Namespace) -> int:
     """Print the snapshots (or their growth); draw them with ``--plot``."""
+    from regops.models import UsageHistory
+    from regops.ops.history import parse_since, render
+
     try:
         parse_since(args.since)
     except ValidationError as exc:

@@ -47,14 +47,15 @@ from regops.durations import parse_duration
 from regops.errors import GitLabError, PolicyError, RegopsError, ValidationError
 from regops.ops import charts
 from regops.ops.cleanup import CleanupPlan, plan_cleanup
+from regops.ops.defaults import FORECAST_MAX_WORKERS, FORECAST_WORKERS
 from regops.ops.usage import _own_blobs
 from regops.policy import LATEST_TAG, CleanupPolicy
 from regops.registry.manifest import Manifest
 from regops.registry.resolver import TagResolver
 from regops.sizes import human_bytes
 
-DEFAULT_WORKERS = 4  # projects planned at once; each reads its tags 8 at a time (resolver)
-MAX_WORKERS = 32  # regops.http.POOL_SIZE: more only queues
+DEFAULT_WORKERS = FORECAST_WORKERS  # projects planned at once
+MAX_WORKERS = FORECAST_MAX_WORKERS
 DEFAULT_HORIZON = timedelta(hours=24)  # "tonight": the runs of the next day
 # GitLab's default container_registry_cleanup_tags_service_max_list_size, used when
 # the application settings cannot be read (they need an administrator's token).

@@ -44,9 +44,8 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Any, ParamSpec, TypedDict, overload
+from typing import IO, TYPE_CHECKING, Any, TypedDict, overload
 
 from regops.errors import (
     ConfigError,
@@ -60,7 +59,9 @@ from regops.errors import (
 )
 from regops.fsutil import atomic_write
 from regops.gitlab.client import GitLabClient
+from regops.http import AdaptiveLimit
 from regops.ops import charts
+from regops.ops.defaults import USAGE_FORMATS, USAGE_MAX_WORKERS, USAGE_WORKERS
 from regops.registry.gitlab_api import SIZE_SELF_WITH_DESCENDANTS
 from regops.registry.manifest import Manifest
 from regops.registry.reference import Digest
@@ -74,14 +75,21 @@ log = logging.getLogger("regops.usage")
 
 # Faults that are not about one project: every further request would fail the same way.
 SYSTEMIC_FAULTS = (HostUnreachable, RegistryUnauthorized, GitLabUnauthorized)
-DEFAULT_WORKERS = 16  # concurrent requests: saturates a registry round trip without hammering it
-MAX_WORKERS = 128  # beyond this the HTTP pool (regops.http.POOL_SIZE) only queues
+DEFAULT_WORKERS = USAGE_WORKERS  # the cap on concurrent registry requests (--workers)
+MAX_WORKERS = USAGE_MAX_WORKERS
 WAIT_SLICE = 0.2  # seconds the main thread sleeps between checks, so Ctrl-C is seen promptly
+# Threads beyond the current limit: tasks that are between requests (GitLab, disk,
+# bookkeeping) should not leave a registry slot unused.
+SPARE_THREADS = 2
+# HEAD by tag (warm cache): judged after this many HEADs; when more than this share
+# of them found an unknown digest (each then costs a GET too), the scan GETs instead.
+HEAD_PROBE = 32
+HEAD_MISS_LIMIT = 0.2
 # Threads reading local files (link files, cache entries) at once. Each small read
 # releases the GIL around its system calls; 16 threads doing that together spend
 # more CPU handing the GIL over than reading (measured: 235 us per link file vs 30).
 DISK_READERS = 1
-FORMATS = ("csv", "json", "table")
+FORMATS = USAGE_FORMATS
 # The Rails recipe's header, byte for byte (note the space in "project path").
 CSV_HEADER = ("project_id", "creator_id", "registry_size_bytes", "project path")
 EXTENDED_HEADER = (
@@ -96,7 +104,6 @@ EXTENDED_HEADER = (
 TOTAL_LABEL = "(all scanned projects)"  # unique_bytes here counts a shared blob once
 
 Cell = int | str | None  # one value of a CSV or table row
-Params = ParamSpec("Params")
 
 
 # --------------------------------------------------------------------------- values
@@ -231,6 +238,10 @@ class UsageSummary:
     cache_misses: int = 0
     seconds: float = 0.0
     mode: str = "http"
+    # The most registry requests in flight at once (the adaptive limit's peak, at most
+    # --workers), and the HEADs that spared a manifest body (warm cache, HTTP mode).
+    concurrency: int = 0
+    head_hits: int = 0
 
     def line(self) -> str:
         """The one-line summary printed on stderr at the end of a run."""
@@ -496,12 +507,20 @@ def by_project(
     return scan.run()
 
 
-class _Scan:
-    """One concurrent scan: projects -> repositories -> tags, on a bounded pool.
+Task = tuple[Callable[..., None], tuple[Any, ...]]  # a function and its arguments
 
-    Tasks spawn their follow-up tasks; the main thread waits until none is
-    pending. A task's failure marks its project incomplete; an unexpected
-    exception (a bug) is re-raised once the pool drains.
+
+class _Scan:
+    """One concurrent scan: projects -> repositories -> tags, on a bounded set of threads.
+
+    Work is a stack of sources (iterators of tasks): a project's task pushes its
+    repositories, a repository's its tags, and threads take from the newest
+    source first, so the tags of a listed repository are read before more
+    repositories are listed: what is in flight, and in memory, is bounded by
+    the threads, not by the number of tags. The registry's requests hold a slot
+    of an :class:`~regops.http.AdaptiveLimit` (at most ``workers``); threads
+    follow the limit. A task's failure marks its project incomplete; an
+    unexpected exception (a bug) is re-raised once the threads stop.
     """
 
     def __init__(
@@ -524,8 +543,12 @@ class _Scan:
         self.api = resolver.gitlab_api  # the registry's GitLab API: GitLab's sizes come from it
         self.rows = [ProjectUsage(r.id, r.creator_id, r.full_path) for r in refs]
         self.lock = threading.Lock()
-        self.idle = threading.Condition(self.lock)
-        self.pending = 0
+        self.work = threading.Condition(self.lock)  # new work, or the scan is over
+        self.sources: list[Iterator[Task]] = []
+        self.running = 0  # tasks being run
+        self.threads = 0  # threads alive
+        self.idle = 0  # threads waiting for work
+        self.done = threading.Event()
         self.stopping = False
         self.crash: BaseException | None = None
         self.stopped_by: RegopsError | None = None  # a systemic fault: the scan stops
@@ -534,27 +557,29 @@ class _Scan:
         self.repos_left: dict[tuple[int, str], int] = {}
         self.shared_hits = 0  # tags answered by another tag's manifest (same digest)
         self.disk_slots = threading.BoundedSemaphore(DISK_READERS)
+        self.limit = AdaptiveLimit(workers)
+        # HEAD by tag when the cache holds manifests already (a warm run), until too
+        # many HEADs find a digest it does not hold.
+        self.head = storage is None and resolver.cache.holds_any()
+        self.heads_before = (resolver.head_hits, resolver.head_misses)
 
     # -- scheduling ----------------------------------------------------------------
 
     def run(self) -> UsageReport:
         started = time.monotonic()
         counts = self._counters()
-        self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="regops-usage")
+        self._push(iter([(self._project, (index,)) for index in range(len(self.refs))]))
         try:
-            for index in range(len(self.refs)):
-                self._spawn(self._project, index)
-            with self.idle:
-                while self.pending:
-                    self.idle.wait(WAIT_SLICE)
+            with self.registry.limited(self.limit):
+                self._start_thread()
+                while not self.done.wait(WAIT_SLICE):
+                    pass
         except BaseException:
-            self.stopping = True
-            self.pool.shutdown(wait=False, cancel_futures=True)
+            self._stop()
             raise
         finally:
             if self.bar is not None:
                 self.bar.close()
-        self.pool.shutdown(wait=True)
         if self.crash is not None:
             raise self.crash
         if self.stopped_by is not None:
@@ -568,36 +593,78 @@ class _Scan:
             stopped_by=str(self.stopped_by) if self.stopped_by is not None else None,
         )
 
-    def _spawn(
-        self, fn: Callable[Params, None], /, *args: Params.args, **kwargs: Params.kwargs
-    ) -> None:
+    def _push(self, tasks: Iterator[Task]) -> None:
+        """More work, taken before older sources; wakes a waiting thread."""
         with self.lock:
             if self.stopping:
                 return
-            self.pending += 1
-        try:
-            self.pool.submit(self._guarded, fn, *args, **kwargs)
-        except RuntimeError:  # pool shut down by an interrupt meanwhile
-            self._done()
+            self.sources.append(tasks)
+            if self.idle:
+                self.work.notify()
 
-    def _guarded(
-        self, fn: Callable[Params, None], /, *args: Params.args, **kwargs: Params.kwargs
-    ) -> None:
+    def _start_thread(self) -> None:
+        """One more worker thread (the caller checked the count under the lock, or it is
+        the first)."""
+        with self.lock:
+            self.threads += 1
+        threading.Thread(target=self._worker, name="regops-usage", daemon=True).start()
+
+    def _next(self) -> Task | None:
+        """The next task of the newest source (the caller holds the lock)."""
+        sources = self.sources
+        while sources:
+            task = next(sources[-1], None)
+            if task is not None:
+                return task
+            sources.pop()
+        return None
+
+    def _worker(self) -> None:
+        """Run tasks until there are none left and none running (or the scan stops)."""
+        lock = self.lock
+        while True:
+            with lock:
+                task = None if self.stopping else self._next()
+                while task is None:
+                    if self.stopping or not self.running:
+                        self.threads -= 1
+                        if not self.threads:
+                            self.done.set()
+                        self.work.notify_all()  # the others see the end too
+                        return
+                    self.idle += 1
+                    self.work.wait()
+                    self.idle -= 1
+                    task = None if self.stopping else self._next()
+                self.running += 1
+                more = bool(self.sources)
+                wanted = min(self.workers, self.limit.limit + SPARE_THREADS)
+                grow = more and not self.idle and self.threads < wanted
+                if more and self.idle:
+                    self.work.notify()  # work left: pass the baton to a waiting thread
+            if grow:
+                self._start_thread()
+            self._run(task)
+            with lock:
+                self.running -= 1
+                if not self.running and not self.sources:
+                    self.work.notify_all()  # nothing left and nothing to come: all stop
+
+    def _run(self, task: Task) -> None:
+        fn, args = task
         try:
-            if not self.stopping:
-                fn(*args, **kwargs)
+            fn(*args)
         except BaseException as exc:  # a bug, not a registry answer: stop and re-raise
             with self.lock:
                 self.crash = self.crash or exc
-                self.stopping = True
-        finally:
-            self._done()
+            self._stop()
 
-    def _done(self) -> None:
-        with self.idle:
-            self.pending -= 1
-            if not self.pending:
-                self.idle.notify_all()
+    def _stop(self) -> None:
+        """No new task starts; running ones finish (their requests are bounded by timeouts)."""
+        with self.lock:
+            self.stopping = True
+            self.sources.clear()
+            self.work.notify_all()
 
     def _fail(self, index: int, where: str, exc: Exception) -> None:
         """Mark the project incomplete; a systemic fault stops the whole scan, said once."""
@@ -610,6 +677,8 @@ class _Scan:
                 assert isinstance(exc, RegopsError)
                 self.stopped_by = exc
                 self.stopping = True
+                self.sources.clear()
+                self.work.notify_all()
         if first:
             log.info("stopping the scan: %s", exc)  # the caller reports the cause, once
         elif not systemic and not self.stopping:
@@ -634,8 +703,7 @@ class _Scan:
             self.bar.add_repositories(len(repositories))
         if not repositories:
             self._tick_project(index)
-        for repository in repositories:
-            self._spawn(self._repository, index, str(repository["path"]))
+        self._push((self._repository, (index, str(r["path"]))) for r in repositories)
 
     def _repository(self, index: int, path: str) -> None:
         sized = False  # True once GitLab's sizes came from its API (no per-tag reads for them)
@@ -661,8 +729,7 @@ class _Scan:
             self.repos_left[(index, path)] = len(tags)
         if not tags:
             self._tick_repository(index, path)
-        for tag in tags:
-            self._spawn(self._tag, index, path, tag, sized)
+        self._push((self._tag, (index, path, tag, sized)) for tag in tags)
 
     def _api_sizes(self, index: int, path: str) -> list[str]:
         """GitLab-API mode: every tag and its ``size_bytes`` from the tags list (what
@@ -692,7 +759,11 @@ class _Scan:
         amd64 child, fetched by digest once); ``sized``: already recorded.
         """
         try:
-            details = self.resolver.tag(path, tag, config=False, api=False, missing_ok=False)
+            details = self.resolver.tag(
+                path, tag, config=False, api=False, missing_ok=False, head=self.head
+            )
+            if self.head:
+                self._judge_head()
             if details is None or details.manifest is None:
                 raise RegistryNotFound("GET", f"{path}:{tag}", 404, "the tag vanished meanwhile")
             manifest = details.manifest
@@ -704,6 +775,14 @@ class _Scan:
             size = None if sized else details.total_size
             self._record(index, path, [tag] if not sized else [], size, blobs, platforms)
         self._group_done(index, path)
+
+    def _judge_head(self) -> None:
+        """Back to GETs when too many HEADs found a digest the cache does not hold."""
+        hits = self.resolver.head_hits - self.heads_before[0]
+        misses = self.resolver.head_misses - self.heads_before[1]
+        if hits + misses >= HEAD_PROBE and misses > (hits + misses) * HEAD_MISS_LIMIT:
+            self.head = False
+            log.info("the cache holds few of these manifests: reading tags with GET")
 
     def _storage_tags(
         self,
@@ -727,12 +806,15 @@ class _Scan:
             self.repos_left[(index, path)] = len(groups)
         if not groups:
             self._tick_repository(index, path)
+        fetch = []
         for digest, names in groups.items():
             manifest = local[digest]
             if manifest is not None:
                 self._digest_tags(index, path, digest, names, manifest, sized)
             else:
-                self._spawn(self._digest_tags, index, path, digest, names, None, sized)
+                fetch.append((self._digest_tags, (index, path, digest, names, None, sized)))
+        if fetch:
+            self._push(iter(fetch))
 
     def _tag_links(
         self, index: int, path: str, tags: list[str], storage: RegistryStorage
@@ -858,6 +940,8 @@ class _Scan:
             cache_misses=after[3] - before[3],
             seconds=time.monotonic() - started,
             mode="storage" if self.storage is not None else "http",
+            concurrency=self.limit.peak,
+            head_hits=self.resolver.head_hits - self.heads_before[0],
         )
 
 

@@ -24,7 +24,7 @@ import platformdirs
 
 from regops.errors import ValidationError
 from regops.registry.manifest import ImageConfig, Manifest, parse_manifest
-from regops.registry.reference import Digest
+from regops.registry.reference import DIGEST_ALGORITHM, Digest
 
 if TYPE_CHECKING:
     from regops.registry.client import RegistryClient
@@ -104,6 +104,24 @@ class ContentCache:
             self._remember(digest, data)
         if self.directory is not None:
             self._write_disk(digest, data)
+
+    def holds_any(self) -> bool:
+        """True when anything is cached, in memory or on disk (one directory read)."""
+        with self._lock:
+            if self._memory:
+                return True
+        if self.directory is None:
+            return False
+        try:
+            with os.scandir(self.directory / DIGEST_ALGORITHM) as prefixes:
+                for prefix in prefixes:
+                    if prefix.is_dir():
+                        with os.scandir(prefix.path) as entries:
+                            if any(not e.name.startswith(".") for e in entries):
+                                return True
+        except FileNotFoundError:
+            pass
+        return False
 
     def __contains__(self, value: object) -> bool:
         try:

@@ -16,13 +16,15 @@ built on the primitives here.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import requests
@@ -39,6 +41,8 @@ from regops.errors import (
 )
 from regops.http import (
     RETRY_STATUSES,
+    AdaptiveLimit,
+    Answer,
     HTTPSettings,
     RetryingSession,
     TokenBucket,
@@ -76,6 +80,8 @@ PROBE_TAG = "latest"  # any tag name: OPTIONS only asks which methods the route 
 
 _PULL_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _PUSH_METHODS = frozenset({"POST", "PUT", "PATCH"})
+SCOPES_CACHED = 4096  # repositories whose scope tuples are kept (a few hundred bytes each)
+_NO_HEADERS: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
@@ -94,8 +100,10 @@ class RegistryFeatures:
         return self.gitlab_version is not None
 
 
+@functools.lru_cache(maxsize=SCOPES_CACHED)
 def repository_scopes(method: str, repo: str) -> tuple[Scope, ...]:
-    """The token scopes the registry needs for ``method`` on repository ``repo``."""
+    """The token scopes the registry needs for ``method`` on repository ``repo``
+    (the same tuple every time: the token cache finds it at once)."""
     method = method.upper()
     if method in _PULL_METHODS:
         return (Scope.repository(repo, "pull"),)
@@ -126,6 +134,7 @@ class RegistryClient:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValidationError("registry_url", f"expected http(s)://host[:port], got {url!r}")
         self.url = url.rstrip("/")
+        self._prefix = self.url + "/"  # a URL starting so is on this registry's origin
         self._origin = (parts.scheme, parts.hostname, parts.port)
         self.auth = (auth or AnonymousAuth()).bind(self.url)
         self._session = session or make_session(http or HTTPSettings())
@@ -133,6 +142,9 @@ class RegistryClient:
         self._features: RegistryFeatures | None = None
         self._tag_delete: dict[str, bool] = {}
         self._pace = pace
+        self._limit: AdaptiveLimit | None = None
+        # Request headers by (Accept, Authorization value): built once per token.
+        self._headers: dict[tuple[str | None, str | None], dict[str, str]] = {}
 
     def __repr__(self) -> str:
         paced = f", paced={self._pace!r}" if self._pace is not None else ""
@@ -152,6 +164,21 @@ class RegistryClient:
         copy._features, copy._tag_delete = self._features, self._tag_delete
         return copy
 
+    @contextlib.contextmanager
+    def limited(self, limit: AdaptiveLimit) -> Iterator[AdaptiveLimit]:
+        """While the block runs, every request of this client holds a slot of ``limit``
+        (and the connection pools keep ``limit.maximum`` connections per host).
+
+        >>> with client.limited(AdaptiveLimit(64)):  # doctest: +SKIP
+        ...     scan()
+        """
+        self._session.reserve(limit.maximum)
+        previous, self._limit = self._limit, limit
+        try:
+            yield limit
+        finally:
+            self._limit = previous
+
     @property
     def request_count(self) -> int:
         """HTTP requests made through this client's session (retries included)."""
@@ -164,9 +191,12 @@ class RegistryClient:
     # ------------------------------------------------------------------ transport
 
     def _url(self, path: str) -> str:
-        return urljoin(self.url + "/", path.lstrip("/")) if "://" not in path else path
+        """An absolute URL as it is; a path below this registry's URL (a path prefix kept)."""
+        return f"{self._prefix}{path.lstrip('/')}" if "://" not in path else path
 
     def _same_origin(self, url: str) -> bool:
+        if url.startswith(self._prefix):
+            return True
         parts = urlsplit(url)
         return (parts.scheme, parts.hostname, parts.port) == self._origin
 
@@ -177,11 +207,17 @@ class RegistryClient:
         response = self._send_once(method, url, scopes, **kwargs)
         if response.status_code != 401:
             return response
+        if not self._refresh(response, scopes):
+            return response
+        return self._send_once(method, url, scopes, **kwargs)
+
+    def _refresh(self, response: Answer, scopes: Sequence[Scope]) -> bool:
+        """After a 401: True when a new token was obtained and a retry may succeed."""
         challenge = parse_challenge(response.headers.get("WWW-Authenticate"))
         if not self.auth.refresh(challenge, scopes, self._session):
-            return response
+            return False
         response.close()
-        return self._send_once(method, url, scopes, **kwargs)
+        return True
 
     def _send_once(
         self, method: str, url: str, scopes: Sequence[Scope], **kwargs: Any
@@ -191,7 +227,9 @@ class RegistryClient:
             value = self.auth.authorization(scopes, self._session)
             if value:
                 headers["Authorization"] = value
-        return self._session.request(method, url, headers=headers, pace=self._pace, **kwargs)
+        return self._session.request(
+            method, url, headers=headers, pace=self._pace, limit=self._limit, **kwargs
+        )
 
     def _call(
         self,
@@ -207,6 +245,38 @@ class RegistryClient:
         if response.status_code not in tuple(expected):
             raise error_from_response(method, url, response)
         return response
+
+    def _read(
+        self, method: str, url: str, scopes: Sequence[Scope], accept: str | None = None
+    ) -> Answer:
+        """The hot path: a GET or HEAD on this registry through the session's lean path
+        (urllib3 directly), headers built once per token; a 401 refreshes once; any
+        status but 200 is a typed error."""
+        answer = self._read_once(method, url, scopes, accept)
+        if answer.status_code == 401 and self._refresh(answer, scopes):
+            answer = self._read_once(method, url, scopes, accept)
+        if answer.status_code != 200:
+            raise error_from_response(method, url, answer)
+        return answer
+
+    def _read_once(
+        self, method: str, url: str, scopes: Sequence[Scope], accept: str | None
+    ) -> Answer:
+        if not self._same_origin(url):  # never hand a registry token to another host
+            bare = {"Accept": accept} if accept else _NO_HEADERS
+            return self._session.lean(method, url, bare, pace=self._pace, limit=self._limit)
+        value = self.auth.authorization(scopes, self._session)
+        key = (accept, value)
+        headers = self._headers.get(key)
+        if headers is None:
+            headers = {"Accept": accept} if accept else {}
+            if value:
+                headers["Authorization"] = value
+            with self._lock:
+                if len(self._headers) >= SCOPES_CACHED:
+                    self._headers.clear()  # tokens expire: old ones are dead weight
+                self._headers[key] = headers
+        return self._session.lean(method, url, headers, pace=self._pace, limit=self._limit)
 
     # ------------------------------------------------------------------ discovery
 
@@ -304,7 +374,7 @@ class RegistryClient:
                     "GET", url, 200, f"more than {MAX_PAGES} pages: not following the Link further"
                 )
             seen.add(url)
-            response = self._call("GET", url, scopes)
+            response = self._read("GET", url, scopes)
             items = _json_body("GET", url, response).get(key)
             if items is not None and not isinstance(items, list):
                 raise RegistryError("GET", url, 200, f"{key!r} is not a list")
@@ -322,23 +392,29 @@ class RegistryClient:
 
     # ------------------------------------------------------------------ manifests
 
-    def manifest_digest(self, repo: str, ref: str) -> Digest:
-        """The digest a tag (or digest) resolves to: one HEAD."""
+    @overload
+    def manifest_digest(self, repo: str, ref: str) -> Digest: ...
+    @overload
+    def manifest_digest(self, repo: str, ref: str, *, fallback: bool) -> Digest | None: ...
+
+    def manifest_digest(self, repo: str, ref: str, *, fallback: bool = True) -> Digest | None:
+        """The digest a tag (or digest) resolves to: one HEAD (and a GET when the registry
+        omits ``Docker-Content-Digest``; None then without ``fallback``)."""
         repo, ref = validate_repository_name(repo), _reference(ref)
-        path = f"/v2/{repo}/manifests/{ref}"
-        headers = {"Accept": MANIFEST_ACCEPT}
-        response = self._call("HEAD", path, repository_scopes("HEAD", repo), headers=headers)
+        url = f"{self._prefix}v2/{repo}/manifests/{ref}"
+        response = self._read("HEAD", url, repository_scopes("HEAD", repo), MANIFEST_ACCEPT)
         value = response.headers.get(DIGEST_HEADER)
         if value:
             return Digest.parse(value, field=DIGEST_HEADER)
+        if not fallback:
+            return None
         return self.get_manifest(repo, ref).digest  # a registry that omits the header
 
     def get_manifest(self, repo: str, ref: str) -> Manifest:
         """The manifest for a tag or digest, its digest verified against its bytes."""
         repo, ref = validate_repository_name(repo), _reference(ref)
-        path = f"/v2/{repo}/manifests/{ref}"
-        headers = {"Accept": MANIFEST_ACCEPT}
-        response = self._call("GET", path, repository_scopes("GET", repo), headers=headers)
+        url = f"{self._prefix}v2/{repo}/manifests/{ref}"
+        response = self._read("GET", url, repository_scopes("GET", repo), MANIFEST_ACCEPT)
         header = response.headers.get(DIGEST_HEADER)
         expected = ref if ref.startswith("sha256:") else header
         manifest = parse_manifest(response.content, response.headers.get("Content-Type"), expected)
@@ -562,7 +638,7 @@ def _upload_retryable(exc: RegopsError) -> bool:
     return status in RETRY_STATUSES or status == 404  # 404: the upload session was lost
 
 
-def _json_body(method: str, url: str, response: requests.Response) -> dict[str, Any]:
+def _json_body(method: str, url: str, response: Answer) -> dict[str, Any]:
     try:
         body = response.json()
     except ValueError:
@@ -572,7 +648,7 @@ def _json_body(method: str, url: str, response: requests.Response) -> dict[str, 
     return body
 
 
-def parse_errors(response: requests.Response) -> tuple[list[str], str]:
+def parse_errors(response: Answer) -> tuple[list[str], str]:
     """``(codes, detail)`` from a registry error body; plain text kept as the detail."""
     text = response.text if response.content else ""
     try:
@@ -605,7 +681,7 @@ _STATUS_ERRORS: dict[int, type[RegistryError]] = {
 }
 
 
-def error_from_response(method: str, url: str, response: requests.Response) -> RegistryError:
+def error_from_response(method: str, url: str, response: Answer) -> RegistryError:
     """The typed error for an error answer; never contains a token."""
     codes, detail = parse_errors(response)
     status = response.status_code

@@ -17,18 +17,20 @@ import datetime
 import hashlib
 import os
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
+from typing import TYPE_CHECKING, Any
 
 from regops.errors import KeyFileError, ValidationError
 from regops.secrets import Secret
 
-PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
-PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+# cryptography is imported where a key is made, read or checked, not with this module:
+# it is the heaviest import regops has, and `regops keys --help` or a usage scan with
+# realm tokens never needs it.
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+    PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
 DEFAULT_RSA_BITS = 4096  # what GitLab's Linux package generates for the registry key
 MIN_RSA_BITS = 2048  # below this the key is too weak to sign anything (NIST SP 800-57)
@@ -46,8 +48,26 @@ KID_HASH_BYTES = 30
 KID_GROUP = 4
 
 
+def __getattr__(name: str) -> Any:
+    """``PrivateKey`` and ``PublicKey`` (unions of cryptography's classes), made on first use."""
+    if name in ("PrivateKey", "PublicKey"):
+        from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+        private = name == "PrivateKey"
+        value = (
+            rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+            if private
+            else rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+        )
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def generate_key(kind: str = "rsa", bits: int = DEFAULT_RSA_BITS) -> PrivateKey:
     """A new RSA (``bits`` long) or EC P-256 private key."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
     if kind == "rsa":
         if bits < MIN_RSA_BITS:
             raise ValidationError("bits", f"an RSA key needs at least {MIN_RSA_BITS} bits")
@@ -63,6 +83,9 @@ def libtrust_kid(public_key: PublicKey | PrivateKey) -> str:
     >>> len(libtrust_kid(generate_key("ec")))
     59
     """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
     if isinstance(public_key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
         public_key = public_key.public_key()
     der = public_key.public_bytes(
@@ -75,6 +98,8 @@ def libtrust_kid(public_key: PublicKey | PrivateKey) -> str:
 
 def signing_algorithm(key: PrivateKey | PublicKey) -> str:
     """The JWT algorithm the registry expects for this key (RS256, ES256...)."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
     if isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
         return "RS256"
     if isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)):
@@ -87,6 +112,9 @@ def signing_algorithm(key: PrivateKey | PublicKey) -> str:
 
 def private_key_pem(key: PrivateKey) -> Secret:
     """The key as unencrypted PEM (PKCS#1 for RSA, as GitLab writes it)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     fmt = (
         serialization.PrivateFormat.TraditionalOpenSSL
         if isinstance(key, rsa.RSAPrivateKey)
@@ -100,6 +128,10 @@ def make_certificate(
     key: PrivateKey, common_name: str = DEFAULT_COMMON_NAME, days: int = CERT_VALIDITY_DAYS
 ) -> x509.Certificate:
     """A self-signed certificate for ``key`` (what the registry's rootcertbundle holds)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.timezone.utc)
     builder = (
@@ -117,6 +149,8 @@ def make_certificate(
 
 def certificate_pem(cert: x509.Certificate) -> str:
     """The certificate as PEM text."""
+    from cryptography.hazmat.primitives import serialization
+
     return cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
 
 
@@ -169,6 +203,10 @@ def _read(path: str | os.PathLike[str], what: str) -> bytes:
 
 def load_private_key(path: str | os.PathLike[str]) -> PrivateKey:
     """The private key in a PEM file (KeyFileError when missing, not PEM, weak)."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
     data = _read(path, "key")
     if b"-----BEGIN" not in data:
         raise KeyFileError(f"key {path}: not a PEM file")
@@ -179,12 +217,14 @@ def load_private_key(path: str | os.PathLike[str]) -> PrivateKey:
     except (ValueError, UnsupportedAlgorithm):
         raise KeyFileError(f"key {path}: not a PEM private key") from None
     _check_strength(key, f"key {path}")
-    assert isinstance(key, PrivateKey)  # _check_strength refused every other kind
+    assert isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey))  # checked above
     return key
 
 
 def load_certificate(path: str | os.PathLike[str]) -> x509.Certificate:
     """The first certificate in a PEM file."""
+    from cryptography import x509
+
     data = _read(path, "certificate")
     try:
         return x509.load_pem_x509_certificate(data)
@@ -193,6 +233,8 @@ def load_certificate(path: str | os.PathLike[str]) -> x509.Certificate:
 
 
 def _check_strength(key: object, what: str) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
     if isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
         if key.key_size < MIN_RSA_BITS:
             raise KeyFileError(
@@ -208,11 +250,13 @@ def _check_strength(key: object, what: str) -> None:
 
 def check_pair(key_path: str | os.PathLike[str], cert_path: str | os.PathLike[str]) -> str:
     """The libtrust kid when the key and the certificate belong together."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
     key = load_private_key(key_path)
     cert = load_certificate(cert_path)
     cert_public = cert.public_key()
     _check_strength(cert_public, f"certificate {cert_path}")
-    assert isinstance(cert_public, PublicKey)  # _check_strength refused every other kind
+    assert isinstance(cert_public, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey))  # checked
     kid = libtrust_kid(key)
     if libtrust_kid(cert_public) != kid:
         raise KeyFileError(f"key {key_path} does not match certificate {cert_path}")

@@ -241,6 +241,8 @@ class TagResolver:
         self.cache = cache if cache is not None else ContentCache()
         self.requests = 0
         self.memo_hits = 0
+        self.head_hits = 0  # tags whose HEAD gave a digest held here (no body fetched)
+        self.head_misses = 0  # tags whose HEAD gave an unknown digest (then one GET)
         self._parsed_entries = parsed_entries
         self._parsed: OrderedDict[Digest, Manifest | ImageConfig] = OrderedDict()
         self._inflight: dict[Digest, threading.Event] = {}
@@ -262,15 +264,25 @@ class TagResolver:
         config: bool = True,
         api: bool = True,
         missing_ok: bool = True,
+        head: bool = False,
     ) -> TagDetails | None:
         """What ``repository:tag`` points at now (one GET by tag); None when it is gone
         (RegistryNotFound instead, with the registry's reason, unless ``missing_ok``).
+
+        ``head``: a HEAD by tag first (``Docker-Content-Digest``), the body only when
+        that digest is not held here (then the GET by tag as without it): for a warm
+        cache, where most digests are known. Either way the manifest is the one the tag
+        points at, read with every type, so GitLab's view (a list's amd64 child) is the same.
 
         With the registry's GitLab API, GitLab's fields come from its tag row (one
         more request), as GitLab's ``ContainerRepository#tag`` reads them;
         ``api=False`` skips that (GitLab's fields then come from the manifest).
         """
-        details = self._read_tag(repository, tag, config, missing_ok)
+        answered, details = False, None
+        if head:
+            answered, details = self._head_tag(repository, tag, config, missing_ok)
+        if not answered:
+            details = self._read_tag(repository, tag, config, missing_ok)
         if details is None or self.gitlab_api is None or not api:
             return details
         row = self.gitlab_api.tag(repository, tag)
@@ -335,6 +347,28 @@ class TagResolver:
             for d in resolved
         ]
         return sorted(merged, key=lambda d: rank.get(d.name, len(rank)))
+
+    def _head_tag(
+        self, repository: str, tag: str, config: bool, missing_ok: bool
+    ) -> tuple[bool, TagDetails | None]:
+        """One HEAD by tag: (True, details) when its digest is held here or the tag is gone
+        (None), (False, None) when the body must be fetched."""
+        try:
+            digest = self.client.manifest_digest(repository, tag, fallback=False)
+        except RegistryNotFound:
+            if missing_ok:
+                return True, None
+            raise
+        finally:
+            self._count()
+        if digest is None or not self.known(digest):
+            with self._lock:
+                self.head_misses += 1
+            return False, None
+        manifest = self.manifest(repository, digest)
+        with self._lock:
+            self.head_hits += 1
+        return True, self._details(repository, tag, manifest, config)
 
     def _read_tag(
         self, repository: str, tag: str, config: bool, missing_ok: bool = True

@@ -53,6 +53,7 @@ NBF_SKEW = 5  # seconds GitLab back-dates nbf by, for clocks slightly ahead
 RENEW_BEFORE = 30.0  # seconds before expiry a cached token is replaced
 REALM_DEFAULT_LIFETIME = 60.0  # seconds, when the realm says nothing (Docker's default)
 CATALOG_SCOPE_NAME = "catalog"
+KEYS_KEPT = 4096  # scope tuples whose normalised form is remembered (one per repository)
 _SCOPE_ACTION = re.compile(r"^[a-z*][a-z0-9_*-]*$")
 
 
@@ -330,6 +331,11 @@ class BasicAuth(RegistryAuth):
 class _Entry:
     issued: IssuedToken
     refreshed: bool  # obtained because the registry refused the previous one
+    # The Authorization value, built once per token; never in a repr (it is the secret).
+    header: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.header = "Bearer " + self.issued.token.reveal()
 
 
 class _TokenCache:
@@ -381,6 +387,7 @@ class _CachingAuth(RegistryAuth):
         self._key_locks: dict[tuple[Scope, ...], threading.Lock] = {}
         self._sent = threading.local()  # per thread: (scope key, entry) last handed out
         self.tokens_obtained = 0
+        self._keys: dict[tuple[Scope, ...], tuple[Scope, ...]] = {}  # scopes -> cache key
 
     def _lock_for(self, key: tuple[Scope, ...]) -> threading.Lock:
         """One lock per scope set: fetches for different repositories run concurrently."""
@@ -396,8 +403,20 @@ class _CachingAuth(RegistryAuth):
     ) -> IssuedToken | None:
         raise NotImplementedError
 
+    def _key(self, scopes: Iterable[Scope]) -> tuple[Scope, ...]:
+        """The cache key of ``scopes``, normalised once per distinct tuple of scopes."""
+        if not isinstance(scopes, tuple):
+            return normalize_scopes(scopes)
+        key = self._keys.get(scopes)
+        if key is None:
+            key = normalize_scopes(scopes)
+            if len(self._keys) >= KEYS_KEPT:
+                self._keys.clear()
+            self._keys[scopes] = key
+        return key
+
     def authorization(self, scopes: Iterable[Scope], session: Any) -> str | None:
-        key = normalize_scopes(scopes)
+        key = self._key(scopes)
         entry = self._cache.peek(key)  # no lock for a cached token: one per request
         if entry is None:
             with self._lock_for(key):
@@ -409,7 +428,7 @@ class _CachingAuth(RegistryAuth):
                         self._cache.put(key, entry)
                         self._count_obtained()
         self._sent.last = (key, entry)
-        return None if entry is None else "Bearer " + entry.issued.token.reveal()
+        return None if entry is None else entry.header
 
     def refresh(self, challenge: Challenge, scopes: Iterable[Scope], session: Any) -> bool:
         requested = tuple(scopes)
