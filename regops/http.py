@@ -7,13 +7,12 @@ TLS settings, the user agent, and the rule that no secret reaches an
 exception, a log line or a repr.
 
 Two ways out, one retry loop: :meth:`RetryingSession.request` (requests, for
-everything) and :meth:`RetryingSession.lean` (the standard library's
-``http.client`` on a small pool of kept-alive connections, :class:`LeanPool`,
-for the registry's small reads: manifest GET/HEAD, tag lists), which skips
-requests' and urllib3's per-request work (URL and cookie handling, environment
-and ``.netrc`` lookups, hooks, adapters, header objects) and costs about half
-the CPU. An origin whose requests the environment would change (a proxy, a
-``.netrc`` entry) is never sent lean: it keeps requests' behaviour.
+everything) and :meth:`RetryingSession.lean` (a urllib3 connection pool per
+origin, :class:`LeanPool`, for the registry's small reads: manifest GET/HEAD,
+tag lists), which skips requests' per-request work (URL and cookie handling,
+environment and ``.netrc`` lookups, hooks, adapters, prepared requests). An
+origin whose requests the environment would change (a proxy, a ``.netrc``
+entry) is never sent lean: it keeps requests' behaviour.
 
 >>> session = make_session(HTTPSettings(timeout=(3, 30)))
 >>> session.get("https://gitlab.example.com/api/v4/version")  # doctest: +SKIP
@@ -28,23 +27,19 @@ import logging
 import math
 import os
 import random
-import select
-import socket
 import ssl
 import threading
 import time
-import warnings
-import zlib
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urljoin, urlparse, urlsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from requests.utils import DEFAULT_CA_BUNDLE_PATH, get_environ_proxies, get_netrc_auth
 from requests.utils import parse_header_links as _parse_header_links
-from urllib3.exceptions import InsecureRequestWarning
 
 if TYPE_CHECKING:
     # Names that exist only in the requests stubs: the shape of merge_environment_settings.
@@ -80,11 +75,6 @@ CREDENTIAL_HEADERS = ("Authorization", "PRIVATE-TOKEN", "JOB-TOKEN")
 DEFAULT_PORTS = {"http": 80, "https": 443}  # so https://h and https://h:443 are one origin
 # What requests sends by default; the lean path sends the same and decodes it.
 ACCEPT_ENCODING = "gzip, deflate"
-GZIP_WBITS = 16 + zlib.MAX_WBITS  # zlib's window bits for a gzip stream
-# A kept connection idle longer than this is checked (one select) before it carries a
-# request; a fresher one is just used (a server that closed it anyway makes the request
-# go once more on a new connection: see LeanPool.send).
-STALE_CHECK_AFTER = 1.0
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # Statuses that say "too much": the adaptive limit halves on them.
 THROTTLE_STATUSES = frozenset({429, 503})
@@ -289,57 +279,15 @@ class LeanFailure(Exception):
         self.failure = failure
 
 
-class _Connection(http.client.HTTPConnection):
-    """A kept-alive connection: ``connect`` timeout to open it, ``read`` timeout after."""
-
-    def __init__(self, host: str, port: int, timeout: tuple[float, float]) -> None:
-        super().__init__(host, port, timeout=timeout[0])
-        self.read_timeout = timeout[1]
-
-    def connect(self) -> None:
-        super().connect()  # TCP_NODELAY set there
-        assert self.sock is not None
-        self.sock.settimeout(self.read_timeout)
-
-
-class _TLSConnection(http.client.HTTPSConnection):
-    """The same over TLS (the handshake under the connect timeout)."""
-
-    def __init__(
-        self, host: str, port: int, timeout: tuple[float, float], context: ssl.SSLContext
-    ) -> None:
-        super().__init__(host, port, timeout=timeout[0], context=context)
-        self.read_timeout = timeout[1]
-
-    def connect(self) -> None:
-        super().connect()
-        assert self.sock is not None
-        self.sock.settimeout(self.read_timeout)
-
-
-class _Headers(dict[str, str]):
-    """Answer headers by lower-cased name (repeated ones joined with ``, `` as requests
-    does); ``get`` and ``[]`` take any case."""
-
-    def get(self, name: str, default: Any = None) -> Any:
-        return super().get(name.lower(), default)
-
-    def __getitem__(self, name: str) -> str:
-        return super().__getitem__(name.lower())
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and super().__contains__(name.lower())
-
-
 class LeanPool:
-    """Kept-alive ``http.client`` connections to one origin, for small GET/HEAD reads.
+    """urllib3's connection pool for one origin, for small GET/HEAD reads read whole.
 
-    ``send`` takes an idle connection (dropping any the server closed meanwhile)
-    or opens one, sends, reads the whole answer (chunked, gzip and deflate
-    decoded) and gives the connection back; at most ``maxsize`` idle ones are
-    kept. A request on a kept connection that the server closed before
-    answering is sent once more on a new one (the server never saw it). Every
-    failure is a :class:`LeanFailure`, classified as requests classifies it.
+    ``send`` hands the request to urllib3 (kept-alive connections, a dropped one
+    replaced, chunked, gzip and deflate decoded) without retries or redirects of
+    its own: the retry loop of :class:`RetryingSession` decides those. A request
+    the server hung up on without answering (a kept connection it closed just
+    then) is sent once more at once: it was not processed. Every failure is a
+    :class:`LeanFailure`, classified as requests classifies it.
     """
 
     def __init__(
@@ -350,155 +298,83 @@ class LeanPool:
         context: ssl.SSLContext | None = None,
     ) -> None:
         self.scheme, self.host, self.port = origin
-        self.timeout = timeout
-        self.maxsize = maxsize
-        self.context = context
-        self.opened = 0  # connections opened, for tests and benchmarks
-        self._idle: list[tuple[http.client.HTTPConnection, float]] = []  # (connection, since)
-        self._lock = threading.Lock()
-        self._closed = False
-        if context is not None and context.verify_mode == ssl.CERT_NONE:
-            warnings.warn(
-                f"TLS certificates of {origin_text(origin)} are not verified (verify=False)",
-                InsecureRequestWarning,
-                stacklevel=2,
+        options: dict[str, Any] = {
+            "maxsize": maxsize,
+            "timeout": urllib3.Timeout(connect=timeout[0], read=timeout[1]),
+            "retries": False,
+        }
+        if context is not None:
+            self._pool: urllib3.HTTPConnectionPool = urllib3.HTTPSConnectionPool(
+                self.host,
+                self.port,
+                ssl_context=context,
+                cert_reqs=context.verify_mode,
+                assert_hostname=None if context.check_hostname else False,
+                **options,
             )
+        else:
+            self._pool = urllib3.HTTPConnectionPool(self.host, self.port, **options)
 
     def __repr__(self) -> str:
-        return (
-            f"LeanPool({origin_text((self.scheme, self.host, self.port))}, idle={len(self._idle)})"
-        )
+        return f"LeanPool({origin_text((self.scheme, self.host, self.port))})"
+
+    @property
+    def opened(self) -> int:
+        """Connections opened so far (for tests and benchmarks)."""
+        return self._pool.num_connections
 
     def send(self, method: str, url: str, target: str, headers: Mapping[str, str]) -> LeanResponse:
         """One request and its whole answer; ``url`` is what the answer reports."""
-        connection, reused = self._take()
-        try:
+        for last in (False, True):
             try:
-                status, found, body, keep = self._exchange(connection, method, target, headers)
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
-                if not reused:
-                    raise
-                connection.close()  # closed while idle: the server never saw this one
-                connection = self._open()
-                status, found, body, keep = self._exchange(connection, method, target, headers)
-        except LeanFailure:
-            connection.close()
-            raise
-        except Exception as exc:
-            connection.close()
-            failure = _lean_failure(exc)
-            if failure is None:
-                raise
-            raise LeanFailure(failure) from None
-        except BaseException:
-            connection.close()
-            raise
-        self._give_back(connection, keep)
-        return LeanResponse(method, url, status, found, body)
-
-    def _exchange(
-        self,
-        connection: http.client.HTTPConnection,
-        method: str,
-        target: str,
-        headers: Mapping[str, str],
-    ) -> tuple[int, _Headers, bytes, bool]:
-        if connection.sock is None:
-            try:
-                connection.connect()
-            except Exception as exc:
-                failure = _lean_failure(exc, connecting=True)
-                if failure is None:
-                    raise
-                raise LeanFailure(failure) from None
-            self.opened += 1
-        connection.request(method, target, headers=headers)
-        response = connection.getresponse()
-        body = response.read()
-        found = _Headers()
-        contains = dict.__contains__
-        for name, value in response.msg.raw_items():
-            key = name.lower()
-            found[key] = f"{found[key]}, {value}" if contains(found, key) else value
-        encoding = found.get("content-encoding")
-        if body and encoding:
-            body = _decode(body, encoding)
-        return response.status, found, body, not response.will_close
-
-    def _take(self) -> tuple[http.client.HTTPConnection, bool]:
-        """An idle connection still open (True), or a new one not yet connected (False)."""
-        while True:
-            with self._lock:
-                connection, since = self._idle.pop() if self._idle else (None, 0.0)
-            if connection is None:
-                return self._open(), False
-            sock = connection.sock
-            fresh = time.monotonic() - since < STALE_CHECK_AFTER
-            if sock is not None and (fresh or not _dropped(sock)):
-                return connection, True
-            connection.close()
-
-    def _open(self) -> http.client.HTTPConnection:
-        if self.context is not None:
-            return _TLSConnection(self.host, self.port, self.timeout, self.context)
-        return _Connection(self.host, self.port, self.timeout)
-
-    def _give_back(self, connection: http.client.HTTPConnection, keep: bool) -> None:
-        if keep:
-            with self._lock:
-                if not self._closed and len(self._idle) < self.maxsize:
-                    self._idle.append((connection, time.monotonic()))
-                    return
-        connection.close()
+                answer = self._pool.urlopen(
+                    method,
+                    target,
+                    headers=dict(headers),
+                    retries=False,
+                    redirect=False,
+                    assert_same_host=False,
+                    preload_content=True,
+                    decode_content=True,
+                )
+            except urllib3.exceptions.ProtocolError as exc:
+                if last or not _hung_up(exc):
+                    raise LeanFailure(_lean_failure(exc)) from None
+                continue  # unanswered: the server never processed it
+            except urllib3.exceptions.HTTPError as exc:
+                raise LeanFailure(_lean_failure(exc)) from None
+            return LeanResponse(method, url, answer.status, answer.headers, answer.data)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def close(self) -> None:
         """Close the idle connections; those in use are closed when given back."""
-        with self._lock:
-            self._closed = True
-            idle, self._idle = self._idle, []
-        for connection, _since in idle:
-            connection.close()
+        self._pool.close()
 
 
-def _dropped(sock: socket.socket) -> bool:
-    """True when an idle connection's socket is readable: the server closed it (or sent
-    something unasked), so it cannot carry a request."""
-    try:
-        readable, _, _ = select.select([sock], [], [], 0)
-    except (OSError, ValueError):
-        return True
-    return bool(readable)
+def _hung_up(exc: urllib3.exceptions.ProtocolError) -> bool:
+    """True when the server closed the connection before any byte of an answer."""
+    cause = exc.args[1] if len(exc.args) > 1 else exc.__context__
+    return isinstance(
+        cause, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+    ) and not isinstance(cause, http.client.IncompleteRead)
 
 
-def _decode(body: bytes, encoding: str) -> bytes:
-    """A gzip or deflate body decoded (what requests does); other encodings left as they are."""
-    encoding = encoding.strip().lower()
-    try:
-        if encoding in ("gzip", "x-gzip"):
-            return zlib.decompress(body, GZIP_WBITS)
-        if encoding == "deflate":
-            try:
-                return zlib.decompress(body)
-            except zlib.error:
-                return zlib.decompress(body, -zlib.MAX_WBITS)  # raw deflate, as some servers send
-    except zlib.error as exc:
-        raise LeanFailure(_Failure(f"ContentDecodingError: {exc}", False, False, False)) from None
-    return body
-
-
-def _lean_failure(exc: Exception, *, connecting: bool = False) -> _Failure | None:
-    """What a socket, TLS or http.client error means, as requests would report it."""
-    if isinstance(exc, ConnectionRefusedError):
-        return _Failure("ConnectionError: Connection refused", True, True, False)
-    if isinstance(exc, TimeoutError):  # socket.timeout: connecting or waiting for bytes
-        phase = "ConnectTimeout" if connecting else "ReadTimeout"
-        return _Failure(f"{phase}: timed out", True, True, True)
-    if isinstance(exc, http.client.IncompleteRead):  # cut mid-body: as retryable as a reset
+def _lean_failure(exc: urllib3.exceptions.HTTPError) -> _Failure:
+    """What a urllib3 error means, as requests would report it."""
+    if isinstance(exc, urllib3.exceptions.NewConnectionError):  # before ConnectTimeoutError
+        refused = "Connection refused" in str(exc)
+        if refused or not isinstance(exc, urllib3.exceptions.ConnectTimeoutError):
+            return _Failure(f"ConnectionError: {_reason(exc)}", True, refused, False)
+    if isinstance(exc, urllib3.exceptions.ConnectTimeoutError):
+        return _Failure("ConnectTimeout: timed out", True, True, True)
+    if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
+        return _Failure("ReadTimeout: timed out", True, True, True)
+    if isinstance(exc, urllib3.exceptions.ProtocolError) and "IncompleteRead" in str(exc):
         return _Failure("ChunkedEncodingError: IncompleteRead", True, False, False)
-    if isinstance(exc, (OSError, http.client.HTTPException)):
-        # Resets, refused TLS, unresolvable names, malformed answers: ConnectionError.
-        return _Failure(f"ConnectionError: {_reason(exc)}", True, False, False)
-    return None
+    if isinstance(exc, urllib3.exceptions.DecodeError):
+        return _Failure(f"ContentDecodingError: {_reason(exc)}", False, False, False)
+    # Resets, refused TLS, unresolvable names, malformed answers: ConnectionError.
+    return _Failure(f"ConnectionError: {_reason(exc)}", True, False, False)
 
 
 class AdaptiveLimit:
