@@ -165,11 +165,7 @@ def test_usage_sums_follow_gitlab_on_every_image_kind(multiarch, storage_mode):
     )
     assert report.ok
     for row in report.projects:
-        repos = [r for r in oracle.repositories(root) if r.startswith(row.full_path + "/")]
-        repos += [row.full_path] if row.full_path in oracle.repositories(root) else []
-        sizes: dict[str, int | None] = {}
-        for repo in repos:
-            sizes.update(oracle.gitlab_tag_sizes(root, repo))
+        repos, sizes = _project_tag_sizes(root, row.full_path)
         assert row.tag_sizes == sizes
         assert row.registry_size_bytes == sum(s or 0 for s in sizes.values())
         assert row.all_platforms_bytes == sum(_files_all_platforms(root, r) for r in repos)
@@ -179,6 +175,16 @@ def test_usage_sums_follow_gitlab_on_every_image_kind(multiarch, storage_mode):
     tools = next(r for r in report.projects if r.full_path == "platform/tools")
     assert tools.tag_sizes[f"{INDEX_REPO}:idx"] is None
     assert tools.all_platforms_bytes > tools.registry_size_bytes  # what GitLab misses
+
+
+def _project_tag_sizes(root, project: str) -> tuple[list[str], dict[str, int | None]]:
+    """The project's repositories and GitLab's size of each of their tags, from the files."""
+    repos = [r for r in oracle.repositories(root) if r.startswith(project + "/")]
+    repos += [project] if project in oracle.repositories(root) else []
+    sizes: dict[str, int | None] = {}
+    for repo in repos:
+        sizes.update(oracle.gitlab_tag_sizes(root, repo))
+    return repos, sizes
 
 
 def test_a_warm_http_scan_keeps_gitlabs_view_of_lists_and_indexes(multiarch, tmp_path):
@@ -196,11 +202,7 @@ def test_a_warm_http_scan_keeps_gitlabs_view_of_lists_and_indexes(multiarch, tmp
     assert warm.summary.registry_requests == warm.summary.repositories + warm.summary.tags
     assert cold.summary.registry_requests == warm.summary.registry_requests + 1
     for row in warm.projects:
-        repos = [r for r in oracle.repositories(root) if r.startswith(row.full_path + "/")]
-        repos += [row.full_path] if row.full_path in oracle.repositories(root) else []
-        sizes: dict[str, int | None] = {}
-        for repo in repos:
-            sizes.update(oracle.gitlab_tag_sizes(root, repo))
+        _repos, sizes = _project_tag_sizes(root, row.full_path)
         assert row.tag_sizes == sizes
     web = next(r for r in warm.projects if r.full_path == "apps/web")
     assert (

@@ -161,6 +161,20 @@ def _collector_processes(marker: str) -> list[int]:
     return found
 
 
+def start_slow_gc_run(sandbox, folder: Path, delay: int) -> tuple[subprocess.Popen, Path]:
+    """``regops gc run`` whose collector (a script) sleeps ``delay`` s before the real one."""
+    slow = folder / "slow-collector"
+    slow.write_text(f'#!/bin/sh\nsleep {delay}\nexec docker-registry "$@"\n')
+    slow.chmod(0o755)
+    env = {**os.environ, **sandbox.env("admin")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "regops.cli", "gc", "run", "--hold", "0", "--collector",
+         str(slow), "--restart-command", sandbox.restart_command],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    return process, slow
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_mid_run_stops_the_collector_and_restores_read_write(
     fresh_sandbox, tmp_path, signum
@@ -171,15 +185,7 @@ def test_a_signal_mid_run_stops_the_collector_and_restores_read_write(
     delete_a_tag(sandbox)
     before = blob_bytes(sandbox.storage_path)
     # the real collector, started late so the signal lands while it "runs"
-    slow = tmp_path / "slow-collector"
-    slow.write_text('#!/bin/sh\nsleep 60\nexec docker-registry "$@"\n')
-    slow.chmod(0o755)
-    env = {**os.environ, **sandbox.env("admin")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "regops.cli", "gc", "run", "--hold", "0", "--collector",
-         str(slow), "--restart-command", sandbox.restart_command],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    process, slow = start_slow_gc_run(sandbox, tmp_path, 60)
     lines = []
     assert process.stderr is not None
     for line in process.stderr:
@@ -230,15 +236,7 @@ def test_a_sigkill_mid_collect_takes_the_collector_down_and_recover_restores(
     original = config.read_bytes()
     delete_a_tag(sandbox)
     before = blob_bytes(sandbox.storage_path)
-    slow = tmp_path / "slow-collector"
-    slow.write_text('#!/bin/sh\nsleep 600\nexec docker-registry "$@"\n')
-    slow.chmod(0o755)
-    env = {**os.environ, **sandbox.env("admin")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "regops.cli", "gc", "run", "--hold", "0", "--collector",
-         str(slow), "--restart-command", sandbox.restart_command],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    process, slow = start_slow_gc_run(sandbox, tmp_path, 600)
     assert process.stderr is not None
     for line in process.stderr:
         if line.startswith("gc: plan;"):
