@@ -27,6 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "regops.sizes",
             "regops.locks",
             "regops.durations",
+            "regops.serving",
         ),
     ),
     ("transport", ("regops.http",)),

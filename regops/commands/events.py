@@ -25,9 +25,12 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from regops.scripting import EXIT_OK, EXIT_USAGE
+
+if TYPE_CHECKING:
+    from regops.serving import ThreadedServer
 
 DEFAULT_LISTEN = "127.0.0.1:5003"  # loopback: the registry runs on the same host by default
 DEFAULT_PATH = "/events"
@@ -136,42 +139,25 @@ class ReceiverServer:
         self.app = app
         self.host = host
         self.port = port
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
+        self._server: ThreadedServer | None = None
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}{self.app.path}"
 
     def start(self) -> ReceiverServer:
-        from werkzeug.serving import WSGIRequestHandler, make_server
+        from regops.serving import QuietRequestHandler, ThreadedServer
 
-        class Quiet(WSGIRequestHandler):
-            def log_request(self, *args: Any, **kwargs: Any) -> None:
-                pass
-
-        self._server = make_server(
-            self.host, self.port, self.app, threaded=True, request_handler=Quiet
-        )
-        self._server.daemon_threads = True
-        self.port = self._server.server_port
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": SHUTDOWN_POLL},
-            name="regops-events",
-            daemon=True,
-        )
-        self._thread.start()
+        self._server = ThreadedServer(
+            self.app, self.host, self.port, handler=QuietRequestHandler, name="regops-events"
+        ).start()
+        self.port = self._server.port
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
             self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
 
     def __enter__(self) -> ReceiverServer:
         return self.start()

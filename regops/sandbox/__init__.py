@@ -17,13 +17,12 @@ import contextlib
 import os
 import shutil
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.serving import WSGIRequestHandler
 
 from regops.config import Settings, resolve_settings
 from regops.connection import Connection
@@ -47,6 +46,7 @@ from regops.sandbox.s3 import MotoServer
 from regops.sandbox.seed import seed
 from regops.sandbox.state import SandboxState, UserRecord
 from regops.secrets import Secret, redact
+from regops.serving import QuietRequestHandler, ThreadedServer
 
 __all__ = ["Sandbox", "run_seeded"]
 
@@ -57,7 +57,6 @@ USER_USERNAME = "dev"  # the non-admin user every sandbox has
 ENV_FILE_MODE = 0o600  # the env file holds tokens
 ENV_FILE_NAME = "sandbox.env"
 SERVER_THREAD_NAME = "regops-sandbox-gitlab"
-SHUTDOWN_POLL = 0.05  # seconds; how fast stop() gets the server thread to notice
 STORAGE_KINDS = ("filesystem", "s3")  # the registry's storage: a folder, or S3 (moto)
 S3_BUCKET = "registry"  # the bucket the sandbox's registry stores into
 CONFIG_ENV = "REGOPS_REGISTRY_CONFIG"  # where regops gc/storage find the registry's config.yml
@@ -113,8 +112,7 @@ class Sandbox:
         self.state: SandboxState | None = None
         self.registry_server: RegistryServer | None = None
         self.app: GitLabStandIn | None = None
-        self._server: BaseWSGIServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: ThreadedServer | None = None
         self._key: PrivateKey | None = None
         self._admin_registry: RegistryClient | None = None
         self.seed_seconds: dict[str, float] = {}
@@ -175,18 +173,10 @@ class Sandbox:
         )
         handler = _QuietHandler if self.quiet else _RedactingHandler
         self.control = ControlMiddleware(app, self.restart_registry)
-        self._server = server = make_server(
-            LOOPBACK, self.gitlab_port, self.control, threaded=True, request_handler=handler
-        )
-        # threaded=True: a ThreadedWSGIServer, whose request threads are daemon threads.
-        self.gitlab_port = server.server_port
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": SHUTDOWN_POLL},
-            name=SERVER_THREAD_NAME,
-            daemon=True,
-        )
-        self._thread.start()
+        self._server = ThreadedServer(
+            self.control, LOOPBACK, self.gitlab_port, handler=handler, name=SERVER_THREAD_NAME
+        ).start()
+        self.gitlab_port = self._server.port
         if not self.quiet:
             print(f"GitLab API stand-in on {self.gitlab_url}")
         return app
@@ -262,12 +252,8 @@ class Sandbox:
             if self.state is not None:
                 self.state.save()  # the push times the front recorded
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
             self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
         if self.registry_server is not None:
             self.registry_server.stop()
             self.registry_server = None
@@ -480,11 +466,8 @@ class _RedactingHandler(WSGIRequestHandler):
         super().log(type, "%s", redact(message % args if args else message))
 
 
-class _QuietHandler(_RedactingHandler):
+class _QuietHandler(_RedactingHandler, QuietRequestHandler):
     """A request handler that does not print an access log line per request."""
-
-    def log_request(self, *args: Any, **kwargs: Any) -> None:
-        pass
 
 
 def _shell_quote(value: str) -> str:

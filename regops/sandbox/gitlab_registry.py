@@ -47,10 +47,11 @@ from urllib.parse import urlencode
 import jwt
 import requests
 from cryptography import x509
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
 
 from regops.sandbox.state import SandboxState, iso
+from regops.serving import ThreadedServer
 
 log = logging.getLogger("regops.sandbox")
 
@@ -408,31 +409,22 @@ class GitLabRegistryFront:
             yield manifest
 
 
-class FrontServer:
-    """The front on a loopback port, in a thread of this process."""
+class FrontServer(ThreadedServer):
+    """The front on a loopback port, in a thread of this process; ``stop()`` also
+    closes the front's session to the registry."""
 
     def __init__(
-        self, app: GitLabRegistryFront, host: str, port: int = 0, handler: Any = None
+        self,
+        app: GitLabRegistryFront,
+        host: str,
+        port: int = 0,
+        handler: type[WSGIRequestHandler] | None = None,
     ) -> None:
+        super().__init__(app, host, port, handler=handler, name="regops-sandbox-gitlab-registry")
         self.app = app
-        self.server = make_server(host, port, app, threaded=True, request_handler=handler)
-        setattr(self.server, "daemon_threads", True)  # noqa: B010 - a ThreadingMixIn attribute
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, name="regops-sandbox-gitlab-registry", daemon=True
-        )
-
-    @property
-    def port(self) -> int:
-        return int(self.server.server_port)
-
-    def start(self) -> FrontServer:
-        self.thread.start()
-        return self
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
+        super().stop()
         self.app.session.close()
 
 
