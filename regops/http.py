@@ -356,7 +356,7 @@ def _hung_up(exc: urllib3.exceptions.ProtocolError) -> bool:
     cause = exc.args[1] if len(exc.args) > 1 else exc.__context__
     return isinstance(
         cause, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
-    ) and not isinstance(cause, http.client.IncompleteRead)
+    )
 
 
 def _lean_failure(exc: urllib3.exceptions.HTTPError) -> _Failure:

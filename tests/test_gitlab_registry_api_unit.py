@@ -123,6 +123,19 @@ def test_a_row_not_of_the_spec_shape_is_an_error(row: object):
         api().tags(PATH)
 
 
+@responses.activate
+def test_an_answer_of_the_wrong_json_kind_is_named():
+    responses.get(TAGS_URL, json={"name": "0.1.0"})
+    with pytest.raises(RegistryError, match="expected a JSON list, got dict"):
+        api().tags(PATH)
+    responses.get(f"{REG}/gitlab/v1/repositories/group/project/", json=[{"path": "x"}])
+    with pytest.raises(RegistryError, match="expected a JSON object, got list"):
+        api().repository("group/project")
+    responses.get(f"{REG}/gitlab/v1/repositories/group/other/", body="<html>")
+    with pytest.raises(RegistryError, match="answer is not JSON"):
+        api().repository("group/other")
+
+
 def test_page_size_is_checked_before_any_request():
     with pytest.raises(ValidationError, match=r"1\.\.1000"):
         api().tags_page(PATH, page_size=1001)

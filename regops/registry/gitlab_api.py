@@ -32,7 +32,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
 from regops.errors import RegistryError, ValidationError
@@ -197,7 +197,7 @@ class GitLabRegistryAPI:
             query["name"] = validate_tag(name)
         url = self.client._url(f"{API_ROOT}repositories/{path}/tags/list/?{urlencode(query)}")
         response = self._get(url, (Scope.repository(path, "pull"),))
-        rows = _json_list(url, response)
+        rows = _json(url, response, list)
         tags = tuple(ApiTag.from_json(row, f"{url} row {i}") for i, row in enumerate(rows))
         return TagsPage(tags, _next_last(url, response))
 
@@ -245,7 +245,7 @@ class GitLabRegistryAPI:
         url = self.client._url(f"{API_ROOT}repositories/{path}/{query}")
         scope = _nested_scope(path) if size == SIZE_SELF_WITH_DESCENDANTS else None
         response = self._get(url, (scope or Scope.repository(path, "pull"),))
-        body = _json_object(url, response)
+        body = _json(url, response, dict)
         size_bytes = body.get("size_bytes")
         if size_bytes is not None and (
             isinstance(size_bytes, bool) or not isinstance(size_bytes, int)
@@ -277,7 +277,7 @@ class GitLabRegistryAPI:
                 f"{API_ROOT}repository-paths/{path}/repositories/list/?{urlencode(query)}"
             )
             response = self._get(url, (_nested_scope(path),))
-            for i, row in enumerate(_json_list(url, response)):
+            for i, row in enumerate(_json(url, response, list)):
                 yield _sub_repository(row, f"{url} row {i}")
             following = _next_last(url, response)
             if following is None:
@@ -319,23 +319,18 @@ def _next_last(url: str, response: Any) -> str | None:
     return values[0]
 
 
-def _json_list(url: str, response: Any) -> list[Any]:
+_Shape = TypeVar("_Shape", list[Any], dict[str, Any])
+_JSON_SHAPES: dict[type, str] = {list: "a JSON list", dict: "a JSON object"}
+
+
+def _json(url: str, response: Any, shape: type[_Shape]) -> _Shape:
+    """The answer's JSON, which must be a list or an object (``shape``)."""
     try:
         body = response.json()
     except ValueError:
         raise _shape_error(url, "answer is not JSON") from None
-    if not isinstance(body, list):
-        raise _shape_error(url, f"expected a JSON list, got {type(body).__name__}")
-    return body
-
-
-def _json_object(url: str, response: Any) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        raise _shape_error(url, "answer is not JSON") from None
-    if not isinstance(body, dict):
-        raise _shape_error(url, f"expected a JSON object, got {type(body).__name__}")
+    if not isinstance(body, shape):
+        raise _shape_error(url, f"expected {_JSON_SHAPES[shape]}, got {type(body).__name__}")
     return body
 
 
