@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "regops.locks",
             "regops.durations",
             "regops.serving",
+            "regops.times",
         ),
     ),
     ("transport", ("regops.http",)),

@@ -34,6 +34,7 @@ from regops.errors import StateError, ValidationError
 from regops.fsutil import fsync_folder, write_all
 from regops.locks import PRIVATE_FILE_MODE, ensure_private_dir, state_dir
 from regops.secrets import redact, redact_url
+from regops.times import utc_now
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack is Python 3.11+; annotations only
@@ -62,11 +63,6 @@ RESULTS = frozenset(
         RESULT_FAILED,
     }
 )
-
-
-def utc_now() -> dt.datetime:
-    """The current time, timezone-aware UTC."""
-    return dt.datetime.now(dt.timezone.utc)
 
 
 def new_run_id() -> str:

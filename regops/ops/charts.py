@@ -26,7 +26,7 @@ import json
 import math
 import os
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from regops.errors import StateError, ValidationError
 from regops.fsutil import atomic_write
 from regops.policy import LATEST_TAG
 from regops.sizes import byte_unit, human_bytes
+from regops.times import utc_time
 
 SAVE_FORMATS = ("png", "svg")
 
@@ -454,11 +455,7 @@ def _bin_width(oldest_days: float) -> float:
 
 def _created(tag: Any) -> datetime | None:
     value = getattr(tag, "created_at", None)
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if isinstance(value, datetime) and value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value if isinstance(value, datetime) else None
+    return utc_time(value, "created_at") if isinstance(value, (str, datetime)) else None
 
 
 # --------------------------------------------------------------------------- forecast

@@ -53,6 +53,7 @@ from regops.policy import LATEST_TAG, CleanupPolicy
 from regops.registry.manifest import Manifest
 from regops.registry.resolver import TagResolver
 from regops.sizes import human_bytes
+from regops.times import utc_time
 
 DEFAULT_WORKERS = FORECAST_WORKERS  # projects planned at once
 MAX_WORKERS = FORECAST_MAX_WORKERS
@@ -280,13 +281,7 @@ def next_worker_run(next_run_at: datetime | None, now: datetime) -> datetime | N
 def _time(value: Any) -> datetime | None:
     if value is None or value == "":
         return None
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        raise ValidationError("next_run_at", f"not a time: {value!r}") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return utc_time(value if isinstance(value, datetime) else str(value), "next_run_at")
 
 
 def _iso(value: datetime | None) -> str:

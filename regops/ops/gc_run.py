@@ -57,6 +57,7 @@ from regops.errors import (
     StateError,
     TransportError,
     UsageError,
+    ValidationError,
 )
 from regops.fsutil import atomic_write
 from regops.locks import ensure_private_dir, state_dir
@@ -74,6 +75,7 @@ from regops.registry.client import RegistryClient
 from regops.registry.configfile import OMNIBUS_REGISTRY_CONFIG, RegistryConfig
 from regops.registry.reference import Digest
 from regops.secrets import redact
+from regops.times import utc_now, utc_time
 
 log = logging.getLogger("regops.gc")
 
@@ -185,7 +187,7 @@ class PlainRegistrySwitch:
             "written_sha256": _sha(self._written or b""),
             "restart_command": self.restart_command,
             "pid": os.getpid(),
-            "time": _now().isoformat(timespec="seconds"),
+            "time": utc_now().isoformat(timespec="seconds"),
         }
 
     def restore(self) -> None:
@@ -249,7 +251,7 @@ class OmnibusSwitch:
                 "gitlab_rb": str(self.gitlab_rb),
                 "config": str(self.config_path),
                 "pid": os.getpid(),
-                "time": _now().isoformat(timespec="seconds"),
+                "time": utc_now().isoformat(timespec="seconds"),
             },
         )
         separator = b"" if self._original.endswith(b"\n") or not self._original else b"\n"
@@ -408,18 +410,16 @@ def young_audit_records(hold: dt.timedelta, now: dt.datetime | None = None) -> l
     files = audit_files()
     if not files or hold <= dt.timedelta(0):
         return []
-    cutoff = (now or _now()) - hold
+    cutoff = (now or utc_now()) - hold
     young = []
     for record in read_audit_log(files):
         if record.event != EVENT_RESULT or record.result != RESULT_DELETED:
             continue
         try:
-            when = dt.datetime.fromisoformat(record.time.replace("Z", "+00:00"))
-        except ValueError:
+            when = utc_time(record.time, "audit time")
+        except ValidationError:
             young.append(record)  # an unreadable time: count it as young, to be safe
             continue
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=dt.timezone.utc)
         if when >= cutoff:
             young.append(record)
     return young
@@ -580,7 +580,7 @@ def run_gc(
     restoring) on SIGINT/SIGTERM.
     """
     folder = ensure_private_dir(runs_dir or gc_dir() / RUNS_SUBDIR)
-    started = _now()
+    started = utc_now()
     run_id = started.strftime("%Y%m%dT%H%M%SZ-") + os.urandom(4).hex()
     config = RegistryConfig.load(options.config_path)
     backend = config.backend()
@@ -615,7 +615,7 @@ def run_gc(
 
 
 def _step(record: GCRunRecord, name: str, out: Callable[[str], None], **details: Any) -> None:
-    record.steps.append({"step": name, "time": _now().isoformat(timespec="seconds"), **details})
+    record.steps.append({"step": name, "time": utc_now().isoformat(timespec="seconds"), **details})
     out(f"gc: {name}" + "".join(f"; {k}={v}" for k, v in details.items()))
 
 
@@ -824,12 +824,8 @@ def _line(counts: CollectorCounts) -> str:
 
 
 def _save(folder: Path, record: GCRunRecord) -> None:
-    record.finished = _now().isoformat(timespec="seconds")
+    record.finished = utc_now().isoformat(timespec="seconds")
     atomic_write(folder / f"{record.run_id}.json", json.dumps(asdict(record), indent=2) + "\n")
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 def _hours(delta: dt.timedelta) -> str:

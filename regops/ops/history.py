@@ -73,6 +73,7 @@ from regops.ops.audit import (
     default_audit_dir,
     read_audit_log,
 )
+from regops.times import utc_now, utc_time
 
 log = logging.getLogger("regops.history")
 
@@ -129,10 +130,6 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 def default_history_path() -> Path:
     """``$REGOPS_HISTORY`` or ``<state dir>/usage-history.sqlite3``."""
     override = os.environ.get(HISTORY_ENV)
@@ -149,15 +146,6 @@ def _iso(value: datetime) -> str:
     return value.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
-def parse_time(text: str, field: str = "time") -> datetime:
-    """An aware datetime from ISO text (``Z`` accepted; a naive time is UTC)."""
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except (TypeError, ValueError, AttributeError):
-        raise ValidationError(field, f"not an ISO 8601 time: {text!r}") from None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-
-
 def parse_since(
     text: str | datetime | timedelta | None, now: datetime | None = None
 ) -> datetime | None:
@@ -168,7 +156,7 @@ def parse_since(
     if isinstance(text, timedelta):
         return now - text
     if text[:1].isdigit() and "-" in text:
-        return parse_time(text, "since")
+        return utc_time(text, "since")
     return now - parse_duration(text, "since")
 
 
@@ -533,7 +521,7 @@ class HistoryStore:
         return [
             Snapshot(
                 id=h[0],
-                taken_at=parse_time(h[1]),
+                taken_at=utc_time(h[1]),
                 projects=h[2],
                 repositories=h[3],
                 tags=h[4],
@@ -648,7 +636,7 @@ def cleanup_runs(directory: Path | None = None) -> list[Run]:
         for record in read_audit_log(path):
             if not record.time:
                 continue
-            at = parse_time(record.time, "audit time")
+            at = utc_time(record.time, "audit time")
             entry = runs.setdefault(
                 record.run_id,
                 {"start": at, "end": at, "projects": set(), "deleted": 0, "source": str(path)},
@@ -701,8 +689,8 @@ def _gc_run(path: Path, data: Any) -> Run:
     return Run(
         kind=KIND_GC,
         run_id=str(data["run_id"]),
-        started_at=parse_time(started, "started_at") if started else None,
-        finished_at=parse_time(data["finished_at"], "finished_at"),
+        started_at=utc_time(started, "started_at") if started else None,
+        finished_at=utc_time(data["finished_at"], "finished_at"),
         source=str(path),
         ok=data.get("ok"),
         bytes_before=_int_or_none(data.get("bytes_before")),
