@@ -48,9 +48,9 @@ from regops.errors import GitLabError, PolicyError, RegopsError, ValidationError
 from regops.ops import charts
 from regops.ops.cleanup import CleanupPlan, plan_cleanup
 from regops.ops.defaults import FORECAST_MAX_WORKERS, FORECAST_WORKERS
-from regops.ops.usage import _own_blobs
 from regops.policy import LATEST_TAG, CleanupPolicy
 from regops.registry.manifest import Manifest
+from regops.registry.reference import Digest
 from regops.registry.resolver import TagResolver
 from regops.sizes import human_bytes
 from regops.times import utc_time
@@ -444,26 +444,18 @@ def _plan_repository(
 def _freed_bytes(plan: CleanupPlan, resolver: TagResolver) -> int | None:
     """Bytes of blobs only the deleted tags of this repository use (an index's children
     read through the resolver, by digest); an upper bound, as ``plan.freed_bytes``."""
-    deleted: dict[str, int] = {}
-    kept: set[str] = set()
+    deleted: dict[Digest, int] = {}
+    kept: set[Digest] = set()
     for decision in plan.decisions:
         manifest = getattr(decision.tag, "manifest", None)
         if not isinstance(manifest, Manifest):
             return None
-        blobs = _blobs(resolver, plan.repository or "", manifest)
+        blobs = resolver.pinned_blobs(plan.repository or "", manifest)
         if decision.delete:
             deleted.update(blobs)
         else:
             kept.update(blobs)
     return sum(size for digest, size in deleted.items() if digest not in kept)
-
-
-def _blobs(resolver: TagResolver, repository: str, manifest: Manifest) -> dict[str, int]:
-    blobs = {str(d): s for d, s in _own_blobs(manifest).items()}
-    for child in manifest.children:
-        child_manifest = resolver.manifest(repository, child.digest)
-        blobs.update({str(d): s for d, s in _own_blobs(child_manifest).items()})
-    return blobs
 
 
 __all__ = [

@@ -767,7 +767,11 @@ class _Scan:
             if details is None or details.manifest is None:
                 raise RegistryNotFound("GET", f"{path}:{tag}", 404, "the tag vanished meanwhile")
             manifest = details.manifest
-            blobs = self._blobs(path, manifest) if self.extended else _own_blobs(manifest)
+            blobs = (
+                self.resolver.pinned_blobs(path, manifest)
+                if self.extended
+                else manifest.blob_sizes()
+            )
             platforms = self._all_platforms(path, manifest) if self.extended else 0
         except (RegopsError, OSError) as exc:
             self._fail(index, f"{path}:{tag}", exc)
@@ -846,7 +850,11 @@ class _Scan:
         try:
             if manifest is None:
                 manifest = self.resolver.manifest(path, digest)
-            blobs = self._blobs(path, manifest) if self.extended else _own_blobs(manifest)
+            blobs = (
+                self.resolver.pinned_blobs(path, manifest)
+                if self.extended
+                else manifest.blob_sizes()
+            )
             platforms = self._all_platforms(path, manifest) if self.extended else 0
             image = None if sized else self.resolver.gitlab_image(path, manifest)
         except (RegopsError, OSError) as exc:
@@ -876,13 +884,6 @@ class _Scan:
             return manifest.total_size or 0
         children = [self.resolver.manifest(path, child.digest) for child in manifest.children]
         return sum(self._all_platforms(path, child) for child in children)
-
-    def _blobs(self, path: str, manifest: Manifest) -> dict[Digest, int]:
-        """Every blob ``manifest`` pins: itself, config, layers, and an index's children's."""
-        blobs = _own_blobs(manifest)
-        for child in manifest.children:
-            blobs.update(_own_blobs(self.resolver.manifest(path, child.digest)))
-        return blobs
 
     def _record(
         self, index: int, path: str, tags: list[str], total_size: int | None,
@@ -943,16 +944,6 @@ class _Scan:
             concurrency=self.limit.peak,
             head_hits=self.resolver.head_hits - self.heads_before[0],
         )
-
-
-def _own_blobs(manifest: Manifest) -> dict[Digest, int]:
-    """The manifest itself, its config and its layers (children's sizes, not their content)."""
-    blobs = {manifest.digest: len(manifest.raw)}
-    if manifest.config is not None:
-        blobs[manifest.config.digest] = manifest.config.size
-    for descriptor in (*manifest.layers, *manifest.children):
-        blobs[descriptor.digest] = descriptor.size
-    return blobs
 
 
 class _Progress:

@@ -135,6 +135,16 @@ class Manifest:
             seen.setdefault(descriptor.digest, None)
         return tuple(seen)
 
+    def blob_sizes(self) -> dict[Digest, int]:
+        """The blobs this manifest names, with the bytes each takes in storage: itself,
+        its config, its layers, and an index's child manifests (not their content)."""
+        blobs = {self.digest: len(self.raw)}
+        if self.config is not None:
+            blobs[self.config.digest] = self.config.size
+        for descriptor in (*self.layers, *self.children):
+            blobs[descriptor.digest] = descriptor.size
+        return blobs
+
     @cached_property
     def json(self) -> dict[str, Any]:
         """The manifest's JSON document."""

@@ -417,6 +417,14 @@ class TagResolver:
         digest = Digest.parse(digest)
         return self._once(digest, ImageConfig, lambda: self._load_config(repository, digest))
 
+    def pinned_blobs(self, repository: str, manifest: Manifest) -> dict[Digest, int]:
+        """Every blob ``manifest`` keeps alive, with its size: its own and, for an index,
+        each child's (read through this resolver)."""
+        blobs = manifest.blob_sizes()
+        for child in manifest.children:
+            blobs.update(self.manifest(repository, child.digest).blob_sizes())
+        return blobs
+
     def known(self, digest: Digest) -> bool:
         """True when ``digest`` is in memory or the cache (no request)."""
         with self._lock:
