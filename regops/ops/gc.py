@@ -50,16 +50,21 @@ from tabulate import tabulate
 
 from regops.errors import GitLabNotFound, ValidationError
 from regops.ops import charts
-from regops.registry.backends import BLOBS_ROOT, REPOSITORIES_ROOT, StorageBackend
+from regops.registry.backends import StorageBackend
+from regops.registry.layout import (
+    BLOBS_ROOT,
+    CURRENT_DIR,
+    DATA_FILE,
+    LAYERS_DIR,
+    LINK_FILE,
+    MAX_LINK_BYTES,
+    REPOSITORIES_ROOT,
+    REVISIONS,
+    TAGS,
+)
 from regops.registry.manifest import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 from regops.sizes import human_bytes
 
-LINK_FILE = "link"
-DATA_FILE = "data"
-LAYERS_DIR = "_layers"
-REVISIONS = "_manifests/revisions"
-TAGS = "_manifests/tags"
-MAX_LINK_BYTES = 4096  # a link holds one digest (71 bytes for sha256)
 # go-digest's Parse: an available algorithm and its exact lowercase hex length.
 GO_DIGEST = re.compile(r"\A(?:sha256:[a-f0-9]{64}|sha384:[a-f0-9]{96}|sha512:[a-f0-9]{128})\Z")
 SUMMARY_LINE = re.compile(
@@ -566,7 +571,7 @@ class _Planner:
         entries = self.backend.list(repository_key(repository, TAGS))
         if entries is None:
             return None
-        keys = {e.name: repository_key(repository, TAGS, e.name, "current", LINK_FILE)
+        keys = {e.name: repository_key(repository, TAGS, e.name, CURRENT_DIR, LINK_FILE)
                 for e in entries}  # fmt: skip
         contents = self.backend.read_many(keys.values(), MAX_LINK_BYTES)
         found = {}

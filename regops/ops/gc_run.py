@@ -70,9 +70,10 @@ from regops.ops.gc import (
     plan,
     repositories,
 )
-from regops.registry.backends import BLOBS_ROOT, StorageBackend
+from regops.registry.backends import StorageBackend
 from regops.registry.client import RegistryClient
 from regops.registry.configfile import OMNIBUS_REGISTRY_CONFIG, RegistryConfig
+from regops.registry.layout import BLOBS_ROOT
 from regops.registry.reference import Digest
 from regops.secrets import redact
 from regops.times import utc_now, utc_time

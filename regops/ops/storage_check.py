@@ -42,12 +42,21 @@ from regops.ops.gc import (
     manifest_references,
     parse_link,
 )
-from regops.registry.backends import BLOBS_ROOT, REPOSITORIES_ROOT, V2_ROOT, StorageBackend
+from regops.registry.backends import StorageBackend
+from regops.registry.layout import (
+    BLOBS_ROOT,
+    CURRENT_DIR,
+    LAYERS_DIR,
+    LINK_FILE,
+    MANIFESTS_DIR,
+    REPOSITORIES_ROOT,
+    UPLOADS_DIR,
+    V2_ROOT,
+)
 
 BROKEN = "broken"  # exit 1: something cannot be pulled or is not what it claims
 STALE = "stale"  # reported, exit 0: space or clutter, nothing breaks
 DEFAULT_UPLOAD_AGE = dt.timedelta(days=7)  # the registry's own uploadpurging age (168h)
-UPLOADS = "_uploads"
 HASH_CHUNK = 1024 * 1024
 FORMATS = ("table", "json")
 
@@ -244,13 +253,15 @@ def check(
 
 def _classify(repo: _Repository, rest: list[str], key: str, size: int, modified: float) -> None:
     head = rest[0]
-    if head == "_layers" and len(rest) == 4 and rest[3] == "link":
+    if head == LAYERS_DIR and len(rest) == 4 and rest[3] == LINK_FILE:
         repo.layers.add(f"{rest[1]}:{rest[2]}")
-    elif head == "_manifests" and len(rest) == 5 and rest[1] == "revisions" and rest[4] == "link":
+    elif (
+        head == MANIFESTS_DIR and len(rest) == 5 and rest[1] == "revisions" and rest[4] == LINK_FILE
+    ):
         repo.revisions.add(f"{rest[2]}:{rest[3]}")
-    elif head == "_manifests" and len(rest) == 5 and rest[1] == "tags" and rest[3] == "current":
+    elif head == MANIFESTS_DIR and len(rest) == 5 and rest[1] == "tags" and rest[3] == CURRENT_DIR:
         repo.tags[rest[2]] = key
-    elif head == UPLOADS and len(rest) >= 2:
+    elif head == UPLOADS_DIR and len(rest) >= 2:
         entry = repo.uploads.setdefault(rest[1], [0, 0.0])
         entry[0] += size
         entry[1] = max(entry[1], modified)
@@ -408,7 +419,7 @@ class CompareReport:
 
 def listing(backend: StorageBackend) -> dict[str, int]:
     """key -> size of every file under docker/registry/v2 except ``_uploads`` (one pass)."""
-    return {f.key: f.size for f in backend.walk(V2_ROOT) if f"/{UPLOADS}/" not in f"/{f.key}/"}
+    return {f.key: f.size for f in backend.walk(V2_ROOT) if f"/{UPLOADS_DIR}/" not in f"/{f.key}/"}
 
 
 def compare(

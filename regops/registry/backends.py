@@ -34,9 +34,6 @@ from typing import IO, Any
 from regops.errors import ConfigError, StorageError
 from regops.secrets import redact
 
-V2_ROOT = "docker/registry/v2"  # the layout's root under the driver's rootdirectory
-BLOBS_ROOT = f"{V2_ROOT}/blobs"
-REPOSITORIES_ROOT = f"{V2_ROOT}/repositories"
 MAX_SMALL_READ = 4 * 1024 * 1024  # a manifest is at most 4 MiB (the registry's own limit)
 S3_PAGE_SIZE = 1000  # keys per ListObjectsV2 page: S3's maximum, so a listing costs the fewest
 S3_READERS = 16  # concurrent GETs for small objects: a round trip each, latency-bound

@@ -18,15 +18,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from regops.errors import StorageError, ValidationError
+from regops.registry.layout import (
+    CURRENT_DIR,
+    DATA_FILE,
+    LAYERS_DIR,
+    LINK_FILE,
+    MANIFESTS_DIR,
+    MAX_LINK_BYTES,
+    UPLOADS_DIR,
+    V2_ROOT,
+)
 from regops.registry.reference import Digest, validate_repository_name, validate_tag
 
-V2_PREFIX = Path("docker", "registry", "v2")
-LAYERS_DIR = "_layers"  # a folder holding this is a repository
-MANIFESTS_DIR = "_manifests"
-UPLOADS_DIR = "_uploads"
-LINK_FILE = "link"
-DATA_FILE = "data"
-MAX_LINK_BYTES = 4096  # a link holds one digest (71 bytes); more than this is not a link
+V2_PREFIX = Path(V2_ROOT)
 SEP = os.sep  # paths are joined as strings on the per-tag path (os.path.join costs ~1 us a part)
 
 
@@ -106,14 +110,14 @@ class RegistryStorage:
     def tags(self, repo: str) -> list[str]:
         """Tag names of ``repo`` that point at something (``current/link`` exists), sorted."""
         base = self._repo_dir(repo, MANIFESTS_DIR, "tags")
-        return sorted(n for n in _list_dir(base) if self._is_file(base, n, "current", LINK_FILE))
+        return sorted(n for n in _list_dir(base) if self._is_file(base, n, CURRENT_DIR, LINK_FILE))
 
     def tag_digest(self, repo: str, tag: str) -> Digest | None:
         """The manifest digest ``repo:tag`` points at, None when the tag is absent."""
         # str joins, not pathlib or os.path.join: a usage scan reads one link per tag,
         # and six Path joins per tag cost more than reading the file.
         base = self._repo_dir(repo, MANIFESTS_DIR, "tags")
-        return self._read_link(base, validate_tag(tag), "current", LINK_FILE)
+        return self._read_link(base, validate_tag(tag), CURRENT_DIR, LINK_FILE)
 
     def manifest_revisions(self, repo: str) -> list[Digest]:
         """Manifests linked in ``repo`` (tagged or not), sorted."""

@@ -50,13 +50,21 @@ from cryptography import x509
 from werkzeug.serving import WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
 
+from regops.registry.layout import (
+    BLOBS_ROOT,
+    CURRENT_DIR,
+    DATA_FILE,
+    LINK_FILE,
+    MANIFESTS_DIR,
+    REPOSITORIES_ROOT,
+    TAGS,
+)
 from regops.sandbox.state import SandboxState, iso
 from regops.serving import ThreadedServer
 
 log = logging.getLogger("regops.sandbox")
 
 REGISTRY_VERSION = "v4.17.0-gitlab"  # what Gitlab-Container-Registry-Version says
-V2 = Path("docker", "registry", "v2")
 MAX_N = 1000  # the API refuses n above this
 DEFAULT_N = 100  # and lists this many without n
 LEEWAY = 60  # seconds of clock skew a token may have, as the registry allows
@@ -239,9 +247,9 @@ class GitLabRegistryFront:
         denied = self.require(request, path, "delete")
         if denied is not None:
             return denied
-        folder = self.storage / V2 / "repositories" / path / "_manifests" / "tags" / tag
+        folder = self.storage / REPOSITORIES_ROOT / path / TAGS / tag
         with self.lock:
-            if not (folder / "current" / "link").is_file():
+            if not (folder / CURRENT_DIR / LINK_FILE).is_file():
                 return _error(404, "MANIFEST_UNKNOWN", "manifest unknown", {"Tag": tag})
             shutil.rmtree(folder)
         self.state.record_tag_deleted(path, tag)
@@ -315,11 +323,11 @@ class GitLabRegistryFront:
     # -- storage ----------------------------------------------------------------------
 
     def repositories(self) -> list[str]:
-        base = self.storage / V2 / "repositories"
+        base = self.storage / REPOSITORIES_ROOT
         if not base.is_dir():
             return []
         return sorted(
-            str(p.parent.relative_to(base)) for p in base.rglob("_manifests") if p.is_dir()
+            str(p.parent.relative_to(base)) for p in base.rglob(MANIFESTS_DIR) if p.is_dir()
         )
 
     def _namespace(self, path: str) -> bool:
@@ -328,12 +336,12 @@ class GitLabRegistryFront:
 
     def tag_links(self, path: str) -> dict[str, str] | None:
         """Tag -> digest of ``path`` (None: no such repository)."""
-        tags = self.storage / V2 / "repositories" / path / "_manifests" / "tags"
-        if not (self.storage / V2 / "repositories" / path / "_manifests").is_dir():
+        tags = self.storage / REPOSITORIES_ROOT / path / TAGS
+        if not (self.storage / REPOSITORIES_ROOT / path / MANIFESTS_DIR).is_dir():
             return None
         found = {}
         for folder in tags.iterdir() if tags.is_dir() else ():
-            link = folder / "current" / "link"
+            link = folder / CURRENT_DIR / LINK_FILE
             if link.is_file():
                 found[folder.name] = link.read_text().strip()
         return found
@@ -341,7 +349,7 @@ class GitLabRegistryFront:
     def blob(self, digest: str) -> bytes:
         hexdigest = digest.split(":", 1)[1]
         return (
-            self.storage / V2 / "blobs" / "sha256" / hexdigest[:2] / hexdigest / "data"
+            self.storage / BLOBS_ROOT / "sha256" / hexdigest[:2] / hexdigest / DATA_FILE
         ).read_bytes()
 
     def tag_row(self, path: str, tag: str, digest: str) -> dict[str, Any]:
@@ -375,16 +383,16 @@ class GitLabRegistryFront:
         known = self.state.tag_push(path, tag)
         if known and "created_at" in known:
             return known["created_at"], known.get("updated_at")
-        folder = self.storage / V2 / "repositories" / path / "_manifests" / "tags" / tag
-        links = list((folder / "index").rglob("link"))
+        folder = self.storage / REPOSITORIES_ROOT / path / TAGS / tag
+        links = list((folder / "index").rglob(LINK_FILE))
         first = min((p.stat().st_mtime for p in links), default=None)
-        current = (folder / "current" / "link").stat().st_mtime
+        current = (folder / CURRENT_DIR / LINK_FILE).stat().st_mtime
         created = first if first is not None else current
         updated = current if current - created > 1 else None
         return _iso_time(created), _iso_time(updated) if updated else None
 
     def _repository_created(self, path: str) -> str:
-        folder = self.storage / V2 / "repositories" / path / "_manifests"
+        folder = self.storage / REPOSITORIES_ROOT / path / MANIFESTS_DIR
         return _iso_time(folder.stat().st_mtime)
 
     def layer_bytes(self, repositories: list[str]) -> int:

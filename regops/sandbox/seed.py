@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from regops.errors import ValidationError
-from regops.registry.storage import LINK_FILE, MANIFESTS_DIR, V2_PREFIX
+from regops.registry.layout import LINK_FILE, MANIFESTS_DIR, REPOSITORIES_ROOT
 from regops.sandbox import images
 from regops.sandbox.images import Image, Layer, build_image, build_index, days_ago, random_layer
 from regops.sandbox.state import DEVELOPER, REPORTER
@@ -349,7 +349,7 @@ def _small_layer(rng: random.Random, size: int = SMALL_LAYER) -> Layer:
 
 def link_tag(storage_root: Any, repo: str, tag: str, digest: str) -> None:
     """Point ``repo:tag`` at a manifest already in ``repo``, as a tag PUT does on disk."""
-    base = Path(storage_root) / V2_PREFIX / "repositories" / repo / MANIFESTS_DIR
+    base = Path(storage_root) / REPOSITORIES_ROOT / repo / MANIFESTS_DIR
     hex_digest = digest.split(":", 1)[1]
     if not (base / "revisions" / "sha256" / hex_digest / LINK_FILE).exists():
         raise ValidationError("digest", f"{digest} is not a manifest of {repo}")
