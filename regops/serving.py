@@ -7,7 +7,6 @@ stand-in and its GitLab registry-API front, and ``regops events serve``.
 from __future__ import annotations
 
 import threading
-from types import TracebackType
 from typing import Any, TypeVar
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
@@ -74,10 +73,5 @@ class ThreadedServer:
     def __enter__(self: _Server) -> _Server:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
